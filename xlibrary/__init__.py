@@ -1,0 +1,1 @@
+"""xlibrary: tools for data work. The pipeline engine lives in :mod:`xlibrary.pipeline`."""

@@ -1,0 +1,41 @@
+"""Execute: where a run's Dask graph is computed.
+
+A backend takes the graph of one run and returns each task's :class:`~..lower.Outcome` by
+task name. It submits the graph once, and never raises for a task's failure (the task
+wrapper turns those into outcomes); it raises :class:`~..errors.ClusterError` when the cluster
+itself cannot be started or reached.
+
+* :class:`LocalBackend`: the embedded default; Dask's threaded scheduler in this process, on
+  a thread pool the backend owns.
+* :class:`DistributedBackend`: a ``dask.distributed`` scheduler: a LocalCluster it starts and
+  closes, a scheduler address, or a ``Client`` the user made (never closed by us).
+
+With ``parallel=False`` every backend computes in the calling thread, one task at a time, in
+dependency order, so a debugger works inside tasks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from ..lower import Key, Outcome
+from .local import LocalBackend
+
+__all__ = ["Backend", "LocalBackend"]
+
+
+class Backend(Protocol):
+    """Computes the Dask graph of one run."""
+
+    name: str
+
+    def run(
+        self, graph: Mapping[Key, Any], keys: Mapping[str, Key], *, parallel: bool = True
+    ) -> dict[str, Outcome]:
+        """Compute ``graph`` and return the outcome of each key in ``keys`` by task name."""
+        ...
+
+    def close(self) -> None:
+        """Release what the backend started (thread pools, clusters, clients). Idempotent."""
+        ...

@@ -1,0 +1,178 @@
+"""Every error the engine raises, under one root.
+
+::
+
+    PipelineError
+    ├── ConfigError (ValueError)                 a config key is unknown or holds the wrong type
+    ├── PipelineDefinitionError (ValueError)     the pipeline cannot run as declared
+    │   ├── DuplicateTaskError                   two tasks share a name
+    │   ├── UnknownDependencyError               depends_on names no task ("did you mean ...")
+    │   ├── DependencyCycleError                 the tasks depend on each other in a circle
+    │   ├── EmptyPipelineError                   the pipeline has no tasks
+    │   └── TaskSignatureError (TypeError)       the function cannot take its dependencies' results
+    ├── PipelineExecutionError (RuntimeError)    a task failed during a run
+    ├── TaskTimeoutError (TimeoutError)          a task ran longer than its timeout
+    ├── ClusterError (ConnectionError)           the Dask cluster cannot be started or reached
+    ├── MissingExtraError (ImportError)          an optional dependency is not installed
+    └── TaskError                                for users: raise it (or a subclass) from a task
+        ├── ExtractionError                      as in the guide's ETL example
+        └── ValidationError                      as in the guide's ML example
+
+Every message names the thing that is wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ClusterError",
+    "ConfigError",
+    "DependencyCycleError",
+    "DuplicateTaskError",
+    "EmptyPipelineError",
+    "ExtractionError",
+    "MissingExtraError",
+    "PipelineDefinitionError",
+    "PipelineError",
+    "PipelineExecutionError",
+    "TaskError",
+    "TaskSignatureError",
+    "TaskTimeoutError",
+    "UnknownDependencyError",
+    "ValidationError",
+]
+
+
+class PipelineError(Exception):
+    """Root of every error raised by xlibrary.pipeline."""
+
+
+class ConfigError(PipelineError, ValueError):
+    """A ``PipelineManager`` config key is unknown, misspelt, or holds a value of the wrong type."""
+
+
+class PipelineDefinitionError(PipelineError, ValueError):
+    """The pipeline cannot run as declared; raised before any task runs."""
+
+
+class DuplicateTaskError(PipelineDefinitionError):
+    """Two tasks of one pipeline share a name."""
+
+
+class UnknownDependencyError(PipelineDefinitionError):
+    """A task's ``depends_on`` names a task the pipeline does not have."""
+
+
+class DependencyCycleError(PipelineDefinitionError):
+    """The tasks depend on each other in a circle; ``cycle`` lists it, first task repeated last."""
+
+    def __init__(self, message: str, cycle: list[str]) -> None:
+        super().__init__(message)
+        self.cycle = cycle
+
+
+class EmptyPipelineError(PipelineDefinitionError):
+    """The pipeline has no tasks."""
+
+
+class TaskSignatureError(PipelineDefinitionError, TypeError):
+    """A task's function is not callable, or cannot take its dependencies' results."""
+
+
+class PipelineExecutionError(PipelineError, RuntimeError):
+    """A task failed during a run.
+
+    ``result.error`` holds one of these when a run fails, and ``execute_pipeline`` raises it
+    with ``debug_mode`` or ``raise_on_failure=True``. The task's own exception is ``__cause__``
+    (also ``exception``); ``stack_trace`` is its traceback, starting at the user's frames.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        pipeline: str,
+        failed_task: str,
+        error_message: str,
+        stack_trace: str,
+        run_id: str,
+        exception: BaseException | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.pipeline = pipeline
+        self.failed_task = failed_task
+        self.error_message = error_message
+        self.stack_trace = stack_trace
+        self.run_id = run_id
+        self.exception = exception
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (
+            _rebuild_execution_error,
+            (
+                self.args[0],
+                self.pipeline,
+                self.failed_task,
+                self.error_message,
+                self.stack_trace,
+                self.run_id,
+                self.exception,
+            ),
+        )
+
+
+def _rebuild_execution_error(
+    message: str,
+    pipeline: str,
+    failed_task: str,
+    error_message: str,
+    stack_trace: str,
+    run_id: str,
+    exception: BaseException | None,
+) -> PipelineExecutionError:
+    error = PipelineExecutionError(
+        message,
+        pipeline=pipeline,
+        failed_task=failed_task,
+        error_message=error_message,
+        stack_trace=stack_trace,
+        run_id=run_id,
+        exception=exception,
+    )
+    error.__cause__ = exception
+    return error
+
+
+class TaskTimeoutError(PipelineError, TimeoutError):
+    """A task ran longer than its timeout (``fault_tolerance.task_timeout`` or ``timeout=``)."""
+
+
+class ClusterError(PipelineError, ConnectionError):
+    """The Dask cluster cannot be started or reached, or its workers cannot run our tasks."""
+
+
+class MissingExtraError(PipelineError, ImportError):
+    """An optional dependency is missing; the message names the extra to install."""
+
+
+def missing_extra(package: str, extra: str, feature: str) -> MissingExtraError:
+    """The error for a missing optional dependency, naming the extra that brings it."""
+    return MissingExtraError(
+        f"{feature} needs the {package!r} package, which is not installed; "
+        f'install it with: pip install "xlibrary[{extra}]"'
+    )
+
+
+class TaskError(PipelineError):
+    """Base for errors users raise from their own tasks to signal a domain failure.
+
+    The engine treats it like any exception: the task fails (and is retried when its retry
+    policy covers it) and the run reports it.
+    """
+
+
+class ExtractionError(TaskError):
+    """Raise from a task when extracting data from a source failed."""
+
+
+class ValidationError(TaskError):
+    """Raise from a task when data or a model failed validation."""

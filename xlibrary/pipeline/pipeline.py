@@ -1,0 +1,500 @@
+"""Declare: pipelines, their task specs, and the decorators that register functions as tasks.
+
+Decorators register a function and return it unchanged, so a task stays a plain callable that
+can be called and unit-tested on its own::
+
+    pipeline = Pipeline("etl")
+
+    @pipeline.task("extract")
+    def extract():
+        return [1, 2, 3]
+
+    @pipeline.task("transform", depends_on=["extract"])
+    @pipeline.retry_on_failure(max_retries=3, delay=1.0)
+    def transform(rows):             # the result of "extract", positionally
+        return [r * 2 for r in rows]
+
+    transform([1])                   # still a plain function: [2]
+
+A task receives its dependencies' results as positional arguments, in ``depends_on`` order.
+Option decorators (``retry_on_failure``) work in either order around ``task``.
+
+Everything a single task spec can get wrong is checked when the task is declared (the name, a
+non-callable, a signature that cannot take the dependencies' results, a duplicate name); what
+needs the whole pipeline (unknown dependencies, cycles, emptiness) is checked by
+:mod:`~xlibrary.pipeline.plan` before any task runs.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import inspect
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, overload
+
+from .errors import DuplicateTaskError, PipelineDefinitionError, TaskSignatureError
+
+__all__ = ["Pipeline", "RetryPolicy", "Task", "build_pipeline", "task"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_OPTIONS_ATTR = "__xlibrary_task_options__"
+_REGISTRATIONS_ATTR = "__xlibrary_registrations__"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a task is retried: done inside the task wrapper, so the same on every backend.
+
+    Attempt ``n`` (from 1) that fails with an exception in ``retry_on`` is retried after
+    ``min(delay * backoff ** (n - 1), max_delay)`` seconds, up to ``max_retries`` extra attempts.
+    """
+
+    max_retries: int = 3
+    delay: float = 0.0
+    backoff: float = 2.0
+    max_delay: float = 300.0
+    retry_on: tuple[type[BaseException], ...] = (Exception,)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int):
+            raise PipelineDefinitionError(
+                f"max_retries must be a whole number, got {self.max_retries!r}"
+            )
+        if self.max_retries < 0:
+            raise PipelineDefinitionError(f"max_retries must be 0 or more, got {self.max_retries}")
+        if self.delay < 0 or self.max_delay < 0:
+            raise PipelineDefinitionError("retry delay and max_delay must be 0 or more seconds")
+        if self.backoff < 1:
+            raise PipelineDefinitionError(f"retry backoff must be 1 or more, got {self.backoff}")
+        retry_on: Any = self.retry_on
+        retry_on = (retry_on,) if isinstance(retry_on, type) else tuple(retry_on)
+        for exc_type in retry_on:
+            if not (isinstance(exc_type, type) and issubclass(exc_type, BaseException)):
+                raise PipelineDefinitionError(
+                    f"retry_on must hold exception classes such as (ConnectionError,), "
+                    f"got {exc_type!r}"
+                )
+        object.__setattr__(self, "retry_on", retry_on)
+
+    def delay_before(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        return float(min(self.delay * self.backoff ** (attempt - 1), self.max_delay))
+
+
+@dataclass(frozen=True)
+class Task:
+    """The frozen spec of one task. Derive a changed one with ``dataclasses.replace``.
+
+    ``func`` receives the results of ``depends_on`` as positional arguments, in that order.
+    ``retry`` and ``timeout`` override the manager's ``fault_tolerance`` defaults.
+    ``resource_requirements`` (``{"cpu_cores": 4, "memory_mb": 4096, "gpu": 1}``) is kept on
+    the spec for the resource-aware scheduler.
+    """
+
+    name: str
+    func: Callable[..., Any]
+    depends_on: tuple[str, ...] = ()
+    retry: RetryPolicy | None = None
+    timeout: float | None = None
+    resource_requirements: Mapping[str, float] | None = None
+    description: str | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise PipelineDefinitionError(
+                f"a task name must be a non-empty string, got {self.name!r}; "
+                'for example @pipeline.task("extract")'
+            )
+        if not callable(self.func):
+            raise TaskSignatureError(
+                f"task {self.name!r}: {self.func!r} is not callable; decorate a function, or "
+                f"pass one as Task({self.name!r}, my_function)"
+            )
+        depends_on = _normalize_depends_on(self.name, self.depends_on)
+        object.__setattr__(self, "depends_on", depends_on)
+        if self.timeout is not None and (
+            isinstance(self.timeout, bool)
+            or not isinstance(self.timeout, int | float)
+            or self.timeout <= 0
+        ):
+            raise PipelineDefinitionError(
+                f"task {self.name!r}: timeout must be a number of seconds above 0, "
+                f"got {self.timeout!r}"
+            )
+        if self.resource_requirements is not None:
+            _check_resources(self.name, self.resource_requirements)
+            object.__setattr__(self, "resource_requirements", dict(self.resource_requirements))
+        if self.description is None:
+            doc = inspect.getdoc(self.func) if inspect.isfunction(self.func) else None
+            object.__setattr__(self, "description", doc.splitlines()[0] if doc else None)
+        _check_signature(self.name, self.func, depends_on)
+
+    @property
+    def function_name(self) -> str:
+        """The function's qualified name, for messages."""
+        return getattr(self.func, "__qualname__", None) or repr(self.func)
+
+
+def _normalize_depends_on(name: str, depends_on: Any) -> tuple[str, ...]:
+    if isinstance(depends_on, str):
+        depends_on = (depends_on,)
+    if not isinstance(depends_on, Iterable):
+        raise PipelineDefinitionError(
+            f"task {name!r}: depends_on must be a list of task names, got {depends_on!r}"
+        )
+    deps = tuple(depends_on)
+    for dep in deps:
+        if not isinstance(dep, str):
+            hint = f" (did you mean {dep.__name__!r}?)" if hasattr(dep, "__name__") else ""
+            raise PipelineDefinitionError(
+                f"task {name!r}: depends_on must hold task names as strings, got {dep!r}{hint}"
+            )
+    seen: set[str] = set()
+    for dep in deps:
+        if dep in seen:
+            raise PipelineDefinitionError(
+                f"task {name!r} lists {dep!r} twice in depends_on; list each dependency once"
+            )
+        seen.add(dep)
+    return deps
+
+
+def _check_resources(name: str, resources: Mapping[str, float]) -> None:
+    if not isinstance(resources, Mapping):
+        raise PipelineDefinitionError(
+            f"task {name!r}: resource_requirements must be a dict such as "
+            f'{{"cpu_cores": 4, "memory_mb": 4096}}, got {resources!r}'
+        )
+    for key, amount in resources.items():
+        if (
+            not isinstance(key, str)
+            or isinstance(amount, bool)
+            or not isinstance(amount, int | float)
+            or amount < 0
+        ):
+            raise PipelineDefinitionError(
+                f"task {name!r}: resource_requirements[{key!r}] must be a number of 0 or more, "
+                f"got {amount!r}"
+            )
+
+
+def _check_signature(name: str, func: Callable[..., Any], depends_on: tuple[str, ...]) -> None:
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):  # some builtins have no signature; nothing to check
+        return
+    try:
+        signature.bind(*depends_on)
+    except TypeError as exc:
+        func_name = getattr(func, "__qualname__", repr(func))
+        count = len(depends_on)
+        results = "no results" if not count else f"{count} result{'s' if count > 1 else ''}"
+        raise TaskSignatureError(
+            f"task {name!r}: {func_name}{signature} cannot be called with {results} from "
+            f"depends_on={list(depends_on)} ({exc}); give the function one positional "
+            f"parameter per dependency, in depends_on order"
+        ) from None
+
+
+class Pipeline:
+    """A named set of tasks and their dependencies.
+
+    >>> p = Pipeline("numbers")
+    >>> @p.task("one")
+    ... def one():
+    ...     return 1
+    >>> @p.task("two", depends_on=["one"])
+    ... def two(x):
+    ...     return x + 1
+    >>> [t.name for t in p.tasks]
+    ['one', 'two']
+    """
+
+    def __init__(self, name: str, *, description: str | None = None) -> None:
+        if not isinstance(name, str) or not name.strip():
+            raise PipelineDefinitionError(
+                f'a pipeline name must be a non-empty string, got {name!r}; Pipeline("etl")'
+            )
+        self.name = name
+        self.description = description
+        self._tasks: dict[str, Task] = {}
+        self._version = 0
+
+    # -- declaring ----------------------------------------------------------------------
+    @overload
+    def task(self, name: F, /) -> F: ...
+    @overload
+    def task(
+        self,
+        name: str | None = None,
+        depends_on: Iterable[str] | str = (),
+        *,
+        timeout: float | None = None,
+        resource_requirements: Mapping[str, float] | None = None,
+    ) -> Callable[[F], F]: ...
+    def task(
+        self,
+        name: str | Callable[..., Any] | None = None,
+        depends_on: Iterable[str] | str = (),
+        *,
+        timeout: float | None = None,
+        resource_requirements: Mapping[str, float] | None = None,
+    ) -> Any:
+        """Register the decorated function as a task and return it unchanged.
+
+        ``name`` defaults to the function's name; ``@pipeline.task`` also works bare.
+        """
+        if callable(name):
+            return self.task()(name)
+
+        def register(func: F) -> F:
+            self._register(
+                func,
+                name=name if name is not None else _default_name(func),
+                depends_on=depends_on,
+                timeout=timeout,
+                resource_requirements=resource_requirements,
+            )
+            return func
+
+        return register
+
+    def add(self, task: Task) -> Task:
+        """Add a task spec built by hand: ``pipeline.add(Task("load", load, ("clean",)))``."""
+        if not isinstance(task, Task):
+            raise PipelineDefinitionError(
+                f"pipeline {self.name!r}: add() takes a Task spec, got {task!r}; "
+                "use @pipeline.task(...) to register a function"
+            )
+        existing = self._tasks.get(task.name)
+        if existing is not None:
+            raise DuplicateTaskError(
+                f"pipeline {self.name!r} already has a task named {task.name!r} "
+                f"(function {existing.function_name}); give {task.function_name} another name"
+            )
+        self._tasks[task.name] = task
+        self._version += 1
+        return task
+
+    @overload
+    def retry_on_failure(self, func: F, /) -> F: ...
+    @overload
+    def retry_on_failure(
+        self,
+        func: None = None,
+        /,
+        *,
+        max_retries: int = 3,
+        delay: float = 0.0,
+        backoff: float = 2.0,
+        max_delay: float = 300.0,
+        retry_on: tuple[type[BaseException], ...] | type[BaseException] = (Exception,),
+    ) -> Callable[[F], F]: ...
+    def retry_on_failure(
+        self,
+        func: Callable[..., Any] | None = None,
+        /,
+        *,
+        max_retries: int = 3,
+        delay: float = 0.0,
+        backoff: float = 2.0,
+        max_delay: float = 300.0,
+        retry_on: tuple[type[BaseException], ...] | type[BaseException] = (Exception,),
+    ) -> Any:
+        """Retry the task on failure: ``@pipeline.retry_on_failure(max_retries=3, delay=1)``.
+
+        Attempt ``n`` that raises one of ``retry_on`` is retried after
+        ``min(delay * backoff ** (n - 1), max_delay)`` seconds. Works above or below ``task``.
+        """
+        policy = RetryPolicy(
+            max_retries=max_retries,
+            delay=delay,
+            backoff=backoff,
+            max_delay=max_delay,
+            retry_on=retry_on,  # type: ignore[arg-type]
+        )
+
+        def decorate(f: F) -> F:
+            set_task_options(f, retry=policy)
+            return f
+
+        return decorate(func) if func is not None else decorate
+
+    # -- reading ------------------------------------------------------------------------
+    @property
+    def tasks(self) -> tuple[Task, ...]:
+        """The task specs in topological order (dependencies first, then declaration order).
+
+        Raises a :class:`PipelineDefinitionError` when the pipeline cannot run as declared.
+        """
+        from .plan import topological_order
+
+        return topological_order(self)
+
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        """Task names in declaration order."""
+        return tuple(self._tasks)
+
+    def get_task(self, name: str) -> Task:
+        """The spec of task ``name``."""
+        try:
+            return self._tasks[name]
+        except KeyError:
+            from .plan import did_you_mean
+
+            raise KeyError(
+                f"pipeline {self.name!r} has no task {name!r}{did_you_mean(name, self._tasks)}"
+            ) from None
+
+    __getitem__ = get_task
+
+    def validate(self) -> None:
+        """Check the whole pipeline (dependencies, cycles, emptiness) without running it."""
+        from .plan import validate
+
+        validate(self)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tasks
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def __iter__(self) -> Iterator[Task]:
+        return iter(self.tasks)
+
+    def __repr__(self) -> str:
+        return f"Pipeline({self.name!r}, tasks={list(self._tasks)})"
+
+    # -- internals ----------------------------------------------------------------------
+    @property
+    def declared(self) -> Mapping[str, Task]:
+        """Task specs by name, in declaration order, without validation."""
+        return self._tasks
+
+    @property
+    def version(self) -> int:
+        """Goes up whenever a task is added or changed; plans are cached against it."""
+        return self._version
+
+    def _register(self, func: Callable[..., Any], **fields: Any) -> Task:
+        options = getattr(func, _OPTIONS_ATTR, None) or {}
+        spec = self.add(Task(func=func, **fields, **options))
+        registrations = getattr(func, _REGISTRATIONS_ATTR, None)
+        if registrations is None:
+            registrations = []
+            try:
+                setattr(func, _REGISTRATIONS_ATTR, registrations)
+            except (AttributeError, TypeError):
+                return spec  # a builtin: options cannot follow it, but it can still be a task
+        registrations.append((weakref.ref(self), spec.name))
+        return spec
+
+    def _update(self, name: str, **changes: Any) -> None:
+        self._tasks[name] = dataclasses.replace(self._tasks[name], **changes)
+        self._version += 1
+
+
+def set_task_options(func: Callable[..., Any], **options: Any) -> None:
+    """Attach task options to ``func``, whether or not it is registered as a task yet.
+
+    This is how option decorators work in either order around ``task``: the options are kept
+    on the function for registrations still to come, and applied to the registrations made.
+    """
+    try:
+        current = dict(getattr(func, _OPTIONS_ATTR, None) or {})
+        current.update(options)
+        setattr(func, _OPTIONS_ATTR, current)
+    except (AttributeError, TypeError):
+        raise PipelineDefinitionError(
+            f"cannot attach task options to {func!r}; wrap it in a def and decorate that"
+        ) from None
+    for pipeline_ref, name in getattr(func, _REGISTRATIONS_ATTR, ()):
+        pipeline = pipeline_ref()
+        if pipeline is not None and pipeline.declared.get(name, None) is not None:
+            pipeline._update(name, **options)
+
+
+def _default_name(func: Callable[..., Any]) -> str:
+    name = getattr(func, "__name__", None)
+    if not isinstance(name, str) or name == "<lambda>":
+        raise PipelineDefinitionError(
+            f'cannot name a task after {func!r}; give it a name: @pipeline.task("my_task")'
+        )
+    return name
+
+
+# -- the module-level ``task`` decorator, for @pm.pipeline builder functions ------------------
+
+_building: contextvars.ContextVar[Pipeline | None] = contextvars.ContextVar(
+    "xlibrary_pipeline_building", default=None
+)
+
+
+@overload
+def task(name: F, /) -> F: ...
+@overload
+def task(
+    name: str | None = None,
+    depends_on: Iterable[str] | str = (),
+    *,
+    timeout: float | None = None,
+    resource_requirements: Mapping[str, float] | None = None,
+) -> Callable[[F], F]: ...
+def task(
+    name: str | Callable[..., Any] | None = None,
+    depends_on: Iterable[str] | str = (),
+    *,
+    timeout: float | None = None,
+    resource_requirements: Mapping[str, float] | None = None,
+) -> Any:
+    """Register a task in the pipeline being built by a ``@pm.pipeline(...)`` builder.
+
+    ::
+
+        @pm.pipeline("reports")
+        def reports():
+            @task("load")
+            def load(): ...
+
+            @task("summarise", depends_on=["load"], resource_requirements={"cpu_cores": 2})
+            def summarise(rows): ...
+    """
+    pipeline = _building.get()
+    if pipeline is None:
+        raise PipelineDefinitionError(
+            "task() was used outside a pipeline builder; call it inside a function decorated "
+            'with @pm.pipeline("name"), or use @my_pipeline.task(...) on a Pipeline'
+        )
+    if callable(name):
+        return pipeline.task(name)
+    return pipeline.task(
+        name, depends_on, timeout=timeout, resource_requirements=resource_requirements
+    )
+
+
+def build_pipeline(name: str, builder: Callable[[], Any]) -> Pipeline:
+    """Run ``builder`` with a fresh pipeline collecting its ``task`` declarations."""
+    if not callable(builder):
+        raise PipelineDefinitionError(
+            f"@pipeline({name!r}) decorates a builder function, got {builder!r}"
+        )
+    pipeline = Pipeline(name, description=inspect.getdoc(builder))
+    token = _building.set(pipeline)
+    try:
+        returned = builder()
+    finally:
+        _building.reset(token)
+    if isinstance(returned, Pipeline) and returned is not pipeline:
+        if len(pipeline):
+            raise PipelineDefinitionError(
+                f"builder {builder.__qualname__} both declared tasks with task() and returned "
+                f"pipeline {returned.name!r}; do one or the other"
+            )
+        return returned
+    return pipeline

@@ -1,0 +1,103 @@
+"""What a run returns: :class:`PipelineResult`, with one :class:`TaskRun` per task."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import PipelineExecutionError
+
+__all__ = ["PipelineResult", "TaskRun", "TaskStatus"]
+
+
+class TaskStatus(enum.StrEnum):
+    """The state a task ended a run in."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    """Not run, because a task it depends on failed (see ``TaskRun.skipped_because``)."""
+    CACHED = "cached"
+    """Not run, because its result came from the cache."""
+
+
+@dataclass(frozen=True)
+class TaskRun:
+    """How one task went in one run."""
+
+    name: str
+    status: TaskStatus
+    attempts: int = 0
+    started: float | None = None
+    """Wall-clock time (``time.time()``) the first attempt started, where it ran."""
+    finished: float | None = None
+    error: BaseException | None = None
+    """The task's own exception, when it failed."""
+    traceback: str | None = None
+    """The failure's traceback as text, starting at the task's own frames."""
+    skipped_because: str | None = None
+    """For a skipped task: the failed task upstream of it."""
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from the first attempt's start to the end, retries and waits included."""
+        if self.started is None or self.finished is None:
+            return None
+        return self.finished - self.started
+
+
+@dataclass(frozen=True, repr=False)
+class PipelineResult:
+    """The outcome of one run of a pipeline.
+
+    ``final_result`` is the result of the pipeline's only sink task (a task nothing depends
+    on); with several sinks it is a dict of their results by task name; when the run failed
+    it is ``None``. ``results`` holds every finished task's result by name, also when the run
+    failed. ``error`` is a :class:`PipelineExecutionError` for the first failed task (in
+    topological order), whose ``__cause__`` is the task's own exception.
+    """
+
+    pipeline: str
+    run_id: str
+    success: bool
+    tasks: Mapping[str, TaskRun]
+    results: Mapping[str, Any]
+    final_result: Any
+    error: PipelineExecutionError | None
+    started: float
+    finished: float
+    sinks: tuple[str, ...] = field(default=())
+
+    @property
+    def duration(self) -> float:
+        """Seconds the run took, from submission to the last result."""
+        return self.finished - self.started
+
+    @property
+    def failed_task(self) -> str | None:
+        """The first failed task in topological order, or ``None``."""
+        return self.error.failed_task if self.error is not None else None
+
+    @property
+    def states(self) -> dict[str, TaskStatus]:
+        """Each task's status by name, in topological order."""
+        return {name: run.status for name, run in self.tasks.items()}
+
+    def raise_for_status(self) -> PipelineResult:
+        """Raise :attr:`error` when the run failed; return the result otherwise."""
+        if self.error is not None:
+            raise self.error
+        return self
+
+    def __repr__(self) -> str:
+        counts: dict[str, int] = {}
+        for run in self.tasks.values():
+            counts[run.status] = counts.get(run.status, 0) + 1
+        summary = ", ".join(f"{n} {status}" for status, n in counts.items())
+        outcome = "succeeded" if self.success else f"failed at {self.failed_task!r}"
+        return (
+            f"<PipelineResult {self.pipeline!r} run {self.run_id} {outcome} in "
+            f"{self.duration:.3f}s: {summary}>"
+        )

@@ -1,0 +1,309 @@
+"""Typed, frozen settings: the only place a ``PipelineManager`` config dict is read.
+
+Each config section of the user guide is a frozen dataclass below; :func:`load_settings` checks
+a config mapping against them. An unknown or misspelt key raises :class:`ConfigError` naming the
+key and the closest valid one; a value of the wrong type raises :class:`ConfigError` naming the
+type expected. Nothing below the manager reads a dict.
+
+Some keys of the guide belong to features that are not built yet. They are accepted, and
+setting one to anything but its default logs one warning saying it has no effect yet: never a
+silent no-op. Such fields carry ``metadata={"pending": "<feature>"}``.
+
+Environment: ``XLIBRARY_SCHEDULER_ADDRESS`` sets ``scheduler_address`` when the config does not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import logging
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .errors import ConfigError
+
+__all__ = [
+    "Caching",
+    "FaultTolerance",
+    "Monitoring",
+    "MonitoringAlerts",
+    "ResourceAllocation",
+    "ResourceLimits",
+    "Settings",
+    "load_settings",
+]
+
+logger = logging.getLogger(__name__)
+
+SCHEDULER_ADDRESS_ENV = "XLIBRARY_SCHEDULER_ADDRESS"
+
+
+def _pending(feature: str) -> dict[str, str]:
+    return {"pending": feature}
+
+
+@dataclass(frozen=True)
+class FaultTolerance:
+    """``fault_tolerance``: the manager's defaults for every task without its own policy."""
+
+    max_retries: int = 0
+    """Extra attempts after the first failure (``@pipeline.retry_on_failure`` overrides it)."""
+    retry_delay: float = 0.0
+    """Seconds to wait before the first retry."""
+    retry_backoff: float = 2.0
+    """Each further retry waits this many times longer than the one before."""
+    task_timeout: float | None = None
+    """Seconds a task may run before it fails with ``TaskTimeoutError``; ``None``: no limit."""
+
+
+@dataclass(frozen=True)
+class ResourceAllocation:
+    """``resource_allocation``: what each worker of a cluster we start offers."""
+
+    cpu_per_worker: int | None = field(default=None, metadata=_pending("cluster layout"))
+    memory_per_worker: str | int | None = field(default=None, metadata=_pending("cluster layout"))
+
+
+@dataclass(frozen=True)
+class ResourceLimits:
+    """``resource_limits``: caps on what workers of clusters we start may offer."""
+
+    max_cpu_cores: int | None = field(default=None, metadata=_pending("resource limits"))
+    max_memory_gb: float | None = field(default=None, metadata=_pending("resource limits"))
+    optimization_strategy: Literal["balanced", "throughput", "memory"] = field(
+        default="balanced", metadata=_pending("resource limits")
+    )
+
+
+@dataclass(frozen=True)
+class Caching:
+    """``caching``: result caching."""
+
+    enabled: bool = field(default=False, metadata=_pending("result caching"))
+    cache_type: Literal["fsspec", "redis"] = field(
+        default="fsspec", metadata=_pending("result caching")
+    )
+    ttl: float | None = field(default=None, metadata=_pending("result caching"))
+    cache_results: bool = field(default=False, metadata=_pending("result caching"))
+
+
+@dataclass(frozen=True)
+class MonitoringAlerts:
+    """``monitoring.alerts``: thresholds that raise alerts."""
+
+    task_timeout: float | None = field(default=None, metadata=_pending("monitoring alerts"))
+    memory_threshold: float | None = field(default=None, metadata=_pending("monitoring alerts"))
+    error_rate_threshold: float | None = field(default=None, metadata=_pending("monitoring alerts"))
+
+
+@dataclass(frozen=True)
+class Monitoring:
+    """``monitoring``: metrics and alerts."""
+
+    real_time: bool = field(default=False, metadata=_pending("monitoring"))
+    metrics: tuple[str, ...] = field(default=(), metadata=_pending("monitoring"))
+    alerts: MonitoringAlerts = field(default_factory=MonitoringAlerts)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a ``PipelineManager`` reads from its config, typed and frozen.
+
+    Derive a changed copy with ``dataclasses.replace(settings, debug_mode=True)``.
+    """
+
+    # -- where runs execute -------------------------------------------------------------
+    distributed_mode: bool = False
+    """Run on a ``dask.distributed`` LocalCluster that the manager starts and closes."""
+    scheduler_address: str | None = None
+    """Run on the ``dask.distributed`` scheduler at this address (``tcp://host:8786``)."""
+    num_workers: int | None = None
+    """Threads of the embedded (local) backend; default ``min(32, cpu_count + 4)``."""
+    cluster_mode: Literal["local", "kubernetes"] | None = field(
+        default=None, metadata=_pending("cluster modes")
+    )
+    worker_nodes: int | None = field(default=None, metadata=_pending("cluster modes"))
+    auto_scaling: bool = field(default=False, metadata=_pending("auto-scaling"))
+    resource_allocation: ResourceAllocation = field(default_factory=ResourceAllocation)
+    resource_optimization: bool = field(default=False, metadata=_pending("resource limits"))
+    resource_limits: ResourceLimits = field(default_factory=ResourceLimits)
+
+    # -- failures -------------------------------------------------------------------------
+    fault_tolerance: FaultTolerance = field(default_factory=FaultTolerance)
+    debug_mode: bool = False
+    """Raise ``PipelineExecutionError`` when a run fails, instead of returning the result."""
+    raise_on_failure: bool = False
+    """Same as ``debug_mode`` for failures, without the rest of debug mode."""
+
+    # -- persistence, monitoring, notebooks -----------------------------------------------
+    caching: Caching = field(default_factory=Caching)
+    save_intermediate_results: bool = field(
+        default=False, metadata=_pending("saved intermediate results")
+    )
+    monitoring_enabled: bool = field(default=False, metadata=_pending("monitoring"))
+    monitoring: Monitoring = field(default_factory=Monitoring)
+    detailed_logging: bool = field(default=False, metadata=_pending("detailed logging"))
+    interactive_mode: bool = field(default=False, metadata=_pending("notebook display"))
+    display_progress: bool = field(default=False, metadata=_pending("progress display"))
+    inline_results: bool = field(default=False, metadata=_pending("notebook display"))
+
+    @property
+    def is_distributed(self) -> bool:
+        """Whether runs go to ``dask.distributed`` rather than the embedded local backend."""
+        return self.distributed_mode or self.scheduler_address is not None
+
+
+def load_settings(config: Mapping[str, Any] | Settings | None = None) -> Settings:
+    """Check ``config`` against the guide's keys and return typed settings.
+
+    >>> load_settings({"fault_tolerance": {"max_retries": 3}}).fault_tolerance.max_retries
+    3
+    """
+    if isinstance(config, Settings):
+        return config
+    if config is None:
+        config = {}
+    if not isinstance(config, Mapping):
+        raise ConfigError(
+            f"config must be a dict of settings, got {type(config).__name__}; "
+            'for example PipelineManager({"distributed_mode": True})'
+        )
+    values = dict(config)
+    if "scheduler_address" not in values and os.environ.get(SCHEDULER_ADDRESS_ENV):
+        values["scheduler_address"] = os.environ[SCHEDULER_ADDRESS_ENV]
+    pending: list[tuple[str, str]] = []
+    settings = _build(Settings, values, "", pending)
+    for key, feature in pending:
+        logger.warning(
+            "config key %r is accepted but has no effect yet: %s is not built in this "
+            "version of xlibrary.pipeline; the run goes on without it",
+            key,
+            feature,
+        )
+    return settings
+
+
+_T = typing.TypeVar("_T")
+
+
+def _build(
+    cls: type[_T], values: Mapping[str, Any], prefix: str, pending: list[tuple[str, str]]
+) -> _T:
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        dotted = f"{prefix}{key}"
+        if key not in fields:
+            raise ConfigError(_unknown_key_message(dotted, str(key), list(fields), prefix))
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, Mapping):
+                raise ConfigError(
+                    f"config key {dotted!r} must be a dict of settings, got "
+                    f"{type(value).__name__} {value!r}"
+                )
+            kwargs[key] = _build(hint, value, f"{dotted}.", pending)  # type: ignore[arg-type]
+            continue
+        converted = _convert(dotted, value, hint)
+        kwargs[key] = converted
+        feature = fields[key].metadata.get("pending")
+        if feature is not None and converted != fields[key].default:
+            pending.append((dotted, feature))
+    settings = cls(**kwargs)
+    _check_ranges(settings, prefix)
+    return settings
+
+
+def _unknown_key_message(dotted: str, key: str, valid: list[str], prefix: str) -> str:
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    where = f"section {prefix[:-1]!r}" if prefix else "the config"
+    hint = f"; did you mean {prefix}{close[0]!r}?" if close else ""
+    return (
+        f"unknown config key {dotted!r}{hint} (valid keys of {where}: {', '.join(sorted(valid))})"
+    )
+
+
+def _convert(dotted: str, value: Any, hint: Any) -> Any:
+    """Return ``value`` checked against the type ``hint``, or raise ConfigError."""
+    origin = typing.get_origin(hint)
+    if origin is typing.Union or origin is types.UnionType:
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _convert(dotted, value, option)
+            except ConfigError:
+                continue
+        raise ConfigError(_type_message(dotted, value, hint))
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+            hint_text = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"config key {dotted!r} must be one of {', '.join(map(repr, choices))}, "
+                f"got {value!r}{hint_text}"
+            )
+        return value
+    if origin is tuple:
+        (item_type, _ellipsis) = typing.get_args(hint)
+        if isinstance(value, str) or not isinstance(value, list | tuple):
+            raise ConfigError(_type_message(dotted, value, hint))
+        return tuple(_convert(f"{dotted}[{i}]", item, item_type) for i, item in enumerate(value))
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str and isinstance(value, str):
+        return value
+    raise ConfigError(_type_message(dotted, value, hint))
+
+
+def _type_message(dotted: str, value: Any, hint: Any) -> str:
+    expected = _describe(hint)
+    return f"config key {dotted!r} must be {expected}, got {type(value).__name__} {value!r}"
+
+
+def _describe(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin is typing.Union or origin is types.UnionType:
+        return " or ".join(_describe(h) for h in typing.get_args(hint))
+    if origin is tuple:
+        return f"a list of {_describe(typing.get_args(hint)[0])}"
+    if hint is type(None):
+        return "null (None)"
+    names = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _check_ranges(settings: object, prefix: str) -> None:
+    """Values of the right type but outside their meaningful range."""
+    if isinstance(settings, FaultTolerance):
+        _at_least(prefix, "max_retries", settings.max_retries, 0)
+        _at_least(prefix, "retry_delay", settings.retry_delay, 0)
+        _at_least(prefix, "retry_backoff", settings.retry_backoff, 1)
+        if settings.task_timeout is not None and settings.task_timeout <= 0:
+            raise ConfigError(
+                f"config key '{prefix}task_timeout' must be more than 0 seconds (or null for no "
+                f"limit), got {settings.task_timeout}"
+            )
+    elif isinstance(settings, Settings) and settings.num_workers is not None:
+        _at_least(prefix, "num_workers", settings.num_workers, 1)
+
+
+def _at_least(prefix: str, key: str, value: float, minimum: float) -> None:
+    if value < minimum:
+        raise ConfigError(f"config key '{prefix}{key}' must be {minimum} or more, got {value}")
