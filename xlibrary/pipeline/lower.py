@@ -174,6 +174,12 @@ class TaskRunner:
     def __repr__(self) -> str:
         return f"TaskRunner({self.name!r})"
 
+    def __dask_tokenize__(self) -> tuple[str, str, int]:
+        # dask.distributed tokenizes the whole graph on submit, and would otherwise pickle
+        # every runner (and the user's function) to do it. Keys already hold the run id, so
+        # identity is all the token needs.
+        return ("xlibrary.TaskRunner", self.name, id(self))
+
     def __call__(self, *upstream: Outcome) -> Outcome:
         for outcome in upstream:
             if outcome.status != SUCCEEDED:

@@ -190,6 +190,11 @@ class PipelineManager:
             backend = self._backends.get(kind)
             if backend is None:
                 backend = self._make_backend(kind)
+                try:
+                    backend.start()
+                except BaseException:
+                    backend.close()
+                    raise
                 self._backends[kind] = backend
             return backend
 

@@ -41,8 +41,15 @@ __all__ = ["Pipeline", "RetryPolicy", "Task", "build_pipeline", "task"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_OPTIONS_ATTR = "__xlibrary_task_options__"
-_REGISTRATIONS_ATTR = "__xlibrary_registrations__"
+# Options set by option decorators (retry_on_failure, ...) and the pipelines a function is
+# registered in, kept beside the function rather than on it: a function's __dict__ travels
+# with it when cloudpickle ships it to a worker.
+_options: weakref.WeakKeyDictionary[Callable[..., Any], dict[str, Any]] = (
+    weakref.WeakKeyDictionary()
+)
+_registrations: weakref.WeakKeyDictionary[
+    Callable[..., Any], list[tuple[weakref.ref[Pipeline], str]]
+] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -383,16 +390,12 @@ class Pipeline:
         return self._version
 
     def _register(self, func: Callable[..., Any], **fields: Any) -> Task:
-        options = getattr(func, _OPTIONS_ATTR, None) or {}
+        try:
+            options = _options.get(func) or {}
+        except TypeError:  # not weak-referenceable (a builtin): no options can follow it
+            return self.add(Task(func=func, **fields))
         spec = self.add(Task(func=func, **fields, **options))
-        registrations = getattr(func, _REGISTRATIONS_ATTR, None)
-        if registrations is None:
-            registrations = []
-            try:
-                setattr(func, _REGISTRATIONS_ATTR, registrations)
-            except (AttributeError, TypeError):
-                return spec  # a builtin: options cannot follow it, but it can still be a task
-        registrations.append((weakref.ref(self), spec.name))
+        _registrations.setdefault(func, []).append((weakref.ref(self), spec.name))
         return spec
 
     def _update(self, name: str, **changes: Any) -> None:
@@ -407,16 +410,14 @@ def set_task_options(func: Callable[..., Any], **options: Any) -> None:
     on the function for registrations still to come, and applied to the registrations made.
     """
     try:
-        current = dict(getattr(func, _OPTIONS_ATTR, None) or {})
-        current.update(options)
-        setattr(func, _OPTIONS_ATTR, current)
-    except (AttributeError, TypeError):
+        _options.setdefault(func, {}).update(options)
+    except TypeError:
         raise PipelineDefinitionError(
             f"cannot attach task options to {func!r}; wrap it in a def and decorate that"
         ) from None
-    for pipeline_ref, name in getattr(func, _REGISTRATIONS_ATTR, ()):
+    for pipeline_ref, name in _registrations.get(func, ()):
         pipeline = pipeline_ref()
-        if pipeline is not None and pipeline.declared.get(name, None) is not None:
+        if pipeline is not None and name in pipeline.declared:
             pipeline._update(name, **options)
 
 

@@ -30,6 +30,11 @@ class Backend(Protocol):
 
     name: str
 
+    def start(self) -> None:
+        """Get ready to run (start a pool, connect or start a cluster); called once, before
+        the first run, so that start-up does not count as run time."""
+        ...
+
     def run(
         self, graph: Mapping[Key, Any], keys: Mapping[str, Key], *, parallel: bool = True
     ) -> dict[str, Outcome]:

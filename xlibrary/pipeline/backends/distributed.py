@@ -122,6 +122,9 @@ class DistributedBackend:
                 '(pip install "xlibrary[pipeline]") or use the image built from deploy/'
             )
 
+    def start(self) -> None:
+        self.client  # noqa: B018 - connects, or starts the LocalCluster
+
     def run(
         self, graph: Mapping[Key, Any], keys: Mapping[str, Key], *, parallel: bool = True
     ) -> dict[str, Outcome]:
@@ -134,7 +137,8 @@ class DistributedBackend:
         client = self.client
         futures = client.get(graph, wanted, sync=False)
         try:
-            distributed.wait(futures)
+            with client.as_current():
+                distributed.wait(futures)
             done = [f for f in futures if f.status == "finished"]
             values = dict(zip([f.key for f in done], client.gather(done), strict=True))
         except BaseException:

@@ -49,6 +49,9 @@ class LocalBackend:
                 )
             return self._pool
 
+    def start(self) -> None:
+        self.pool  # noqa: B018 - starts the pool
+
     def run(
         self, graph: Mapping[Key, Any], keys: Mapping[str, Key], *, parallel: bool = True
     ) -> dict[str, Outcome]:
