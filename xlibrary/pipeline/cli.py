@@ -18,10 +18,10 @@ import logging
 import re
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import PipelineError
 from .manager import PipelineManager
@@ -32,6 +32,8 @@ from .result import PipelineResult
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+_T = TypeVar("_T")
 
 
 class UsageError(Exception):
@@ -142,12 +144,12 @@ def find_pipeline(module: ModuleType, wanted: str | None, path: str) -> Pipeline
         return pipelines[0]
     if not pipelines:
         raise UsageError(f"{path} declares no Pipeline at module level")
-    names = ", ".join(p.name for p in pipelines)
-    raise UsageError(f"{path} declares several pipelines ({names}); pick one: {path}:NAME")
+    listed = ", ".join(p.name for p in pipelines)
+    raise UsageError(f"{path} declares several pipelines ({listed}); pick one: {path}:NAME")
 
 
-def _unique(values: Any) -> list[Any]:
-    seen: dict[int, Any] = {}
+def _unique(values: Iterable[_T]) -> list[_T]:
+    seen: dict[int, _T] = {}
     for value in values:
         seen.setdefault(id(value), value)
     return list(seen.values())
