@@ -222,7 +222,7 @@ def _build(
 def _unknown_key_message(dotted: str, key: str, valid: list[str], prefix: str) -> str:
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
     where = f"section {prefix[:-1]!r}" if prefix else "the config"
-    hint = f"; did you mean {prefix}{close[0]!r}?" if close else ""
+    hint = f"; did you mean {prefix + close[0]!r}?" if close else ""
     return (
         f"unknown config key {dotted!r}{hint} (valid keys of {where}: {', '.join(sorted(valid))})"
     )

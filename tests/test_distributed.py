@@ -1,0 +1,114 @@
+"""Running on dask.distributed: an owned LocalCluster, a user's Client, a remote scheduler."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from dask.utils import key_split
+from distributed import Client, LocalCluster, get_task_stream
+
+from xlibrary.pipeline import (
+    ClusterError,
+    Pipeline,
+    PipelineExecutionError,
+    PipelineManager,
+    TaskStatus,
+)
+
+
+def etl() -> Pipeline:
+    p = Pipeline("dist_etl")
+    p.task("extract")(lambda: list(range(10)))
+    p.task("square", depends_on=["extract"])(lambda xs: [x * x for x in xs])
+    p.task("where", depends_on=["extract"])(lambda _: os.getpid())
+    p.task("total", depends_on=["square"])(sum)
+    return p
+
+
+def failing() -> Pipeline:
+    p = Pipeline("dist_fail")
+    p.task("a")(lambda: 1)
+
+    @p.task("b", depends_on=["a"])
+    @p.retry_on_failure(max_retries=2)
+    def b(x: int) -> float:
+        return x / 0
+
+    p.task("c", depends_on=["b"])(lambda x: x)
+    p.task("d", depends_on=["a"])(lambda x: x + 1)
+    return p
+
+
+def test_distributed_mode_owns_and_closes_its_local_cluster() -> None:
+    pm = PipelineManager({"distributed_mode": True})
+    with pm:
+        result = pm.execute_pipeline(etl())
+        assert result.success, result.error
+        assert result.final_result == {"total": 285, "where": result.results["where"]}
+        assert result.results["where"] != os.getpid()  # ran in a worker process
+        client = pm.client
+        assert client is not None
+        cluster = client.cluster
+        assert isinstance(cluster, LocalCluster)
+        # failures behave as on the local backend
+        failed = pm.execute_pipeline(failing())
+        assert failed.states == {"a": "succeeded", "b": "failed", "d": "succeeded", "c": "skipped"}
+        assert failed.tasks["b"].attempts == 3
+        assert isinstance(failed.tasks["b"].error, ZeroDivisionError)
+        assert "in b" in failed.tasks["b"].traceback
+        assert failed.results == {"a": 1, "d": 2}
+    assert client.status == "closed"
+    assert cluster.status.name == "closed"
+
+
+def test_task_names_are_the_keys_on_the_scheduler() -> None:
+    with LocalCluster(n_workers=1, processes=False) as cluster, Client(cluster) as client:
+        with PipelineManager(client=client) as pm, get_task_stream(client=client) as stream:
+            result = pm.execute_pipeline(etl())
+        assert result.success
+        keys = [record["key"] for record in stream.data]
+        assert {key[0] for key in keys} == {"extract", "square", "where", "total"}
+        assert {key[1] for key in keys} == {result.run_id}
+        assert {key_split(key) for key in keys} == {"extract", "square", "where", "total"}
+        # the user's client stays open after the manager closed
+        assert client.status == "running"
+        assert client.submit(lambda: 41 + 1).result() == 42
+
+
+def test_remote_scheduler_by_address(dask_scheduler_cli: str) -> None:
+    with PipelineManager({"scheduler_address": dask_scheduler_cli}) as pm:
+        result = pm.execute_pipeline(etl())
+        assert result.success, result.error
+        assert result.results["total"] == 285
+        assert result.results["where"] != os.getpid()
+        failed = pm.execute_pipeline(failing())
+        assert failed.failed_task == "b" and failed.tasks["c"].status == TaskStatus.SKIPPED
+        with pytest.raises(PipelineExecutionError) as info:
+            pm.execute_pipeline(failing(), raise_on_failure=True)
+        assert info.value.failed_task == "b"
+    # the scheduler we connected to is still up for others
+    with Client(dask_scheduler_cli, timeout="10s") as client:
+        assert len(client.scheduler_info()["workers"]) == 2
+
+
+def test_execute_distributed_uses_the_configured_scheduler(dask_scheduler_cli: str) -> None:
+    with PipelineManager({"scheduler_address": dask_scheduler_cli}) as pm:
+        assert pm.execute_distributed(etl()).results["total"] == 285
+
+
+def test_sequential_on_a_cluster_manager_runs_here(dask_scheduler_cli: str) -> None:
+    with PipelineManager({"scheduler_address": dask_scheduler_cli}) as pm:
+        result = pm.execute_pipeline(etl(), parallel=False)
+    assert result.results["where"] == os.getpid()
+
+
+def test_unreachable_scheduler_is_a_clear_error() -> None:
+    from tests.conftest import free_port
+
+    address = f"tcp://127.0.0.1:{free_port()}"
+    with PipelineManager({"scheduler_address": address}) as pm:
+        with pytest.raises(
+            ClusterError, match=r"cannot reach the Dask scheduler at .*dask scheduler"
+        ):
+            pm.execute_pipeline(etl())

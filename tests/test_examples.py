@@ -1,0 +1,85 @@
+"""Each script in examples/ runs and prints what its guide section promises."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+
+def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
+
+
+def test_basic_etl() -> None:
+    proc = run(str(EXAMPLES / "etl.py"))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "Loading: [2, 4, 6, 8, 10]",
+        "Pipeline completed: True",
+        "Final result: {'status': 'loaded', 'count': 5}",
+    ]
+
+
+def test_parallel_training_takes_the_longest_model_not_the_sum() -> None:
+    started = time.perf_counter()
+    proc = run(str(EXAMPLES / "parallel_training.py"))
+    elapsed = time.perf_counter() - started
+    assert proc.returncode == 0, proc.stderr
+    assert "Best model: neural_net" in proc.stdout
+    for line in ("Training Random Forest...", "Training SVM...", "Training Neural Network..."):
+        assert line in proc.stdout
+    assert elapsed < 8.5, f"2 s + 3 s + 4 s of training took {elapsed:.1f}s: not parallel"
+
+
+def test_customer_etl() -> None:
+    proc = run(str(EXAMPLES / "customer_etl.py"))
+    assert proc.returncode == 0, proc.stderr
+    assert "Loading 2 customers to data warehouse..." in proc.stdout
+    assert "ETL pipeline completed successfully!" in proc.stdout
+    assert "Loaded 2 customers" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("seed", "deployed"),
+    [(1, True), (5, False)],  # accuracy ~0.86 passes validation; ~0.81 fails it
+)
+def test_ml_training_deploys_only_a_valid_model(seed: int, deployed: bool) -> None:
+    proc = run(str(EXAMPLES / "ml_training.py"), str(seed))
+    assert proc.returncode == 0, proc.stderr
+    if deployed:
+        assert "ML pipeline completed successfully!" in proc.stdout
+        assert "Model deployed: True" in proc.stdout
+        assert "Endpoint: https://api.example.com/predict" in proc.stdout
+    else:
+        assert "Deploying model" not in proc.stdout
+        assert "task 'deploy_model' of pipeline 'ml_model_training' failed" in proc.stdout
+        assert "ValidationError: Model failed validation - not deploying" in proc.stdout
+
+
+def test_ml_training_pipeline_outcome_matches_validation() -> None:
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        import ml_training
+    finally:
+        sys.path.pop(0)
+    from xlibrary.pipeline import PipelineManager, ValidationError
+
+    with PipelineManager() as pm:
+        for _ in range(3):
+            result = pm.execute_pipeline(ml_training.ml_pipeline)
+            accuracy = result.results["train_model"]["accuracy"]
+            assert result.results["validate_model"]["is_valid"] == (accuracy >= 0.85)
+            if accuracy >= 0.85:
+                assert result.success and result.final_result["deployed"] is True
+            else:
+                assert result.failed_task == "deploy_model"
+                assert isinstance(result.tasks["deploy_model"].error, ValidationError)

@@ -1,0 +1,152 @@
+"""Lowering: one Dask graph per run, keyed by task names, and the in-worker task wrapper."""
+
+from __future__ import annotations
+
+import pickle
+import threading
+import time
+
+import dask
+from dask.utils import key_split
+
+from xlibrary.pipeline import Pipeline, RetryPolicy, TaskError, TaskTimeoutError
+from xlibrary.pipeline.lower import FAILED, SKIPPED, SUCCEEDED, Outcome, TaskRunner, lower
+from xlibrary.pipeline.plan import make_plan
+from xlibrary.pipeline.settings import FaultTolerance
+
+
+def _pipeline() -> Pipeline:
+    p = Pipeline("numbers")
+    p.task("one")(lambda: 1)
+    p.task("two", depends_on=["one"])(lambda x: x + 1)
+    p.task("three", depends_on=["one", "two"])(lambda x, y: x + y)
+    return p
+
+
+def test_graph_keys_carry_task_names_and_run_id() -> None:
+    graph, keys = lower(make_plan(_pipeline(), FaultTolerance()), "run-1")
+    assert keys == {"one": ("one", "run-1"), "two": ("two", "run-1"), "three": ("three", "run-1")}
+    assert set(graph) == set(keys.values())
+    assert graph[keys["three"]].dependencies == {keys["one"], keys["two"]}
+    # Dask's dashboard groups tasks by key_split: it shows the task names.
+    assert [key_split(k) for k in keys.values()] == ["one", "two", "three"]
+
+
+def test_graph_runs_on_plain_dask() -> None:
+    graph, keys = lower(make_plan(_pipeline(), FaultTolerance()), "r")
+    outcome = dask.get(graph, keys["three"])
+    assert (outcome.status, outcome.value, outcome.attempts) == (SUCCEEDED, 3, 1)
+
+
+def _fails(times: int, exc: type[Exception] = ConnectionError):
+    calls = {"n": 0}
+
+    def flaky() -> str:
+        calls["n"] += 1
+        if calls["n"] <= times:
+            raise exc(f"attempt {calls['n']}")
+        return "ok"
+
+    return flaky, calls
+
+
+def test_retries_until_success_and_counts_attempts() -> None:
+    flaky, calls = _fails(2)
+    outcome = TaskRunner("t", flaky, RetryPolicy(max_retries=3))()
+    assert (outcome.status, outcome.value, outcome.attempts, calls["n"]) == (SUCCEEDED, "ok", 3, 3)
+
+
+def test_gives_up_after_max_retries() -> None:
+    flaky, calls = _fails(10)
+    outcome = TaskRunner("t", flaky, RetryPolicy(max_retries=2))()
+    assert (outcome.status, outcome.attempts, calls["n"]) == (FAILED, 3, 3)
+    assert outcome.failure is not None and outcome.failure.message == "attempt 3"
+
+
+def test_retry_on_filters_exception_types() -> None:
+    flaky, calls = _fails(10, exc=KeyError)
+    outcome = TaskRunner("t", flaky, RetryPolicy(max_retries=5, retry_on=(ConnectionError,)))()
+    assert (outcome.status, outcome.attempts, calls["n"]) == (FAILED, 1, 1)
+
+
+def test_backoff_waits_between_attempts() -> None:
+    flaky, _ = _fails(2)
+    started = time.perf_counter()
+    outcome = TaskRunner("t", flaky, RetryPolicy(max_retries=2, delay=0.1, backoff=2))()
+    assert outcome.status == SUCCEEDED
+    assert time.perf_counter() - started >= 0.3  # 0.1 s, then 0.2 s
+
+
+def test_timeout_fails_the_attempt_and_keeps_going() -> None:
+    release = threading.Event()
+    outcome = TaskRunner("slow", lambda: release.wait(10), None, timeout=0.2)()
+    release.set()
+    assert outcome.status == FAILED and outcome.failure is not None
+    assert isinstance(outcome.failure.exception, TaskTimeoutError)
+    assert isinstance(outcome.failure.exception, TimeoutError)
+    assert "task 'slow' ran longer than its timeout of 0.2s" in outcome.failure.message
+
+
+def test_timeout_then_retry_succeeds() -> None:
+    calls = {"n": 0}
+
+    def slow_once() -> str:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            time.sleep(1)
+        return "done"
+
+    outcome = TaskRunner("t", slow_once, RetryPolicy(max_retries=1), timeout=0.3)()
+    assert (outcome.status, outcome.value, outcome.attempts) == (SUCCEEDED, "done", 2)
+
+
+def test_upstream_failure_skips_without_calling() -> None:
+    called = []
+    failed = TaskRunner("a", lambda: 1 / 0)()
+    skipped = TaskRunner("b", lambda x: called.append(x))(failed)
+    further = TaskRunner("c", lambda x: called.append(x))(skipped)
+    assert (skipped.status, skipped.cause) == (SKIPPED, "a")
+    assert (further.status, further.cause) == (SKIPPED, "a")
+    assert called == []
+
+
+def test_traceback_starts_at_the_users_frames() -> None:
+    def inner() -> None:
+        raise ValueError("bad row")
+
+    def user_task() -> None:
+        inner()
+
+    outcome = TaskRunner("t", user_task, RetryPolicy(max_retries=1))()
+    text = outcome.failure.traceback
+    assert "in user_task" in text and "in inner" in text and "ValueError: bad row" in text
+    assert "xlibrary/pipeline/lower.py" not in text
+
+
+def test_unpicklable_exception_becomes_a_picklable_task_error() -> None:
+    class Holder(Exception):
+        def __init__(self) -> None:
+            super().__init__("holds a lock")
+            self.lock = threading.Lock()
+
+    def task() -> None:
+        raise Holder()
+
+    outcome = TaskRunner("t", task)()
+    copy = pickle.loads(pickle.dumps(outcome))
+    assert isinstance(copy.failure.exception, TaskError)
+    assert "Holder: holds a lock" in str(copy.failure.exception)
+    assert "Holder" in copy.failure.type_name
+
+
+def test_outcome_and_runner_pickle() -> None:
+    runner = pickle.loads(pickle.dumps(TaskRunner("t", len, RetryPolicy(), 3)))
+    assert (runner.name, runner.func, runner.retry, runner.timeout) == ("t", len, RetryPolicy(), 3)
+    outcome = pickle.loads(pickle.dumps(Outcome(SUCCEEDED, [1, 2], 2, 1.0, 2.0)))
+    assert (outcome.status, outcome.value, outcome.attempts) == (SUCCEEDED, [1, 2], 2)
+
+
+def test_dask_sizes_an_outcome_by_its_value() -> None:
+    from dask.sizeof import sizeof
+
+    assert sizeof(Outcome(SUCCEEDED, b"x" * 1_000_000)) >= 1_000_000
