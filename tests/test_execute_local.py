@@ -84,7 +84,8 @@ def test_sequential_runs_in_this_thread_in_dependency_order(pm: PipelineManager)
     p.task("c", depends_on=["a"])(lambda _: seen.append(("c", threading.get_ident())))
     p.task("d", depends_on=["b", "c"])(lambda *_: seen.append(("d", threading.get_ident())))
     assert pm.execute_pipeline(p, parallel=False).success
-    assert [name for name, _ in seen][0] == "a" and seen[-1][0] == "d"
+    names = [name for name, _ in seen]
+    assert names[0] == "a" and names[-1] == "d" and sorted(names[1:3]) == ["b", "c"]
     assert {ident for _, ident in seen} == {threading.get_ident()}
 
 
