@@ -112,3 +112,10 @@ def test_unreachable_scheduler_is_a_clear_error() -> None:
             ClusterError, match=r"cannot reach the Dask scheduler at .*dask scheduler"
         ):
             pm.execute_pipeline(etl())
+
+
+def test_client_and_address_together_is_a_config_error() -> None:
+    from xlibrary.pipeline import ConfigError
+
+    with pytest.raises(ConfigError, match="pass one"):
+        PipelineManager({"scheduler_address": "tcp://127.0.0.1:1"}, client=object())  # type: ignore[arg-type]

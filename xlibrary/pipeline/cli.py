@@ -108,7 +108,8 @@ def load_file(path: Path) -> ModuleType:
         raise UsageError(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
-    sys.path.insert(0, str(path.resolve().parent))
+    folder = str(path.resolve().parent)
+    sys.path.insert(0, folder)  # the file's own imports of its neighbours work
     try:
         spec.loader.exec_module(module)
     except PipelineError:
@@ -117,7 +118,7 @@ def load_file(path: Path) -> ModuleType:
         traceback.print_exc()
         raise UsageError(f"{path} raised {type(exc).__name__} while loading: {exc}") from exc
     finally:
-        sys.path.pop(0)
+        sys.path.remove(folder)
     try:
         import cloudpickle
 

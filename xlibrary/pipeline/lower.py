@@ -68,11 +68,13 @@ class Failure:
     @classmethod
     def from_exception(cls, task: str, exc: BaseException) -> Failure:
         exc_type = type(exc)
-        type_name = (
-            exc_type.__qualname__
-            if exc_type.__module__ in ("builtins", "__main__")
-            else f"{exc_type.__module__}.{exc_type.__qualname__}"
-        )
+        module = exc_type.__module__
+        if module in ("builtins", "__main__"):
+            type_name = exc_type.__qualname__
+        elif module.startswith("xlibrary.pipeline."):  # errors.ValidationError -> public name
+            type_name = f"xlibrary.pipeline.{exc_type.__qualname__}"
+        else:
+            type_name = f"{module}.{exc_type.__qualname__}"
         text = "".join(traceback.format_exception(exc_type, exc, _user_frames(exc.__traceback__)))
         try:
             cloudpickle.dumps(exc)

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, overload
 
 from .backends import Backend, LocalBackend
-from .errors import PipelineDefinitionError, PipelineError
+from .errors import ConfigError, PipelineDefinitionError, PipelineError
 from .execute import execute
 from .pipeline import Pipeline, build_pipeline
 from .plan import Plan, did_you_mean, make_plan
@@ -44,6 +44,11 @@ class PipelineManager:
         client: Client | None = None,
     ) -> None:
         self.settings: Settings = load_settings(config)
+        if client is not None and self.settings.scheduler_address is not None:
+            raise ConfigError(
+                "both client= and scheduler_address are set; pass one: the Client already "
+                "knows its scheduler"
+            )
         self._client = client
         self._backends: dict[str, Backend] = {}
         self._lock = threading.Lock()
@@ -87,7 +92,7 @@ class PipelineManager:
 
     @property
     def pipelines(self) -> Mapping[str, Pipeline]:
-        """The pipelines declared with :meth:`pipeline` or run by this manager, by name."""
+        """The pipelines declared with :meth:`pipeline` or last run by this manager, by name."""
         return dict(self._pipelines)
 
     # -- running ------------------------------------------------------------------------
@@ -127,6 +132,7 @@ class PipelineManager:
     ) -> PipelineResult:
         pipeline = self._resolve(pipeline)
         plan = self.plan(pipeline)
+        self._pipelines[pipeline.name] = pipeline  # the latest pipeline run under a name
         self._warn_pending(plan)
         backend = self._backend(self._wants_distributed() if distributed is None else distributed)
         result = execute(plan, backend, parallel=parallel)
@@ -143,7 +149,6 @@ class PipelineManager:
             return cached[1]
         plan = make_plan(pipeline, self.settings.fault_tolerance)
         self._plans[pipeline] = (pipeline.version, plan)
-        self._pipelines.setdefault(pipeline.name, pipeline)
         return plan
 
     def _resolve(self, pipeline: object) -> Pipeline:
