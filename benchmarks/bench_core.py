@@ -223,7 +223,8 @@ def main() -> int:
     args = parser.parse_args()
     fan, chain = (200, 50) if args.quick else (2000, 500)
 
-    rows = local_cases(args.repeat, fan, chain)
+    # Threaded runs take ~0.1 s and a 2-core machine is noisy: take many more of them.
+    rows = local_cases(args.repeat * 4, fan, chain)
     if not args.no_cluster:
         rows += cluster_cases(max(3, args.repeat // 2), fan, chain)
     start = startup(args.repeat)

@@ -37,10 +37,11 @@ def collect(
     for planned in plan.tasks:
         name = planned.name
         outcome = outcomes[name]
-        blocked = next(
-            (dep for dep in planned.spec.depends_on if tasks[dep].status != TaskStatus.SUCCEEDED),
-            None,
-        )
+        blocked = None
+        for dep in planned.spec.depends_on:
+            if tasks[dep].status is not TaskStatus.SUCCEEDED:
+                blocked = dep
+                break
         if blocked is not None:
             # A backend may report a task downstream of a failure as failed itself (Dask marks
             # dependents of a lost task erred); it never ran, so it is skipped.
