@@ -14,6 +14,39 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _store_in_a_temporary_directory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Runs record themselves in the store: keep the default store out of the repository.
+
+    Set in os.environ so that subprocesses (examples, `dask worker`) use it too.
+    """
+    old = os.environ.get("XLIBRARY_STORE")
+    os.environ["XLIBRARY_STORE"] = str(tmp_path_factory.mktemp("store"))
+    yield
+    if old is None:
+        os.environ.pop("XLIBRARY_STORE", None)
+    else:
+        os.environ["XLIBRARY_STORE"] = old
+
+
+REDIS_URL = os.environ.get("XLIBRARY_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """The real Redis on 127.0.0.1:6379 (database 15, emptied before and after)."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=5)
+    try:
+        client.ping()
+    except redis.ConnectionError as exc:
+        pytest.fail(f"Redis is not reachable at {REDIS_URL}: {exc}; start redis-server")
+    client.flushdb()
+    yield REDIS_URL
+    client.flushdb()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -1,4 +1,4 @@
-"""Lowering: one Dask graph per run, keyed by task names, and the in-worker task wrapper."""
+"""Lowering (one Dask graph per run, keyed by task names) and the in-worker task wrapper."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import dask
 from dask.utils import key_split
 
 from xlibrary.pipeline import Pipeline, RetryPolicy, TaskError, TaskTimeoutError
-from xlibrary.pipeline.lower import FAILED, SKIPPED, SUCCEEDED, Outcome, TaskRunner, lower
-from xlibrary.pipeline.plan import make_plan
+from xlibrary.pipeline.lower import lower
+from xlibrary.pipeline.plan import make_plan, prepare_run
+from xlibrary.pipeline.runner import FAILED, SKIPPED, SUCCEEDED, Outcome, TaskRunner
 from xlibrary.pipeline.settings import FaultTolerance
 
 
@@ -24,7 +25,7 @@ def _pipeline() -> Pipeline:
 
 
 def test_graph_keys_carry_task_names_and_run_id() -> None:
-    graph, keys = lower(make_plan(_pipeline(), FaultTolerance()), "run-1")
+    graph, keys = lower(prepare_run(make_plan(_pipeline(), FaultTolerance())), "numbers", "run-1")
     assert keys == {"one": ("one", "run-1"), "two": ("two", "run-1"), "three": ("three", "run-1")}
     assert set(graph) == set(keys.values())
     assert graph[keys["three"]].dependencies == {keys["one"], keys["two"]}
@@ -33,7 +34,7 @@ def test_graph_keys_carry_task_names_and_run_id() -> None:
 
 
 def test_graph_runs_on_plain_dask() -> None:
-    graph, keys = lower(make_plan(_pipeline(), FaultTolerance()), "r")
+    graph, keys = lower(prepare_run(make_plan(_pipeline(), FaultTolerance())), "numbers", "r")
     outcome = dask.get(graph, keys["three"])
     assert (outcome.status, outcome.value, outcome.attempts) == (SUCCEEDED, 3, 1)
 
@@ -120,7 +121,7 @@ def test_traceback_starts_at_the_users_frames() -> None:
     outcome = TaskRunner("t", user_task, RetryPolicy(max_retries=1))()
     text = outcome.failure.traceback
     assert "in user_task" in text and "in inner" in text and "ValueError: bad row" in text
-    assert "xlibrary/pipeline/lower.py" not in text
+    assert "xlibrary/pipeline/runner.py" not in text
 
 
 def test_unpicklable_exception_becomes_a_picklable_task_error() -> None:

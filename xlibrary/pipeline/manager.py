@@ -5,16 +5,18 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, overload
+from collections.abc import Callable, Collection, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from .backends import Backend, LocalBackend
 from .errors import ConfigError, PipelineDefinitionError, PipelineError
-from .execute import execute
-from .pipeline import Pipeline, build_pipeline
-from .plan import Plan, did_you_mean, make_plan
+from .execute import Persistence, execute
+from .pipeline import CachePolicy, Pipeline, build_pipeline, find_pipeline, set_task_options
+from .plan import CacheExplanation, Plan, Restore, did_you_mean, explain, make_plan
+from .recovery import ErrorDetails, error_details, intermediate_results, resume_plan, retry_plan
 from .result import PipelineResult
 from .settings import Settings, load_settings
+from .store import Cache, RunStore, default_store_url, open_cache, open_runs
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -22,6 +24,8 @@ if TYPE_CHECKING:
 __all__ = ["PipelineManager"]
 
 logger = logging.getLogger("xlibrary.pipeline")
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class PipelineManager:
@@ -59,6 +63,7 @@ class PipelineManager:
         self._pipelines: dict[str, Pipeline] = {}
         self._warned: set[tuple[str, str, str]] = set()
         self._finalizer = weakref.finalize(self, _close_backends, self._backends)
+        self._default_store = default_store_url()  # fixed now: a later chdir does not move it
 
     # -- declaring ----------------------------------------------------------------------
     @overload
@@ -129,13 +134,26 @@ class PipelineManager:
         parallel: bool,
         raise_on_failure: bool | None,
         distributed: bool | None = None,
+        restore: Mapping[str, Restore] | None = None,
+        force: Collection[str] = (),
+        targets: Collection[str] | None = None,
+        resumed_from: str | None = None,
     ) -> PipelineResult:
         pipeline = self._resolve(pipeline)
         plan = self.plan(pipeline)
         self._pipelines[pipeline.name] = pipeline  # the latest pipeline run under a name
         self._warn_pending(plan)
         backend = self._backend(self._wants_distributed() if distributed is None else distributed)
-        result = execute(plan, backend, parallel=parallel)
+        result = execute(
+            plan,
+            backend,
+            parallel=parallel,
+            persistence=self._persistence(),
+            restore=restore,
+            force=force,
+            targets=targets,
+            resumed_from=resumed_from,
+        )
         if raise_on_failure is None:
             raise_on_failure = self.settings.debug_mode or self.settings.raise_on_failure
         if raise_on_failure and result.error is not None:
@@ -147,7 +165,7 @@ class PipelineManager:
         cached = self._plans.get(pipeline)
         if cached is not None and cached[0] == pipeline.version:
             return cached[1]
-        plan = make_plan(pipeline, self.settings.fault_tolerance)
+        plan = make_plan(pipeline, self.settings.fault_tolerance, self.settings.caching)
         self._plans[pipeline] = (pipeline.version, plan)
         return plan
 
@@ -155,8 +173,9 @@ class PipelineManager:
         if isinstance(pipeline, Pipeline):
             return pipeline
         if isinstance(pipeline, str):
-            if pipeline in self._pipelines:
-                return self._pipelines[pipeline]
+            found = self._pipelines.get(pipeline) or find_pipeline(pipeline)
+            if found is not None:
+                return found
             raise PipelineDefinitionError(
                 f"no pipeline named {pipeline!r} is known to this manager"
                 f"{did_you_mean(pipeline, self._pipelines)}; pass the Pipeline object, or "
@@ -182,6 +201,154 @@ class PipelineManager:
                     option,
                     feature,
                 )
+
+    # -- caching and the store -----------------------------------------------------------
+    @overload
+    def cache_result(self, func: F, /) -> F: ...
+    @overload
+    def cache_result(
+        self, func: None = None, /, *, key: str | None = None, ttl: float | None = None
+    ) -> Callable[[F], F]: ...
+    def cache_result(
+        self,
+        func: Callable[..., Any] | None = None,
+        /,
+        *,
+        key: str | None = None,
+        ttl: float | None = None,
+    ) -> Any:
+        """Cache the task's result, above or below ``task``.
+
+        ``key`` caches it under that name whatever its inputs (``"daily_computation"``);
+        without one the key is derived from the task's name, code and inputs, so changing
+        either misses. ``ttl`` (seconds) defaults to the config's ``caching.ttl``.
+        """
+        policy = CachePolicy(key=key, ttl=ttl)
+
+        def decorate(f: F) -> F:
+            set_task_options(f, cache=policy)
+            return f
+
+        return decorate(func) if func is not None else decorate
+
+    @property
+    def store(self) -> RunStore:
+        """Run records and saved results, at ``store.url`` (default ``./.xlibrary-pipeline``)."""
+        settings = self.settings
+        return open_runs(
+            settings.store.url or self._default_store,
+            settings.store.storage_options,
+            self._secret,
+        )
+
+    @property
+    def cache(self) -> Cache | None:
+        """The result cache, or ``None`` when ``caching.enabled`` is off."""
+        caching = self.settings.caching
+        if not caching.enabled:
+            return None
+        if caching.cache_type == "redis":
+            return open_cache("redis", caching.redis_url, None, self._secret, caching.ttl)
+        store = self.settings.store
+        return open_cache(
+            "fsspec", store.url or self._default_store, store.storage_options, self._secret,
+            caching.ttl,
+        )  # fmt: skip
+
+    @property
+    def _secret(self) -> bytes | None:
+        secret = self.settings.caching.secret
+        return secret.encode() if secret else None
+
+    def _persistence(self) -> Persistence:
+        settings = self.settings
+        return Persistence(
+            runs=self.store,
+            cache=self.cache,
+            save_results=settings.save_intermediate_results,
+            record_runs=settings.store.record_runs,
+        )
+
+    def explain_cache(self, pipeline: Pipeline | str) -> dict[str, CacheExplanation]:
+        """For each task: would the next run take it from the cache, and if not, why."""
+        return explain(self.plan(self._resolve(pipeline)), self.cache)
+
+    def clear_cache(
+        self, pipeline: Pipeline | str | None = None, *, task: str | None = None
+    ) -> int:
+        """Delete cache entries: all of them, a pipeline's, or one task's. Returns how many."""
+        cache = self.cache
+        if cache is None:
+            return 0
+        name = pipeline.name if isinstance(pipeline, Pipeline) else pipeline
+        return cache.clear(pipeline=name, task=task)
+
+    def prune_cache(self) -> int:
+        """Delete expired cache entries. Returns how many."""
+        cache = self.cache
+        return 0 if cache is None else cache.prune()
+
+    # -- debugging and recovery -----------------------------------------------------------
+    def get_error_details(self, error_or_run: object) -> ErrorDetails:
+        """``failed_task``, ``error_message``, ``stack_trace`` and ``run_id`` of a failed run,
+        from its ``PipelineExecutionError``, its result, its run id or the pipeline's name."""
+        return error_details(self.store, error_or_run)
+
+    def get_intermediate_results(
+        self, pipeline_name: str, *, run_id: str | None = None
+    ) -> dict[str, Any]:
+        """The results the latest run of ``pipeline_name`` (or ``run_id``) saved, by task.
+
+        Needs ``save_intermediate_results: True`` (cached tasks come from the cache).
+        """
+        return intermediate_results(self.store, self.cache, pipeline_name, run_id)
+
+    def retry_failed_task(
+        self,
+        pipeline_name: str | None = None,
+        task_name: str | None = None,
+        *,
+        pipeline: Pipeline | None = None,
+        run_id: str | None = None,
+        parallel: bool = True,
+    ) -> PipelineResult:
+        """Run ``task_name`` again from its saved inputs, then the tasks downstream of it.
+
+        Tasks that succeeded in the failed run (or ``run_id``) are restored from the store,
+        not run again. Works from a new process on the same store, once the pipeline is
+        declared there (or passed as ``pipeline=``). Returns the new run's result.
+        """
+        target = self._resolve(pipeline if pipeline is not None else pipeline_name)
+        if task_name is None:
+            task_name = error_details(self.store, target.name).failed_task
+        plan = self.plan(target)
+        recovery = retry_plan(self.store, plan, task_name, run_id)
+        return self._run(
+            target,
+            parallel=parallel,
+            raise_on_failure=None,
+            restore=recovery.restore,
+            force=recovery.force,
+            targets=recovery.targets,
+            resumed_from=recovery.run_id,
+        )
+
+    def resume(
+        self, pipeline: Pipeline | str, *, run_id: str | None = None, parallel: bool = True
+    ) -> PipelineResult:
+        """Continue the latest failed run of ``pipeline`` (or ``run_id``): run what did not
+        finish, restoring what did from the store."""
+        target = self._resolve(pipeline)
+        recovery = resume_plan(self.store, self.plan(target), run_id)
+        return self._run(
+            target,
+            parallel=parallel,
+            raise_on_failure=None,
+            restore=recovery.restore,
+            force=recovery.force,
+            targets=recovery.targets,
+            resumed_from=recovery.run_id,
+        )
 
     # -- backends -----------------------------------------------------------------------
     def _wants_distributed(self) -> bool:

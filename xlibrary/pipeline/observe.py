@@ -1,9 +1,10 @@
-"""Observe: turn the outcomes of a run into a :class:`PipelineResult`, and log it.
+"""Observe: turn the outcomes of a run into a :class:`PipelineResult` and a run record.
 
-Guarantees: every task of the plan appears in the result, in topological order, as succeeded,
-failed or skipped; a task whose upstream did not succeed is reported as skipped with the failed
-task it goes back to, whatever the backend reported for it; ``error`` belongs to the first
-failed task in topological order.
+Guarantees: every task of the plan appears in the result, in topological order, as
+succeeded, cached, failed or skipped; a task whose upstream did not succeed is reported as
+skipped with the failed task it goes back to, whatever the backend reported for it; a task
+no one needed (its dependents came from the cache) is skipped with that reason; ``error``
+belongs to the first failed task in topological order.
 """
 
 from __future__ import annotations
@@ -13,19 +14,22 @@ from collections.abc import Mapping
 from typing import Any
 
 from .errors import PipelineExecutionError
-from .lower import FAILED, SKIPPED, SUCCEEDED, Outcome
-from .plan import Plan
+from .plan import Action, Plan, Step
 from .result import PipelineResult, TaskRun, TaskStatus
+from .runner import CACHED, FAILED, STALE, SUCCEEDED, Failure, Outcome
 
-__all__ = ["collect"]
+__all__ = ["collect", "run_record", "start_record"]
 
 logger = logging.getLogger("xlibrary.pipeline")
+
+_DONE = (TaskStatus.SUCCEEDED, TaskStatus.CACHED)
 
 
 def collect(
     plan: Plan,
     run_id: str,
     outcomes: Mapping[str, Outcome],
+    steps: tuple[Step, ...],
     *,
     started: float,
     finished: float,
@@ -34,25 +38,42 @@ def collect(
     tasks: dict[str, TaskRun] = {}
     results: dict[str, Any] = {}
     first_failure: tuple[str, Outcome] | None = None
-    for planned in plan.tasks:
-        name = planned.name
-        outcome = outcomes[name]
+    for step in steps:
+        name = step.name
+        outcome = outcomes.get(name)
+        if outcome is None:  # pruned: nothing needed it
+            tasks[name] = TaskRun(name, TaskStatus.SKIPPED, reason=step.reason)
+            continue
         blocked = None
-        for dep in planned.spec.depends_on:
-            if tasks[dep].status is not TaskStatus.SUCCEEDED:
-                blocked = dep
-                break
+        if step.action is Action.RUN:
+            for dep in step.task.spec.depends_on:
+                if tasks[dep].status not in _DONE:
+                    blocked = dep
+                    break
         if blocked is not None:
             # A backend may report a task downstream of a failure as failed itself (Dask marks
             # dependents of a lost task erred); it never ran, so it is skipped.
             upstream = tasks[blocked]
-            cause = upstream.skipped_because or upstream.name
-            tasks[name] = TaskRun(name, TaskStatus.SKIPPED, skipped_because=cause)
+            root = upstream.skipped_because or upstream.name
+            tasks[name] = TaskRun(
+                name, TaskStatus.SKIPPED, skipped_because=root,
+                reason=f"upstream task {root!r} failed",
+            )  # fmt: skip
             continue
-        if outcome.status == SUCCEEDED:
+        if outcome.status == STALE:
+            outcome = _stale_failure(name)
+        if outcome.status in (SUCCEEDED, CACHED):
             results[name] = outcome.value
             tasks[name] = TaskRun(
-                name, TaskStatus.SUCCEEDED, outcome.attempts, outcome.started, outcome.finished
+                name,
+                TaskStatus(outcome.status),
+                outcome.attempts,
+                outcome.started,
+                outcome.finished,
+                source=outcome.source,
+                saved=outcome.saved,
+                token=outcome.token,
+                reason="cache hit" if outcome.source else None,
             )
         elif outcome.status == FAILED and outcome.failure is not None:
             failure = outcome.failure
@@ -67,9 +88,11 @@ def collect(
             )
             if first_failure is None:
                 first_failure = (name, outcome)
-        else:  # pragma: no cover - the runner only skips when an upstream did not succeed
-            assert outcome.status == SKIPPED
-            tasks[name] = TaskRun(name, TaskStatus.SKIPPED, skipped_because=outcome.cause)
+        else:  # skipped by the wrapper: an upstream failed (in an earlier round, say)
+            tasks[name] = TaskRun(
+                name, TaskStatus.SKIPPED, skipped_because=outcome.cause,
+                reason=f"upstream task {outcome.cause!r} failed",
+            )  # fmt: skip
 
     error = None
     if first_failure is not None:
@@ -78,9 +101,9 @@ def collect(
     final_result: Any = None
     if success:
         if len(plan.sinks) == 1:
-            final_result = results[plan.sinks[0]]
+            final_result = results.get(plan.sinks[0])
         else:
-            final_result = {name: results[name] for name in plan.sinks}
+            final_result = {name: results[name] for name in plan.sinks if name in results}
     result = PipelineResult(
         pipeline=plan.pipeline,
         run_id=run_id,
@@ -97,13 +120,22 @@ def collect(
     return result
 
 
+def _stale_failure(name: str) -> Outcome:
+    from .store import BadEntry
+
+    failure = Failure.from_exception(
+        name, BadEntry(f"the stored result of task {name!r} was unusable twice in one run")
+    )
+    return Outcome(FAILED, failure=failure, attempts=0)
+
+
 def _execution_error(
     plan: Plan, run_id: str, tasks: Mapping[str, TaskRun], name: str, outcome: Outcome
 ) -> PipelineExecutionError:
     failure = outcome.failure
     assert failure is not None
     attempts = f"{outcome.attempts} attempts" if outcome.attempts > 1 else "1 attempt"
-    skipped = [run.name for run in tasks.values() if run.status == TaskStatus.SKIPPED]
+    skipped = [run.name for run in tasks.values() if run.skipped_because]
     skipped_text = f"; skipped downstream: {', '.join(skipped)}" if skipped else ""
     error = PipelineExecutionError(
         f"task {name!r} of pipeline {plan.pipeline!r} failed after {attempts}: "
@@ -130,3 +162,82 @@ def _log(result: PipelineResult) -> None:
         )
     else:
         logger.warning("%s", result.error)
+
+
+# -- run records ------------------------------------------------------------------------------
+def start_record(
+    plan: Plan, run_id: str, steps: tuple[Step, ...], started: float, resumed_from: str | None
+) -> dict[str, Any]:
+    """The record of a run that has just started: every task pending (or pruned)."""
+    return {
+        "run_id": run_id,
+        "pipeline": plan.pipeline,
+        "status": "running",
+        "started": started,
+        "finished": None,
+        "duration": None,
+        "resumed_from": resumed_from,
+        "library_version": _version(),
+        "sinks": list(plan.sinks),
+        "tasks": {
+            step.name: {
+                "status": "skipped" if step.action is Action.PRUNE else "pending",
+                "depends_on": list(step.task.spec.depends_on),
+            }
+            for step in steps
+        },
+    }
+
+
+def run_record(result: PipelineResult, resumed_from: str | None) -> dict[str, Any]:
+    """The JSON record of a finished run."""
+    tasks: dict[str, Any] = {}
+    for name, run in result.tasks.items():
+        entry: dict[str, Any] = {
+            "status": str(run.status),
+            "attempts": run.attempts,
+            "started": run.started,
+            "finished": run.finished,
+            "duration": run.duration,
+            "saved": run.saved,
+            "source": run.source,
+            "token": run.token,
+            "skipped_because": run.skipped_because,
+            "reason": run.reason,
+            "error": None,
+        }
+        if run.status == TaskStatus.FAILED:
+            entry["error"] = {
+                "type": type(run.error).__name__ if run.error is not None else None,
+                "message": str(run.error) if run.error is not None else None,
+                "traceback": run.traceback,
+            }
+        tasks[name] = entry
+    error = result.error
+    return {
+        "run_id": result.run_id,
+        "pipeline": result.pipeline,
+        "status": "succeeded" if result.success else "failed",
+        "started": result.started,
+        "finished": result.finished,
+        "duration": result.duration,
+        "resumed_from": resumed_from,
+        "library_version": _version(),
+        "sinks": list(result.sinks),
+        "failed_task": result.failed_task,
+        "error": None
+        if error is None
+        else {
+            "failed_task": error.failed_task,
+            "message": error.error_message,
+            "summary": str(error),
+            "stack_trace": error.stack_trace,
+        },
+        "tasks": tasks,
+    }
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__

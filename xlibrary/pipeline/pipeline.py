@@ -37,7 +37,7 @@ from typing import Any, TypeVar, overload
 
 from .errors import DuplicateTaskError, PipelineDefinitionError, TaskSignatureError
 
-__all__ = ["Pipeline", "RetryPolicy", "Task", "build_pipeline", "task"]
+__all__ = ["CachePolicy", "Pipeline", "RetryPolicy", "Task", "build_pipeline", "task"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -93,13 +93,37 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True)
+class CachePolicy:
+    """Cache a task's result: under ``key`` as given, or a key derived from its name, code
+    and inputs when ``key`` is ``None``; for ``ttl`` seconds (``None``: the manager's
+    ``caching.ttl``)."""
+
+    key: str | None = None
+    ttl: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.key is not None and (not isinstance(self.key, str) or not self.key):
+            raise PipelineDefinitionError(
+                f"cache key must be a non-empty string, got {self.key!r}; leave it out to "
+                "derive one from the task's name, code and inputs"
+            )
+        if self.ttl is not None and (
+            isinstance(self.ttl, bool) or not isinstance(self.ttl, int | float) or self.ttl <= 0
+        ):
+            raise PipelineDefinitionError(
+                f"cache ttl must be a number of seconds above 0, got {self.ttl!r}"
+            )
+
+
+@dataclass(frozen=True)
 class Task:
     """The frozen spec of one task. Derive a changed one with ``dataclasses.replace``.
 
     ``func`` receives the results of ``depends_on`` as positional arguments, in that order.
     ``retry`` and ``timeout`` override the manager's ``fault_tolerance`` defaults.
     ``resource_requirements`` (``{"cpu_cores": 4, "memory_mb": 4096, "gpu": 1}``) is kept on
-    the spec for the resource-aware scheduler.
+    the spec for the resource-aware scheduler. ``cache`` caches the result
+    (``@pm.cache_result``).
     """
 
     name: str
@@ -108,6 +132,7 @@ class Task:
     retry: RetryPolicy | None = None
     timeout: float | None = None
     resource_requirements: Mapping[str, float] | None = None
+    cache: CachePolicy | None = None
     description: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -230,6 +255,7 @@ class Pipeline:
         self.description = description
         self._tasks: dict[str, Task] = {}
         self._version = 0
+        _by_name[name] = self
 
     # -- declaring ----------------------------------------------------------------------
     @overload
@@ -401,6 +427,14 @@ class Pipeline:
     def _update(self, name: str, **changes: Any) -> None:
         self._tasks[name] = dataclasses.replace(self._tasks[name], **changes)
         self._version += 1
+
+
+_by_name: weakref.WeakValueDictionary[str, Pipeline] = weakref.WeakValueDictionary()
+
+
+def find_pipeline(name: str) -> Pipeline | None:
+    """The last pipeline created under ``name`` in this process that is still alive."""
+    return _by_name.get(name)
 
 
 def set_task_options(func: Callable[..., Any], **options: Any) -> None:

@@ -7,35 +7,74 @@ Guarantees, before any task runs:
 * tasks come in a topological order that is the same every time: generation by generation,
   each generation in declaration order;
 * every task has its effective retry policy and timeout, from its own options or else from
-  the manager's ``fault_tolerance`` settings.
+  the manager's ``fault_tolerance`` settings, and its cache rule (explicit key or derived,
+  TTL, code fingerprint).
 
 A :class:`Plan` is immutable; the manager caches it per pipeline version.
+
+Then, for each run, :func:`prepare_run` decides what every task does (:class:`Step`): run,
+load from the cache, restore a result saved by an earlier run, use an outcome already in
+hand, or nothing at all, because every task that needs it has its result already. Cache keys
+that can be known before running (explicit keys, and derived keys whose inputs all come from
+the cache) are looked up here, so a hit prunes the tasks upstream of it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import enum
 import graphlib
-from collections.abc import Iterable
+import logging
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from .errors import DependencyCycleError, EmptyPipelineError, UnknownDependencyError
+from .fingerprint import code_fingerprint, derive_key
 from .pipeline import Pipeline, RetryPolicy, Task
-from .settings import FaultTolerance
+from .settings import Caching, FaultTolerance
+from .store import Cache, Lookup
 
-__all__ = ["Plan", "PlannedTask", "did_you_mean", "make_plan", "topological_order", "validate"]
+__all__ = [
+    "Action",
+    "CacheExplanation",
+    "CacheRule",
+    "Plan",
+    "PlannedTask",
+    "Restore",
+    "Step",
+    "did_you_mean",
+    "explain",
+    "make_plan",
+    "prepare_run",
+    "topological_order",
+    "validate",
+]
+
+logger = logging.getLogger(__name__)
 
 # Task options that are kept on the spec but whose feature is not built yet, by option name.
 PENDING_TASK_OPTIONS = {"resource_requirements": "resource-aware scheduling"}
 
 
 @dataclass(frozen=True, slots=True)
+class CacheRule:
+    """How one task is cached: an explicit ``key`` or a derived one, and its TTL."""
+
+    key: str | None
+    ttl: float | None
+    code: str
+    """The fingerprint of the task's code, part of derived keys."""
+
+
+@dataclass(frozen=True, slots=True)
 class PlannedTask:
-    """One task as it will run: its spec plus the effective retry policy and timeout."""
+    """One task as it will run: its spec plus the effective retry, timeout and cache rule."""
 
     spec: Task
     retry: RetryPolicy | None
     timeout: float | None
+    cache: CacheRule | None = None
 
     @property
     def name(self) -> str:
@@ -103,8 +142,11 @@ def topological_order(pipeline: Pipeline) -> tuple[Task, ...]:
     return tuple(order)
 
 
-def make_plan(pipeline: Pipeline, fault_tolerance: FaultTolerance) -> Plan:
+def make_plan(
+    pipeline: Pipeline, fault_tolerance: FaultTolerance, caching: Caching | None = None
+) -> Plan:
     """Validate ``pipeline`` and decide each task's effective policy."""
+    caching = caching or Caching(enabled=False)
     order = topological_order(pipeline)
     default_retry = (
         RetryPolicy(
@@ -124,9 +166,224 @@ def make_plan(pipeline: Pipeline, fault_tolerance: FaultTolerance) -> Plan:
         if retry is not None and retry.max_retries == 0:
             retry = None
         timeout = spec.timeout if spec.timeout is not None else fault_tolerance.task_timeout
-        planned.append(PlannedTask(spec, retry, timeout))
+        rule = None
+        if caching.enabled and (spec.cache is not None or caching.cache_results):
+            policy = spec.cache
+            rule = CacheRule(
+                key=policy.key if policy else None,
+                ttl=policy.ttl if policy and policy.ttl is not None else caching.ttl,
+                code=code_fingerprint(spec.func),
+            )
+        planned.append(PlannedTask(spec, retry, timeout, rule))
         for option, feature in PENDING_TASK_OPTIONS.items():
             if getattr(spec, option) is not None:
                 pending.append((spec.name, option, feature))
     sinks = tuple(spec.name for spec in order if spec.name not in depended_on)
     return Plan(pipeline.name, tuple(planned), sinks, tuple(pending))
+
+
+# -- one run ----------------------------------------------------------------------------------
+class Action(enum.StrEnum):
+    """What a task does in one run."""
+
+    RUN = "run"
+    LOAD = "load"
+    """Load the result from the cache (a hit found before the run)."""
+    RESTORE = "restore"
+    """Load the result an earlier run saved."""
+    KNOWN = "known"
+    """Use an outcome already in hand (from an earlier round of this run)."""
+    PRUNE = "prune"
+    """Nothing: no task that runs needs its result."""
+
+
+@dataclass(frozen=True, slots=True)
+class Restore:
+    """Where an earlier run left a task's result: saved under ``run_id``, or in the cache."""
+
+    run_id: str | None = None
+    cache_key: str | None = None
+    token: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One task's part in one run."""
+
+    task: PlannedTask
+    action: Action
+    cache_key: str | None = None
+    """The cache key, when known before the run (LOAD, and RUN of a cached task)."""
+    cache_checked: bool = False
+    """RUN: the cache was already looked at for ``cache_key``, and missed."""
+    restore_run: str | None = None
+    token: str | None = None
+    """RESTORE: the token downstream cache keys use for the restored value."""
+    reason: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.task.name
+
+
+def prepare_run(
+    plan: Plan,
+    *,
+    cache: Cache | None = None,
+    known: Mapping[str, str | None] | None = None,
+    restore: Mapping[str, Restore] | None = None,
+    force: Collection[str] = (),
+    targets: Collection[str] | None = None,
+    explain: bool = False,
+) -> tuple[Step, ...]:
+    """Decide each task's :class:`Step` for one run, in topological order.
+
+    ``known`` maps tasks whose outcome is in hand to their output token; ``restore`` says
+    where earlier results lie; tasks in ``force`` run even when cached; ``targets`` (default:
+    the sinks) are the tasks whose results the run must produce. With ``explain``, misses
+    say why (no entry, expired, code changed, inputs changed).
+    """
+    known = known or {}
+    restore = restore or {}
+    tokens: dict[str, str | None] = {}
+    draft: dict[str, Step] = {}
+    for planned in plan.tasks:
+        name = planned.name
+        if name in known:
+            draft[name], tokens[name] = Step(planned, Action.KNOWN, reason="done"), known[name]
+            continue
+        source = restore.get(name) if name not in force else None
+        if source is not None and source.run_id is not None:
+            draft[name] = Step(
+                planned, Action.RESTORE, restore_run=source.run_id, token=source.token,
+                reason=f"restored from run {source.run_id}",
+            )  # fmt: skip
+            tokens[name] = source.token
+            continue
+        rule = planned.cache if cache is not None else None
+        key = None
+        if source is not None and source.cache_key is not None:
+            key = source.cache_key
+        elif rule is not None:
+            key = rule.key or _derived_key(planned, rule, tokens)
+        if key is None or cache is None:
+            tokens[name] = None
+            reason = "not cached" if rule is None else _unknown_key_reason(planned, tokens)
+            draft[name] = Step(planned, Action.RUN, reason=reason)
+            continue
+        if name in force:
+            tokens[name] = None
+            draft[name] = Step(planned, Action.RUN, key, True, reason="forced to run")
+            continue
+        found = _lookup(cache, key)
+        if found is not None and found.hit and found.header is not None:
+            tokens[name] = found.header.entry_id
+            draft[name] = Step(planned, Action.LOAD, key, reason="cache hit")
+            continue
+        tokens[name] = None
+        reason = "no entry" if found is None else found.reason
+        if explain and found is not None and rule is not None and rule.key is None:
+            reason = _miss_reason(cache, plan.pipeline, planned, rule, tokens, found.reason)
+        draft[name] = Step(planned, Action.RUN, key, found is not None, reason=reason)
+
+    needed = set(plan.sinks if targets is None else targets)
+    steps: list[Step] = []
+    for planned in reversed(plan.tasks):
+        step = draft[planned.name]
+        if planned.name not in needed:
+            step = dataclasses.replace(
+                step, action=Action.PRUNE, reason="not needed: the tasks using it have results"
+            )
+        elif step.action is Action.RUN:
+            needed.update(planned.spec.depends_on)
+        steps.append(step)
+    return tuple(reversed(steps))
+
+
+def _derived_key(
+    planned: PlannedTask, rule: CacheRule, tokens: Mapping[str, str | None]
+) -> str | None:
+    inputs = [tokens[dep] for dep in planned.spec.depends_on]
+    if any(token is None for token in inputs):
+        return None
+    return derive_key(planned.name, rule.code, inputs)  # type: ignore[arg-type]
+
+
+def _unknown_key_reason(planned: PlannedTask, tokens: Mapping[str, str | None]) -> str:
+    waiting = [dep for dep in planned.spec.depends_on if tokens[dep] is None]
+    return (
+        f"cache key known only after {', '.join(map(repr, waiting))} run"
+        if waiting
+        else "not cached"
+    )
+
+
+def _lookup(cache: Cache, key: str) -> Lookup | None:
+    try:
+        return cache.lookup(key)
+    except Exception as exc:  # the cache is unreachable: run without it rather than fail
+        logger.warning("cannot read the cache at %s (%s); running without it", cache, exc)
+        return None
+
+
+def _miss_reason(
+    cache: Cache,
+    pipeline: str,
+    planned: PlannedTask,
+    rule: CacheRule,
+    tokens: Mapping[str, str | None],
+    found: str,
+) -> str:
+    if found != "no entry":
+        return found
+    note = cache.last_entry_of(pipeline, planned.name)
+    if note is None:
+        return "no entry"
+    if note.get("code") != rule.code:
+        return "code changed"
+    inputs = [tokens[dep] for dep in planned.spec.depends_on]
+    if note.get("inputs") != inputs:
+        return "inputs changed"
+    return "no entry (cleared)"
+
+
+@dataclass(frozen=True)
+class CacheExplanation:
+    """Whether the next run would take a task from the cache, and why not."""
+
+    task: str
+    status: str
+    """``hit``, ``miss``, ``not cached``, or ``unknown`` (its key needs the results of
+    upstream tasks that will run first)."""
+    reason: str
+    key: str | None = None
+    runs: bool = True
+    """Whether the next run would run the task (False for hits, and for tasks no one needs
+    because every task using their result is a hit)."""
+
+    def __str__(self) -> str:
+        action = "runs" if self.runs else "does not run"
+        return f"{self.task}: {self.status} ({self.reason}); {action}"
+
+
+def explain(plan: Plan, cache: Cache | None) -> dict[str, CacheExplanation]:
+    """What the cache would do for each task of a run of ``plan`` now."""
+    every = [planned.name for planned in plan.tasks]
+    would_run = {step.name: step.action is Action.RUN for step in prepare_run(plan, cache=cache)}
+    out: dict[str, CacheExplanation] = {}
+    for step in prepare_run(plan, cache=cache, explain=True, targets=every):
+        if step.action is Action.LOAD:
+            status = "hit"
+        elif step.task.cache is None or cache is None:
+            status = "not cached"
+        elif step.cache_key is None:
+            status = "unknown"
+        else:
+            status = "miss"
+        reason = step.reason
+        if not would_run[step.name] and step.action is not Action.LOAD:
+            reason += "; not needed: every task using its result is a hit"
+        out[step.name] = CacheExplanation(
+            step.name, status, reason, step.cache_key, would_run[step.name]
+        )
+    return out

@@ -38,7 +38,15 @@ class TaskRun:
     traceback: str | None = None
     """The failure's traceback as text, starting at the task's own frames."""
     skipped_because: str | None = None
-    """For a skipped task: the failed task upstream of it."""
+    """For a task skipped after a failure: the failed task upstream of it."""
+    reason: str | None = None
+    """Why a task was skipped or cached, in words."""
+    source: str | None = None
+    """For a cached task: ``cache:<key>``, or ``run:<run id>`` when an earlier run saved it."""
+    saved: bool = False
+    """Whether its result was saved in the store under this run."""
+    token: str | None = field(default=None, repr=False)
+    """The cache entry id that stands for its result in downstream cache keys."""
 
     @property
     def duration(self) -> float | None:

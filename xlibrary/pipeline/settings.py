@@ -9,7 +9,9 @@ Some keys of the guide belong to features that are not built yet. They are accep
 setting one to anything but its default logs one warning saying it has no effect yet: never a
 silent no-op. Such fields carry ``metadata={"pending": "<feature>"}``.
 
-Environment: ``XLIBRARY_SCHEDULER_ADDRESS`` sets ``scheduler_address`` when the config does not.
+Environment, used when the config does not set the key: ``XLIBRARY_SCHEDULER_ADDRESS``
+(``scheduler_address``), ``XLIBRARY_STORE`` (``store.url``), ``XLIBRARY_CACHE_SECRET``
+(``caching.secret``).
 """
 
 from __future__ import annotations
@@ -34,12 +36,15 @@ __all__ = [
     "ResourceAllocation",
     "ResourceLimits",
     "Settings",
+    "StoreSettings",
     "load_settings",
 ]
 
 logger = logging.getLogger(__name__)
 
 SCHEDULER_ADDRESS_ENV = "XLIBRARY_SCHEDULER_ADDRESS"
+STORE_ENV = "XLIBRARY_STORE"
+SECRET_ENV = "XLIBRARY_CACHE_SECRET"
 
 
 def _pending(feature: str) -> dict[str, str]:
@@ -80,15 +85,33 @@ class ResourceLimits:
 
 
 @dataclass(frozen=True)
+class StoreSettings:
+    """``store``: where cache entries, saved intermediates and run records live."""
+
+    url: str | None = None
+    """An fsspec URL or a directory; default ``./.xlibrary-pipeline`` (env ``XLIBRARY_STORE``)."""
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    """Passed to fsspec (credentials, endpoint), e.g. ``{"anon": False}`` for s3fs."""
+    record_runs: bool = True
+    """Write a JSON record of every run to the store."""
+
+
+@dataclass(frozen=True)
 class Caching:
     """``caching``: result caching."""
 
-    enabled: bool = field(default=False, metadata=_pending("result caching"))
-    cache_type: Literal["fsspec", "redis"] = field(
-        default="fsspec", metadata=_pending("result caching")
-    )
-    ttl: float | None = field(default=None, metadata=_pending("result caching"))
-    cache_results: bool = field(default=False, metadata=_pending("result caching"))
+    enabled: bool = True
+    """The master switch: off, no task reads or writes the cache."""
+    cache_type: Literal["fsspec", "redis"] = "fsspec"
+    """``fsspec``: entries in the store; ``redis``: entries in Redis at ``redis_url``."""
+    ttl: float | None = None
+    """Seconds an entry lives when its task sets no ``ttl``; ``None``: until cleared."""
+    cache_results: bool = False
+    """Cache every task under a derived key (name, code fingerprint, inputs)."""
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    secret: str | None = None
+    """Sign entries with HMAC-SHA256 and refuse unsigned or tampered ones (env
+    ``XLIBRARY_CACHE_SECRET``). Use it whenever others can write to the store."""
 
 
 @dataclass(frozen=True)
@@ -140,10 +163,10 @@ class Settings:
     """Same as ``debug_mode`` for failures, without the rest of debug mode."""
 
     # -- persistence, monitoring, notebooks -----------------------------------------------
+    store: StoreSettings = field(default_factory=StoreSettings)
     caching: Caching = field(default_factory=Caching)
-    save_intermediate_results: bool = field(
-        default=False, metadata=_pending("saved intermediate results")
-    )
+    save_intermediate_results: bool = False
+    """Save each finished task's result in the store under its run."""
     monitoring_enabled: bool = field(default=False, metadata=_pending("monitoring"))
     monitoring: Monitoring = field(default_factory=Monitoring)
     detailed_logging: bool = field(default=False, metadata=_pending("detailed logging"))
@@ -175,6 +198,8 @@ def load_settings(config: Mapping[str, Any] | Settings | None = None) -> Setting
     values = dict(config)
     if "scheduler_address" not in values and os.environ.get(SCHEDULER_ADDRESS_ENV):
         values["scheduler_address"] = os.environ[SCHEDULER_ADDRESS_ENV]
+    values = _from_env(values, "store", "url", STORE_ENV)
+    values = _from_env(values, "caching", "secret", SECRET_ENV)
     pending: list[tuple[str, str]] = []
     settings = _build(Settings, values, "", pending)
     for key, feature in pending:
@@ -185,6 +210,17 @@ def load_settings(config: Mapping[str, Any] | Settings | None = None) -> Setting
             feature,
         )
     return settings
+
+
+def _from_env(values: dict[str, Any], section: str, key: str, env: str) -> dict[str, Any]:
+    """Fill ``section.key`` from the environment variable ``env`` when the config does not."""
+    found = os.environ.get(env)
+    current = values.get(section)
+    if not found or (isinstance(current, Mapping) and current.get(key) is not None):
+        return values
+    if current is not None and not isinstance(current, Mapping):
+        return values  # the type error is reported by _build
+    return {**values, section: {**(current or {}), key: found}}
 
 
 _T = typing.TypeVar("_T")
@@ -253,6 +289,10 @@ def _convert(dotted: str, value: Any, hint: Any) -> Any:
                 f"got {value!r}{hint_text}"
             )
         return value
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(_type_message(dotted, value, hint))
+        return dict(value)
     if origin is tuple:
         (item_type, _ellipsis) = typing.get_args(hint)
         if isinstance(value, str) or not isinstance(value, list | tuple):
@@ -283,6 +323,8 @@ def _describe(hint: Any) -> str:
         return " or ".join(_describe(h) for h in typing.get_args(hint))
     if origin is tuple:
         return f"a list of {_describe(typing.get_args(hint)[0])}"
+    if origin is dict:
+        return "a dict"
     if hint is type(None):
         return "null (None)"
     names = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}

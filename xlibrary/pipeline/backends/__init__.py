@@ -19,7 +19,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from ..lower import Key, Outcome
+from ..lower import Key
+from ..runner import Outcome
 from .local import LocalBackend
 
 __all__ = ["Backend", "LocalBackend"]

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 import dask.local
 
 from ..errors import ClusterError, missing_extra
-from ..lower import FAILED, Failure, Key, Outcome
+from ..lower import Key
+from ..runner import FAILED, Failure, Outcome
 
 if TYPE_CHECKING:
     from distributed import Client, LocalCluster

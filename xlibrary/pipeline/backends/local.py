@@ -16,7 +16,8 @@ from typing import Any
 import dask.local
 import dask.threaded
 
-from ..lower import Key, Outcome
+from ..lower import Key
+from ..runner import Outcome
 
 __all__ = ["LocalBackend", "default_num_workers"]
 

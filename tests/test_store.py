@@ -1,0 +1,177 @@
+"""The store and the cache: one contract for every backend, and atomic writes across processes."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from xlibrary.pipeline.store import Cache, FsCacheBackend, FsStore, RunStore
+from xlibrary.pipeline.store.redis import RedisCacheBackend
+
+
+@pytest.fixture(params=["memory", "directory", "redis"])
+def cache(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cache]:
+    if request.param == "memory":
+        yield Cache(FsCacheBackend(FsStore(f"memory://cache-{uuid.uuid4().hex}")))
+    elif request.param == "directory":
+        yield Cache(FsCacheBackend(FsStore(str(tmp_path / "store"))))
+    else:
+        yield Cache(RedisCacheBackend(request.getfixturevalue("redis_url")))
+
+
+class TestCacheContract:
+    """Every cache backend passes these."""
+
+    def test_miss_then_hit(self, cache: Cache) -> None:
+        assert cache.lookup("k").reason == "no entry" and cache.load("k") is None
+        header = cache.save("k", {"rows": [1, 2]}, task="t", pipeline="p")
+        found = cache.lookup("k")
+        assert found.hit and found.header == header
+        got_header, value = cache.load("k")
+        assert value == {"rows": [1, 2]} and got_header.entry_id == header.entry_id
+
+    def test_overwrite_replaces_the_entry(self, cache: Cache) -> None:
+        first = cache.save("k", 1)
+        second = cache.save("k", 2)
+        assert cache.load("k")[1] == 2 and first.entry_id != second.entry_id
+
+    def test_ttl_expires(self, cache: Cache) -> None:
+        cache.save("short", "v", ttl=0.3)
+        cache.save("long", "v", ttl=60)
+        assert cache.lookup("short").hit
+        time.sleep(0.5)
+        assert not cache.lookup("short").hit and cache.load("short") is None
+        assert cache.lookup("long").hit
+        assert cache.lookup("long").header.ttl == pytest.approx(60)
+
+    def test_default_ttl(self, cache: Cache) -> None:
+        timed = Cache(cache.backend, default_ttl=30)
+        header = timed.save("k", 1)
+        assert header.expires == pytest.approx(header.created + 30)
+
+    def test_dataframes_and_arrays(self, cache: Cache) -> None:
+        frame = pd.DataFrame({"a": np.arange(1000), "b": np.random.rand(1000)})
+        cache.save("df", frame)
+        cache.save("arr", np.arange(10))
+        pd.testing.assert_frame_equal(cache.load("df")[1], frame)
+        assert cache.load("df")[0].format == "arrow"
+        assert cache.load("arr")[1].tolist() == list(range(10))
+
+    def test_clear_by_pipeline_and_task(self, cache: Cache) -> None:
+        cache.save("a", 1, task="x", pipeline="p1")
+        cache.save("b", 2, task="y", pipeline="p1")
+        cache.save("c", 3, task="x", pipeline="p2")
+        assert cache.clear(pipeline="p1", task="x") == 1
+        assert sorted(h.key for h in cache.headers()) == ["b", "c"]
+        assert cache.clear(pipeline="p1") == 1
+        assert cache.clear() == 1
+        assert list(cache.headers()) == []
+
+    def test_prune_removes_only_expired(self, cache: Cache) -> None:
+        cache.save("old", 1, ttl=10)
+        cache.save("new", 2, ttl=1000)
+        cache.save("forever", 3)
+        assert cache.prune(now=time.time() + 100) == 1
+        assert {h.key for h in cache.headers()} == {"new", "forever"}
+
+    def test_notes_remember_the_last_entry_of_a_task(self, cache: Cache) -> None:
+        assert cache.last_entry_of("p", "t") is None
+        cache.save("k1", 1, task="t", pipeline="p", meta={"code": "c1"})
+        cache.save("k2", 2, task="t", pipeline="p", meta={"code": "c2"})
+        note = cache.last_entry_of("p", "t")
+        assert note["key"] == "k2" and note["code"] == "c2"
+
+    def test_signed_cache_refuses_unsigned_entries(self, cache: Cache, caplog) -> None:
+        cache.save("k", "unsigned")
+        signed = Cache(cache.backend, secret=b"s3cret")
+        with caplog.at_level(logging.WARNING):
+            assert signed.load("k") is None
+        assert "not signed" in caplog.text
+        signed.save("k", "signed")
+        assert signed.load("k")[1] == "signed"
+        assert Cache(cache.backend, secret=b"other").load("k") is None
+
+
+def test_redis_expiry_is_redis_ttl(redis_url: str) -> None:
+    import redis
+
+    cache = Cache(RedisCacheBackend(redis_url))
+    cache.save("k", 1, ttl=100)
+    assert 99_000 < redis.Redis.from_url(redis_url).pttl("xlibrary:cache:k") <= 100_000
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "flip"])
+def test_damaged_file_is_a_miss_with_a_warning(tmp_path: Path, damage: str, caplog) -> None:
+    store = FsStore(str(tmp_path))
+    cache = Cache(FsCacheBackend(store))
+    cache.save("k", list(range(1000)))
+    (path,) = list(tmp_path.rglob("*.entry"))
+    data = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "garbage":
+        path.write_bytes(b"this is not an entry at all")
+    else:
+        path.write_bytes(data[:-10] + bytes(b ^ 0x55 for b in data[-10:]))
+    with caplog.at_level(logging.WARNING):
+        assert cache.load("k") is None
+    assert "unusable" in caplog.text
+    assert not path.exists()  # removed, so the next run writes a good one
+
+
+def _writer(root: str, key: str, marker: int, count: int) -> None:
+    cache = Cache(FsCacheBackend(FsStore(root)))
+    payload = np.full(200_000, marker, dtype=np.int64)
+    for _ in range(count):
+        cache.save(key, payload)
+
+
+def test_two_processes_writing_one_key_never_show_half_an_entry(tmp_path: Path) -> None:
+    root = str(tmp_path)
+    context = multiprocessing.get_context("spawn")
+    writers = [context.Process(target=_writer, args=(root, "shared", m, 40)) for m in (1, 2)]
+    for w in writers:
+        w.start()
+    cache = Cache(FsCacheBackend(FsStore(root)))
+    seen = set()
+    while any(w.is_alive() for w in writers):
+        found = cache.load("shared")
+        if found is not None:
+            values = set(np.unique(found[1]).tolist())
+            assert len(values) == 1 and found[1].size == 200_000  # one writer's entry, whole
+            seen |= values
+    for w in writers:
+        w.join(30)
+        assert w.exitcode == 0
+    assert cache.load("shared") is not None
+    assert seen  # the reader did see entries while they were being written
+
+
+def test_run_store_records_and_results(tmp_path: Path) -> None:
+    runs = RunStore(FsStore(str(tmp_path)))
+    assert runs.read_record("p") is None
+    runs.write_record({"pipeline": "p/1", "run_id": "r1", "status": "failed"})
+    runs.write_record({"pipeline": "p/1", "run_id": "r2", "status": "succeeded"})
+    assert runs.latest_run_id("p/1") == "r2"
+    assert runs.read_record("p/1", "r1")["status"] == "failed"
+    assert runs.find_record("r1")["pipeline"] == "p/1"
+    assert [r["run_id"] for r in runs.records("p/1")] == ["r1", "r2"]
+    runs.save_result("p/1", "r1", "load data", pd.DataFrame({"a": [1]}))
+    assert runs.load_result("p/1", "r1", "load data")["a"].tolist() == [1]
+
+
+def test_memory_store_lists_and_deletes() -> None:
+    store = FsStore(f"memory://s-{uuid.uuid4().hex}")
+    store.write("a/b/c.json", b"1")
+    store.write("a/d.json", b"2")
+    assert store.list("a") == ["a/b/c.json", "a/d.json"]
+    assert store.read("a/d.json") == b"2" and store.read("nope") is None
+    assert store.delete("a/d.json") and not store.delete("a/d.json")

@@ -1,0 +1,228 @@
+"""Debugging and recovery from the store: error details, saved results, retry and resume.
+
+Everything here reads run records and saved results, so it works from a new process with a
+new ``PipelineManager`` on the same store: the store is the state.
+
+* :func:`error_details`: the failed task, its message and stack trace, and the run id, from an
+  exception, a result, a run id or a pipeline name (its latest run).
+* :func:`intermediate_results`: the results a run saved, by task name.
+* :func:`retry_plan` / :func:`resume_plan`: what a retry of one failed task, or a resume of a
+  whole failed run, restores and what it runs. A retry runs the task and every task
+  downstream of it; a resume runs every task that did not finish. Tasks that finished are
+  restored from their saved results (or their cache entries), never run again; when a result
+  they need was not saved, the error says so and how to fix it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import PipelineError, PipelineExecutionError
+from .plan import Plan, Restore, did_you_mean
+from .result import PipelineResult
+from .store import BadEntry, Cache, RunStore
+
+__all__ = [
+    "ErrorDetails",
+    "RecoveryPlan",
+    "error_details",
+    "intermediate_results",
+    "resume_plan",
+    "retry_plan",
+]
+
+_DONE = ("succeeded", "cached")
+
+
+@dataclass(frozen=True)
+class ErrorDetails:
+    """Why a run failed."""
+
+    pipeline: str
+    run_id: str
+    failed_task: str
+    error_message: str
+    stack_trace: str
+    """The failed task's traceback, starting at its own frames."""
+    summary: str = ""
+
+
+def error_details(runs: RunStore, source: object) -> ErrorDetails:
+    """Details of a failure, from a PipelineExecutionError, a PipelineResult, a run id or a
+    pipeline name (its latest run)."""
+    if isinstance(source, PipelineResult):
+        if source.error is None:
+            raise PipelineError(f"run {source.run_id} of {source.pipeline!r} did not fail")
+        source = source.error
+    if isinstance(source, PipelineExecutionError):
+        return ErrorDetails(
+            source.pipeline,
+            source.run_id,
+            source.failed_task,
+            source.error_message,
+            source.stack_trace,
+            str(source),
+        )
+    if not isinstance(source, str):
+        raise PipelineError(
+            "get_error_details takes a PipelineExecutionError, a PipelineResult, a run id or a "
+            f"pipeline name, got {type(source).__name__}"
+        )
+    record = runs.find_record(source) or runs.read_record(source)
+    if record is None:
+        raise PipelineError(f"no run or pipeline {source!r} is recorded in the store {runs.url}")
+    error = record.get("error")
+    if not error:
+        raise PipelineError(
+            f"run {record['run_id']} of pipeline {record['pipeline']!r} did not fail "
+            f"(status {record.get('status')})"
+        )
+    return ErrorDetails(
+        record["pipeline"],
+        record["run_id"],
+        error["failed_task"],
+        error["message"],
+        error["stack_trace"],
+        error.get("summary", ""),
+    )
+
+
+def _record(runs: RunStore, pipeline: str, run_id: str | None) -> dict[str, Any]:
+    record = runs.read_record(pipeline, run_id)
+    if record is None:
+        which = f"run {run_id}" if run_id else "run"
+        raise PipelineError(
+            f"no recorded {which} of pipeline {pipeline!r} in the store {runs.url}; run it "
+            "first (with the same store, and save_intermediate_results for its results)"
+        )
+    return record
+
+
+def _chain(runs: RunStore, record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The record and the records it was resumed from, newest first."""
+    chain = [record]
+    seen = {record["run_id"]}
+    while (parent := chain[-1].get("resumed_from")) and parent not in seen:
+        older = runs.read_record(record["pipeline"], parent)
+        if older is None:
+            break
+        seen.add(parent)
+        chain.append(older)
+    return chain
+
+
+def _locations(runs: RunStore, record: dict[str, Any]) -> dict[str, Restore]:
+    """Where each finished task's result lies, looking back through resumed runs."""
+    found: dict[str, Restore] = {}
+    for rec in _chain(runs, record):
+        for name, task in rec.get("tasks", {}).items():
+            if name in found or task.get("status") not in _DONE:
+                continue
+            source = task.get("source") or ""
+            token = task.get("token")
+            if task.get("saved"):
+                found[name] = Restore(run_id=rec["run_id"], token=token)
+            elif source.startswith("run:"):
+                found[name] = Restore(run_id=source[4:], token=token)
+            elif source.startswith("cache:"):
+                found[name] = Restore(cache_key=source[6:], token=token)
+    return found
+
+
+def intermediate_results(
+    runs: RunStore, cache: Cache | None, pipeline: str, run_id: str | None = None
+) -> dict[str, Any]:
+    """The results of the latest run (or ``run_id``) of ``pipeline``, by task name."""
+    record = _record(runs, pipeline, run_id)
+    out: dict[str, Any] = {}
+    for name, where in _locations(runs, {**record, "resumed_from": None}).items():
+        try:
+            if where.run_id is not None:
+                out[name] = runs.load_result(pipeline, where.run_id, name)
+            elif cache is not None and where.cache_key is not None:
+                found = cache.load(where.cache_key, task=name)
+                if found is not None:
+                    out[name] = found[1]
+        except BadEntry:
+            continue  # a missing or damaged result is left out, as its warning says
+    return out
+
+
+@dataclass(frozen=True)
+class RecoveryPlan:
+    """What a retry or resume restores, forces to run, and must produce."""
+
+    run_id: str
+    restore: Mapping[str, Restore]
+    force: frozenset[str]
+    targets: frozenset[str] | None
+
+
+def _downstream(plan: Plan, names: set[str]) -> set[str]:
+    out = set(names)
+    for planned in plan.tasks:  # topological: one pass sees every descendant
+        if any(dep in out for dep in planned.spec.depends_on):
+            out.add(planned.name)
+    return out
+
+
+def retry_plan(runs: RunStore, plan: Plan, task: str, run_id: str | None = None) -> RecoveryPlan:
+    """Retry ``task`` of the latest (or ``run_id``) run, then what is downstream of it."""
+    record = _record(runs, plan.pipeline, run_id)
+    names = [planned.name for planned in plan.tasks]
+    if task not in names:
+        raise PipelineError(
+            f"pipeline {plan.pipeline!r} has no task {task!r}{did_you_mean(task, names)}"
+        )
+    force = _downstream(plan, {task})
+    return _recovery(runs, plan, record, force, targets=frozenset(force))
+
+
+def resume_plan(runs: RunStore, plan: Plan, run_id: str | None = None) -> RecoveryPlan:
+    """Continue the latest (or ``run_id``) run: run every task that did not finish."""
+    record = _record(runs, plan.pipeline, run_id)
+    tasks = record.get("tasks", {})
+    unfinished = {
+        planned.name
+        for planned in plan.tasks
+        if tasks.get(planned.name, {}).get("status") not in _DONE
+    }
+    if record.get("status") == "succeeded" and not unfinished:
+        raise PipelineError(
+            f"run {record['run_id']} of pipeline {plan.pipeline!r} succeeded: nothing to resume"
+        )
+    return _recovery(runs, plan, record, _downstream(plan, unfinished), targets=None)
+
+
+def _recovery(
+    runs: RunStore,
+    plan: Plan,
+    record: dict[str, Any],
+    force: set[str],
+    targets: frozenset[str] | None,
+) -> RecoveryPlan:
+    where = _locations(runs, record)
+    restore = {name: place for name, place in where.items() if name not in force}
+    by_name = {planned.name: planned for planned in plan.tasks}
+    needed = set(force)
+    for planned in reversed(plan.tasks):
+        if planned.name not in needed or planned.name in restore:
+            continue
+        for dep in planned.spec.depends_on:
+            if dep in restore or dep in force:
+                needed.add(dep)
+                continue
+            status = record.get("tasks", {}).get(dep, {}).get("status", "not recorded")
+            hint = (
+                "its result was not saved: run with save_intermediate_results: True (or cache "
+                "the task) so that a retry can start from it"
+                if status in _DONE
+                else f"it did not finish in that run ({status}): retry or resume it first"
+            )
+            raise PipelineError(
+                f"cannot run {planned.name!r} of pipeline {plan.pipeline!r} from run "
+                f"{record['run_id']}: it needs the result of {by_name[dep].name!r}, and {hint}"
+            )
+    return RecoveryPlan(record["run_id"], restore, frozenset(force), targets)

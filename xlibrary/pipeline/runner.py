@@ -1,0 +1,493 @@
+"""The in-worker task wrapper: what each Dask task of a run executes.
+
+:class:`TaskRunner` does what Dask does not: retries with backoff and an exception filter, a
+per-attempt timeout, timing, the cache (look up, then save) and saving intermediate results,
+and turning an exception into a failed :class:`Outcome`. It never raises, so one failing task
+cannot abort the graph: tasks downstream of it see the failure and return a skipped outcome
+without calling their function, and independent branches run to the end. With no retry,
+timeout, cache or saving it costs two clock reads and one small object per task.
+
+:class:`CacheLoader` and :class:`SavedLoader` stand in for tasks whose result is already in
+the cache or saved by an earlier run. When that result turns out unusable (expired between
+plan and run, corrupt, tampered with) they return a ``stale`` outcome, and the engine runs
+the task after all (see :mod:`~xlibrary.pipeline.execute`).
+
+These classes are imported by workers, so workers need xlibrary installed.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import cloudpickle
+from dask.sizeof import sizeof
+
+from .errors import TaskError, TaskTimeoutError
+from .fingerprint import UnhashableInput, derive_key, input_token
+from .pipeline import RetryPolicy
+from .store import Cache, RunStore, SerializationError
+
+__all__ = [
+    "CACHED",
+    "DONE",
+    "FAILED",
+    "SKIPPED",
+    "STALE",
+    "SUCCEEDED",
+    "CacheLoader",
+    "Failure",
+    "Outcome",
+    "Persist",
+    "SavedLoader",
+    "TaskRunner",
+]
+
+logger = logging.getLogger("xlibrary.pipeline.runner")
+
+SUCCEEDED = "succeeded"
+CACHED = "cached"
+FAILED = "failed"
+SKIPPED = "skipped"
+STALE = "stale"
+"""A cached or saved result that could not be used after all: the task must run."""
+DONE = frozenset({SUCCEEDED, CACHED})
+"""Statuses whose outcome carries a value downstream tasks can use."""
+
+
+class Failure:
+    """Why a task failed, in a form that crosses processes.
+
+    ``exception`` is the task's own exception when it can be pickled; otherwise a
+    :class:`TaskError` carrying its type and message. ``traceback`` starts at the user's frames.
+    """
+
+    __slots__ = ("exception", "message", "task", "traceback", "type_name")
+
+    def __init__(
+        self, task: str, type_name: str, message: str, traceback: str, exception: BaseException
+    ) -> None:
+        self.task = task
+        self.type_name = type_name
+        self.message = message
+        self.traceback = traceback
+        self.exception = exception
+
+    @classmethod
+    def from_exception(cls, task: str, exc: BaseException) -> Failure:
+        exc_type = type(exc)
+        module = exc_type.__module__
+        if module in ("builtins", "__main__"):
+            type_name = exc_type.__qualname__
+        elif module.startswith("xlibrary.pipeline."):  # errors.ValidationError -> public name
+            type_name = f"xlibrary.pipeline.{exc_type.__qualname__}"
+        else:
+            type_name = f"{module}.{exc_type.__qualname__}"
+        text = "".join(traceback.format_exception(exc_type, exc, _user_frames(exc.__traceback__)))
+        try:
+            cloudpickle.dumps(exc)
+            kept: BaseException = exc
+        except Exception:
+            kept = TaskError(f"{type_name}: {exc} (the original exception could not be pickled)")
+        return cls(task, type_name, str(exc), text, kept)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            Failure,
+            (self.task, self.type_name, self.message, self.traceback, self.exception),
+        )
+
+
+def _user_frames(tb: Any) -> Any:
+    """Skip this module's frames at the top of a traceback, so it starts at the user's code."""
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    return tb
+
+
+class Outcome:
+    """What one task of a run produced: its value, or why it has none."""
+
+    __slots__ = (
+        "attempts",
+        "cause",
+        "failure",
+        "finished",
+        "saved",
+        "source",
+        "started",
+        "status",
+        "token",
+        "value",
+    )
+
+    def __init__(
+        self,
+        status: str,
+        value: Any = None,
+        attempts: int = 0,
+        started: float | None = None,
+        finished: float | None = None,
+        failure: Failure | None = None,
+        cause: str | None = None,
+        token: str | None = None,
+        source: str | None = None,
+        saved: bool = False,
+    ) -> None:
+        self.status = status
+        self.value = value
+        self.attempts = attempts
+        self.started = started
+        self.finished = finished
+        self.failure = failure
+        self.cause = cause
+        self.token = token
+        """Stands for the value in downstream cache keys: the id of its cache entry."""
+        self.source = source
+        """Where a cached value came from: ``cache:<key>`` or ``run:<run id>``."""
+        self.saved = saved
+        """Whether the value was saved in the store under this run."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            Outcome,
+            (
+                self.status,
+                self.value,
+                self.attempts,
+                self.started,
+                self.finished,
+                self.failure,
+                self.cause,
+                self.token,
+                self.source,
+                self.saved,
+            ),
+        )
+
+    def __repr__(self) -> str:
+        return f"<Outcome {self.status} attempts={self.attempts}>"
+
+    @property
+    def root_cause(self) -> str | None:
+        """The failed task that this outcome (failed or skipped) goes back to."""
+        if self.failure is not None:
+            return self.failure.task
+        return self.cause
+
+
+def _sizeof_outcome(outcome: Outcome) -> int:
+    return int(sizeof(outcome.value)) + 100
+
+
+# Dask's memory accounting (and its dashboard) should see the task's value, not the envelope.
+sizeof.register(Outcome)(_sizeof_outcome)  # type: ignore[no-untyped-call]
+
+
+class Persist:
+    """What a task needs of the store and cache in one run (absent when it needs nothing)."""
+
+    __slots__ = ("cache", "cache_checked", "cache_key", "code", "pipeline", "run_id", "runs", "ttl")
+
+    def __init__(
+        self,
+        pipeline: str,
+        run_id: str,
+        *,
+        cache: Cache | None = None,
+        cache_key: str | None = None,
+        cache_checked: bool = False,
+        code: str = "",
+        ttl: float | None = None,
+        runs: RunStore | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.run_id = run_id
+        self.cache = cache
+        self.cache_key = cache_key
+        self.cache_checked = cache_checked
+        self.code = code
+        self.ttl = ttl
+        self.runs = runs
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            _make_persist,
+            (
+                self.pipeline,
+                self.run_id,
+                self.cache,
+                self.cache_key,
+                self.cache_checked,
+                self.code,
+                self.ttl,
+                self.runs,
+            ),
+        )
+
+
+def _make_persist(
+    pipeline: str,
+    run_id: str,
+    cache: Cache | None,
+    cache_key: str | None,
+    cache_checked: bool,
+    code: str,
+    ttl: float | None,
+    runs: RunStore | None,
+) -> Persist:
+    return Persist(
+        pipeline,
+        run_id,
+        cache=cache,
+        cache_key=cache_key,
+        cache_checked=cache_checked,
+        code=code,
+        ttl=ttl,
+        runs=runs,
+    )
+
+
+class TaskRunner:
+    """The callable each Dask task runs: one pipeline task with its policy."""
+
+    __slots__ = ("func", "name", "persist", "retry", "timeout")
+
+    def __init__(
+        self,
+        name: str,
+        func: Callable[..., Any],
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+        persist: Persist | None = None,
+    ) -> None:
+        self.name = name
+        self.func = func
+        self.retry = retry
+        self.timeout = timeout
+        self.persist = persist
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (TaskRunner, (self.name, self.func, self.retry, self.timeout, self.persist))
+
+    def __repr__(self) -> str:
+        return f"TaskRunner({self.name!r})"
+
+    def __dask_tokenize__(self) -> tuple[str, str, int]:
+        # dask.distributed tokenizes the whole graph on submit, and would otherwise pickle
+        # every runner (and the user's function) to do it. Keys already hold the run id, so
+        # identity is all the token needs.
+        return ("xlibrary.TaskRunner", self.name, id(self))
+
+    def __call__(self, *upstream: Outcome) -> Outcome:
+        for outcome in upstream:
+            if outcome.status not in DONE:
+                return Outcome(SKIPPED, cause=outcome.root_cause)
+        args = [outcome.value for outcome in upstream]
+        started = time.time()
+        if self.persist is None and self.retry is None and self.timeout is None:
+            try:
+                value = self.func(*args)
+            except Exception as exc:
+                failure = Failure.from_exception(self.name, exc)
+                return Outcome(FAILED, None, 1, started, time.time(), failure)
+            return Outcome(SUCCEEDED, value, 1, started, time.time())
+        if self.persist is None:
+            return self._run_with_policy(args, started)
+        return self._run_persisted(upstream, args, started, self.persist)
+
+    def _run_persisted(
+        self, upstream: tuple[Outcome, ...], args: list[Any], started: float, persist: Persist
+    ) -> Outcome:
+        key, inputs = None, None
+        if persist.cache is not None:
+            key, inputs = self._cache_key(upstream, persist)
+            if key is not None and not persist.cache_checked:
+                found = _quietly(persist.cache.load, key, task=self.name)
+                if found is not None:
+                    header, value = found
+                    return Outcome(
+                        CACHED, value, 0, started, time.time(),
+                        token=header.entry_id, source=f"cache:{key}",
+                    )  # fmt: skip
+        outcome = self._run_with_policy(args, started)
+        if outcome.status != SUCCEEDED:
+            return outcome
+        try:
+            if persist.cache is not None and key is not None:
+                header = persist.cache.save(
+                    key, outcome.value, ttl=persist.ttl, task=self.name, pipeline=persist.pipeline,
+                    meta={"code": persist.code, "inputs": inputs},
+                )  # fmt: skip
+                outcome.token = header.entry_id
+            if persist.runs is not None:
+                persist.runs.save_result(persist.pipeline, persist.run_id, self.name, outcome.value)
+                outcome.saved = True
+        except SerializationError as exc:
+            return Outcome(
+                FAILED, None, outcome.attempts, started, time.time(),
+                Failure.from_exception(self.name, exc),
+            )  # fmt: skip
+        except Exception as exc:  # the store is down: the result itself is good
+            logger.warning("task %r: could not write its result to the store: %s", self.name, exc)
+        return outcome
+
+    def _cache_key(
+        self, upstream: tuple[Outcome, ...], persist: Persist
+    ) -> tuple[str | None, list[str] | None]:
+        if persist.cache_key is not None:
+            return persist.cache_key, None
+        try:
+            inputs = [o.token if o.token is not None else input_token(o.value) for o in upstream]
+        except UnhashableInput as exc:
+            logger.warning(
+                "task %r is not cached: one of its inputs cannot be hashed (%s); give it an "
+                "explicit key with @pm.cache_result(key=...)",
+                self.name,
+                exc,
+            )
+            return None, None
+        return derive_key(self.name, persist.code, inputs), inputs
+
+    def _run_with_policy(self, args: list[Any], started: float) -> Outcome:
+        retry = self.retry
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                if self.timeout is None:
+                    value = self.func(*args)
+                else:
+                    value = _call_with_timeout(self.func, args, self.timeout, self.name)
+            except Exception as exc:
+                if (
+                    retry is None
+                    or attempt > retry.max_retries
+                    or not isinstance(exc, retry.retry_on)
+                ):
+                    failure = Failure.from_exception(self.name, exc)
+                    return Outcome(FAILED, None, attempt, started, time.time(), failure)
+                wait = retry.delay_before(attempt)
+                logger.warning(
+                    "task %r attempt %d of %d failed with %s: %s; retrying in %.3gs",
+                    self.name,
+                    attempt,
+                    retry.max_retries + 1,
+                    type(exc).__name__,
+                    exc,
+                    wait,
+                )
+                if wait:
+                    time.sleep(wait)
+                continue
+            return Outcome(SUCCEEDED, value, attempt, started, time.time())
+
+
+def _call_with_timeout(func: Callable[..., Any], args: list[Any], timeout: float, name: str) -> Any:
+    """Run ``func`` in a helper thread and stop waiting after ``timeout`` seconds.
+
+    Python cannot kill a thread: on timeout the helper (a daemon thread) runs on until the
+    function returns, and its result is thrown away.
+    """
+    box: list[tuple[bool, Any]] = []
+    context = contextvars.copy_context()
+
+    def target() -> None:
+        try:
+            box.append((True, context.run(func, *args)))
+        except BaseException as exc:
+            box.append((False, exc))
+
+    thread = threading.Thread(target=target, name=f"xlibrary-task-{name}", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise TaskTimeoutError(
+            f"task {name!r} ran longer than its timeout of {timeout:g}s and was abandoned "
+            "(its thread runs on in the background until the function returns); raise "
+            "fault_tolerance.task_timeout or the task's timeout= if it needs longer"
+        )
+    ok, value = box[0]
+    if ok:
+        return value
+    raise value
+
+
+def _quietly(load: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """A cache read that fails (the store is unreachable) is a miss, with a warning."""
+    try:
+        return load(*args, **kwargs)
+    except Exception as exc:
+        logger.warning("could not read the cache (%s); treating it as a miss", exc)
+        return None
+
+
+class CacheLoader:
+    """Stands in for a task whose result was found in the cache before the run."""
+
+    __slots__ = ("cache", "key", "name")
+
+    def __init__(self, name: str, cache: Cache, key: str) -> None:
+        self.name = name
+        self.cache = cache
+        self.key = key
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (CacheLoader, (self.name, self.cache, self.key))
+
+    def __dask_tokenize__(self) -> tuple[str, str, int]:
+        return ("xlibrary.CacheLoader", self.name, id(self))
+
+    def __call__(self) -> Outcome:
+        started = time.time()
+        found = _quietly(self.cache.load, self.key, task=self.name)
+        if found is None:
+            return Outcome(STALE, cause=self.name)
+        header, value = found
+        return Outcome(
+            CACHED, value, 0, started, time.time(), token=header.entry_id,
+            source=f"cache:{self.key}",
+        )  # fmt: skip
+
+
+class SavedLoader:
+    """Stands in for a task whose result an earlier run saved in the store."""
+
+    __slots__ = ("name", "pipeline", "run_id", "runs", "token")
+
+    def __init__(
+        self, name: str, runs: RunStore, pipeline: str, run_id: str, token: str | None
+    ) -> None:
+        self.name = name
+        self.runs = runs
+        self.pipeline = pipeline
+        self.run_id = run_id
+        self.token = token
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (SavedLoader, (self.name, self.runs, self.pipeline, self.run_id, self.token))
+
+    def __dask_tokenize__(self) -> tuple[str, str, int]:
+        return ("xlibrary.SavedLoader", self.name, id(self))
+
+    def __call__(self) -> Outcome:
+        started = time.time()
+        try:
+            value = self.runs.load_result(self.pipeline, self.run_id, self.name)
+        except Exception as exc:
+            logger.warning(
+                "the result of task %r saved by run %s cannot be used (%s); the task runs again",
+                self.name,
+                self.run_id,
+                exc,
+            )
+            return Outcome(STALE, cause=self.name)
+        return Outcome(
+            CACHED, value, 0, started, time.time(), token=self.token,
+            source=f"run:{self.run_id}",
+        )  # fmt: skip

@@ -1,0 +1,265 @@
+"""The result cache: entries under keys, with a TTL, on the fsspec store or in Redis.
+
+:class:`Cache` holds the policy (TTL, signing, what a bad entry means) and talks to a
+:class:`CacheBackend`, which only keeps bytes: :class:`FsCacheBackend` (the store, the default)
+and ``RedisCacheBackend`` (``cache_type: "redis"``). Both pass one contract test suite.
+
+Guarantees: an expired entry is never returned; a corrupt, truncated, foreign or tampered
+entry is reported as a miss with a warning and deleted, never returned and never a crash.
+Besides entries, the cache keeps for each task the facts of its last entry (code fingerprint,
+input token, key), so that :meth:`Cache.explain` can say why a task misses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from . import codec
+from .codec import BadEntry, EntryHeader
+from .fs import FsStore
+
+__all__ = ["Cache", "CacheBackend", "FsCacheBackend", "Lookup"]
+
+logger = logging.getLogger("xlibrary.pipeline.cache")
+
+
+class CacheBackend(Protocol):
+    """Keeps entries (header bytes and payload) under string keys."""
+
+    url: str
+
+    def read_header(self, key: str) -> bytes | None:
+        """The header bytes of ``key``'s entry, without reading its payload."""
+        ...
+
+    def read(self, key: str) -> tuple[bytes, bytes] | None:
+        """``(header bytes, payload)`` of ``key``'s entry, or ``None``."""
+        ...
+
+    def write(self, key: str, header: bytes, payload: bytes, ttl: float | None) -> None:
+        """Store an entry atomically; the backend may drop it once ``ttl`` has passed."""
+        ...
+
+    def delete(self, key: str) -> bool: ...
+
+    def keys(self) -> Iterator[str]:
+        """Every key with an entry (expired ones included until pruned)."""
+        ...
+
+    def write_note(self, name: str, data: bytes) -> None:
+        """Keep a small note (the facts of a task's last entry)."""
+        ...
+
+    def read_note(self, name: str) -> bytes | None: ...
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:40]
+
+
+class FsCacheBackend:
+    """Entries as files on the fsspec store: ``cache/ab/abcd....entry``."""
+
+    def __init__(self, store: FsStore) -> None:
+        self.store = store
+        self.url = store.url
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (FsCacheBackend, (self.store,))
+
+    def _path(self, key: str) -> str:
+        digest = _digest(key)
+        return f"cache/entries/{digest[:2]}/{digest}.entry"
+
+    def read_header(self, key: str) -> bytes | None:
+        path = self._path(key)
+        prefix = self.store.read_prefix(path, codec.PREFIX_SIZE)
+        if prefix is None:
+            return None
+        length = codec.header_length(prefix)
+        data = self.store.read_prefix(path, codec.PREFIX_SIZE + length)
+        if data is None or len(data) < codec.PREFIX_SIZE + length:
+            raise BadEntry("entry is truncated inside its header")
+        return data[codec.PREFIX_SIZE :]
+
+    def read(self, key: str) -> tuple[bytes, bytes] | None:
+        blob = self.store.read(self._path(key))
+        return None if blob is None else codec.split(blob)
+
+    def write(self, key: str, header: bytes, payload: bytes, ttl: float | None) -> None:
+        self.store.write(self._path(key), codec.frame(header, payload))
+
+    def delete(self, key: str) -> bool:
+        return self.store.delete(self._path(key))
+
+    def keys(self) -> Iterator[str]:
+        for path in self.store.list("cache/entries"):
+            try:
+                prefix = self.store.read_prefix(path, 1 << 16)
+                if prefix is None:
+                    continue
+                length = codec.header_length(prefix)
+                yield codec.read_header(prefix[codec.PREFIX_SIZE : codec.PREFIX_SIZE + length]).key
+            except BadEntry:
+                logger.warning("removing unreadable cache file %s", path)
+                self.store.delete(path)
+
+    def write_note(self, name: str, data: bytes) -> None:
+        self.store.write(f"cache/notes/{_digest(name)}.json", data)
+
+    def read_note(self, name: str) -> bytes | None:
+        return self.store.read(f"cache/notes/{_digest(name)}.json")
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """What a look at one key found, without loading the value."""
+
+    key: str
+    hit: bool
+    reason: str
+    """``"hit"``, ``"no entry"``, ``"expired"``, or why the entry is unusable."""
+    header: EntryHeader | None = None
+
+
+class Cache:
+    """Cache policy over a backend: TTL, signing, and what a bad entry means."""
+
+    def __init__(
+        self,
+        backend: CacheBackend,
+        *,
+        secret: bytes | None = None,
+        default_ttl: float | None = None,
+    ) -> None:
+        self.backend = backend
+        self.secret = secret
+        self.default_ttl = default_ttl
+        self.opened_by: tuple[Any, ...] | None = None
+        """``(factory, args)`` when made by ``open_cache``: pickles as that call."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        if self.opened_by is not None:
+            return self.opened_by
+        return (Cache, (self.backend,), {"secret": self.secret, "default_ttl": self.default_ttl})
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def __repr__(self) -> str:
+        return f"<Cache {self.backend.url}>"
+
+    def lookup(self, key: str, *, now: float | None = None) -> Lookup:
+        """Whether ``key`` has a live entry, from its header alone."""
+        try:
+            raw = self.backend.read_header(key)
+        except BadEntry as exc:
+            self._discard(key, str(exc))
+            return Lookup(key, False, f"unusable entry ({exc})")
+        if raw is None:
+            return Lookup(key, False, "no entry")
+        try:
+            header = codec.read_header(raw)
+        except BadEntry as exc:
+            self._discard(key, str(exc))
+            return Lookup(key, False, f"unusable entry ({exc})")
+        if header.expired(now):
+            return Lookup(key, False, "expired", header)
+        return Lookup(key, True, "hit", header)
+
+    def load(self, key: str, *, task: str | None = None) -> tuple[EntryHeader, Any] | None:
+        """``(header, value)`` of a live, whole entry for ``key``; ``None`` on a miss.
+
+        An expired entry is deleted; a bad one is deleted with a warning.
+        """
+        try:
+            found = self.backend.read(key)
+            if found is None:
+                return None
+            header, value = codec.decode_entry(*found, secret=self.secret)
+        except BadEntry as exc:
+            self._discard(key, str(exc), task=task)
+            return None
+        if header.expired():
+            self.backend.delete(key)
+            return None
+        return header, value
+
+    def save(
+        self,
+        key: str,
+        value: Any,
+        *,
+        ttl: float | None = None,
+        task: str | None = None,
+        pipeline: str | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> EntryHeader:
+        """Store ``value`` under ``key``; raises SerializationError if it cannot be."""
+        ttl = ttl if ttl is not None else self.default_ttl
+        header, header_bytes, payload = codec.encode_entry(
+            key, value, ttl=ttl, task=task, pipeline=pipeline, meta=meta, secret=self.secret
+        )
+        self.backend.write(key, header_bytes, payload, ttl)
+        if task is not None and pipeline is not None:
+            note = {
+                "key": key,
+                "created": header.created,
+                "expires": header.expires,
+                **(meta or {}),
+            }
+            self.backend.write_note(f"{pipeline}\x00{task}", json.dumps(note).encode())
+        return header
+
+    def last_entry_of(self, pipeline: str, task: str) -> dict[str, Any] | None:
+        """The facts kept about the last entry ``task`` of ``pipeline`` wrote, if any."""
+        raw = self.backend.read_note(f"{pipeline}\x00{task}")
+        if raw is None:
+            return None
+        try:
+            note: dict[str, Any] = json.loads(raw)
+        except ValueError:
+            return None
+        return note
+
+    def delete(self, key: str) -> bool:
+        return self.backend.delete(key)
+
+    def headers(self) -> Iterator[EntryHeader]:
+        """Headers of every entry, expired ones included."""
+        for key in list(self.backend.keys()):
+            found = self.lookup(key)
+            if found.header is not None:
+                yield found.header
+
+    def clear(self, *, pipeline: str | None = None, task: str | None = None) -> int:
+        """Delete entries (of one pipeline, or one task of it); returns how many."""
+        removed = 0
+        for header in list(self.headers()):
+            if pipeline is not None and header.pipeline != pipeline:
+                continue
+            if task is not None and header.task != task:
+                continue
+            removed += self.backend.delete(header.key)
+        return removed
+
+    def prune(self, *, now: float | None = None) -> int:
+        """Delete expired entries; returns how many."""
+        now = time.time() if now is None else now
+        return sum(self.backend.delete(h.key) for h in list(self.headers()) if h.expired(now))
+
+    def _discard(self, key: str, why: str, *, task: str | None = None) -> None:
+        who = f" of task {task!r}" if task else ""
+        logger.warning(
+            "cache entry %r%s is unusable and was removed: %s; the task recomputes", key, who, why
+        )
+        try:
+            self.backend.delete(key)
+        except Exception:  # a read-only store: the miss still stands
+            logger.debug("could not delete cache entry %r", key, exc_info=True)

@@ -1,0 +1,122 @@
+"""The result store: one fsspec URL holding cache entries, saved intermediates and run records.
+
+Writes are atomic: on a local disk the bytes go to a temporary file in the same directory,
+which ``os.replace`` then renames over the target, so a reader (in this process or another)
+sees the old entry or the new one, never half of one. On object stores (``s3://``, ``gs://``)
+one ``pipe_file`` is one PUT, which becomes visible whole. ``memory://`` is per process: for
+tests and the embedded backend only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import posixpath
+import tempfile
+from collections.abc import Mapping
+from typing import Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+__all__ = ["FsStore", "default_store_url"]
+
+DEFAULT_DIRECTORY = ".xlibrary-pipeline"
+
+
+def default_store_url() -> str:
+    """``./.xlibrary-pipeline`` under the working directory, as an absolute path."""
+    return os.path.abspath(DEFAULT_DIRECTORY)
+
+
+class FsStore:
+    """Bytes under relative paths of one fsspec URL, written atomically."""
+
+    def __init__(self, url: str, storage_options: Mapping[str, Any] | None = None) -> None:
+        self.url = url
+        self.storage_options = dict(storage_options or {})
+        try:
+            self.fs, self.root = fsspec.core.url_to_fs(url, **self.storage_options)
+        except (ImportError, ValueError) as exc:
+            from ..errors import ConfigError
+
+            raise ConfigError(
+                f"cannot open the store {url!r}: {exc}; for s3:// install s3fs, for gs:// "
+                "gcsfs, or use a local directory"
+            ) from exc
+        self._local = isinstance(self.fs, LocalFileSystem)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (FsStore, (self.url, self.storage_options))
+
+    def __repr__(self) -> str:
+        return f"FsStore({self.url!r})"
+
+    def path(self, relative: str) -> str:
+        return posixpath.join(self.root, relative)
+
+    def write(self, relative: str, data: bytes) -> None:
+        """Write ``data`` at ``relative`` atomically, replacing what was there."""
+        path = self.path(relative)
+        if self._local:
+            directory = os.path.dirname(path)
+            os.makedirs(directory, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".part")
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                os.replace(tmp, path)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
+            return
+        parent = posixpath.dirname(path)
+        if parent:
+            self.fs.makedirs(parent, exist_ok=True)
+        self.fs.pipe_file(path, data)
+
+    def read(self, relative: str) -> bytes | None:
+        """The bytes at ``relative``, or ``None`` when there are none."""
+        try:
+            data: bytes = self.fs.cat_file(self.path(relative))
+        except (FileNotFoundError, IsADirectoryError):
+            return None
+        return data
+
+    def read_prefix(self, relative: str, size: int) -> bytes | None:
+        """The first ``size`` bytes at ``relative`` (fewer if shorter), or ``None``."""
+        try:
+            with self.fs.open(self.path(relative), "rb") as handle:
+                data: bytes = handle.read(size)
+                return data
+        except (FileNotFoundError, IsADirectoryError):
+            return None
+
+    def delete(self, relative: str) -> bool:
+        try:
+            self.fs.rm_file(self.path(relative))
+        except FileNotFoundError:
+            return False
+        return True
+
+    def list(self, prefix: str) -> list[str]:
+        """Relative paths of every file under ``prefix``, temporary files left out."""
+        base = self.path(prefix)
+        try:
+            found = self.fs.find(base)
+        except FileNotFoundError:
+            return []
+        root = self.root.rstrip("/")
+        out = []
+        for full in found:
+            full = (
+                full if full.startswith("/") or not root.startswith("/") else "/" + full.lstrip("/")
+            )
+            relative = posixpath.relpath(full, root) if root else full
+            if not posixpath.basename(relative).startswith(".tmp-"):
+                out.append(relative)
+        return sorted(out)
+
+    def exists(self, relative: str) -> bool:
+        return bool(self.fs.exists(self.path(relative)))
