@@ -83,3 +83,23 @@ def test_ml_training_pipeline_outcome_matches_validation() -> None:
             else:
                 assert result.failed_task == "deploy_model"
                 assert isinstance(result.tasks["deploy_model"].error, ValidationError)
+
+
+def test_caching_example_second_run_is_served_from_the_cache() -> None:
+    proc = run(str(EXAMPLES / "caching.py"), "--fsspec")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("Performing expensive computation...") == 1
+    second = next(line for line in proc.stdout.splitlines() if line.startswith("second run:"))
+    assert float(second.split()[2].rstrip("s")) < 1.0
+    assert "'use_cached_result': 'cached'" in second
+    assert "expensive_computation: hit" in proc.stdout
+
+
+def test_debugging_example_retries_the_failed_task() -> None:
+    proc = run(str(EXAMPLES / "debugging.py"))
+    assert proc.returncode == 0, proc.stderr
+    assert "Pipeline failed at task: transform" in proc.stdout
+    assert "Completed tasks: ['extract']" in proc.stdout
+    assert "Retry succeeded: True" in proc.stdout
+    assert "'extract': 'cached'" in proc.stdout
+    assert "Final result: {'loaded': 2, 'countries': ['France', 'Germany']}" in proc.stdout

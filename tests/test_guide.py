@@ -36,19 +36,63 @@ BLOCKS: dict[str, list[str] | str] = {
     "2. Parallel Task Execution": ["Best model: neural_net"],
     "3. Stream Processing": "issue 6 (stream processing)",
     "4. Distributed Execution": "issue 5 (Kubernetes cluster mode)",
-    "Data Pipeline": [
-        "Loading 2 customers",
-        "ETL pipeline completed successfully!",
-        "Loaded 2 customers",
-    ],
+    "Data Pipeline": ["Loading 2 customers", "ETL pipeline completed successfully!", "Loaded 2 customers"],
     "ML Training Pipeline": [],
     "Batch Processing Pipeline": "issue 4 (monitoring)",
     "Resource Management": [],
-    "Caching and Optimization": "issue 3 (caching)",
+    "Caching and Optimization": [
+        "Performing expensive computation...",
+        "second run: cached in",
+        "same result: True",
+    ],
     "Real-time Monitoring": "issue 4 (monitoring)",
-    "Debugging and Troubleshooting": "issue 3 (saved intermediates, retry_failed_task)",
+    "Debugging and Troubleshooting": [
+        "Pipeline failed at task: transform",
+        "Error message: the warehouse dropped the connection",
+        "Stack trace: Traceback",
+        "Completed tasks: ['extract']",
+        "retried: True [2, 4, 6]",
+    ],
     "FastAPI Integration": "issue 7 (FastAPI)",
     "Jupyter Notebook Integration": "issue 7 (notebook display)",
+}
+
+# What a block needs defined before it (the guide leaves it to the reader), and checks after.
+BEFORE = {
+    # The guide's caching block uses Redis at its default URL; start from an empty entry.
+    "Caching and Optimization": """
+PipelineManager({"caching": {"cache_type": "redis"}}).clear_cache("cached_pipeline")
+""",
+    # "problematic_pipeline" is the reader's own: here, one whose transform fails once.
+    "Debugging and Troubleshooting": """
+_attempts = []
+problematic_pipeline = Pipeline("problematic")
+
+@problematic_pipeline.task("extract")
+def _extract():
+    return [1, 2, 3]
+
+@problematic_pipeline.task("transform", depends_on=["extract"])
+def _transform(rows):
+    _attempts.append(1)
+    if len(_attempts) == 1:
+        raise ConnectionError("the warehouse dropped the connection")
+    return [r * 2 for r in rows]
+""",
+}
+AFTER = {
+    "Caching and Optimization": """
+_t = time.perf_counter()
+result3 = cached_pm.execute_pipeline(create_cached_pipeline)
+print(f"second run: {result2.states['use_cached_result']} in {result2.duration:.2f}s")
+print("same result:", result3.final_result == result2.final_result == result1.final_result)
+assert result2.duration < 1.0, result2.duration
+""",
+    "Debugging and Troubleshooting": """
+_retry = debug_pm.get_intermediate_results(problematic_pipeline.name)
+_latest = debug_pm.store.read_record(problematic_pipeline.name)
+print("retried:", _latest["status"] == "succeeded", _retry["transform"])
+""",
 }
 
 
@@ -65,9 +109,10 @@ def guide_blocks() -> dict[str, str]:
     return blocks
 
 
-def run_block(code: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_block(heading: str, code: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    script = PRELUDE + BEFORE.get(heading, "") + code + AFTER.get(heading, "")
     return subprocess.run(
-        [sys.executable, "-c", PRELUDE + code],
+        [sys.executable, "-c", script],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -85,7 +130,7 @@ RUNNABLE = [name for name, expected in BLOCKS.items() if isinstance(expected, li
 @pytest.mark.parametrize("heading", RUNNABLE)
 def test_guide_block_runs_as_written(heading: str) -> None:
     started = time.perf_counter()
-    proc = run_block(guide_blocks()[heading])
+    proc = run_block(heading, guide_blocks()[heading])
     elapsed = time.perf_counter() - started
     assert proc.returncode == 0, proc.stderr
     expected = BLOCKS[heading]
@@ -102,6 +147,8 @@ def test_guide_block_runs_as_written(heading: str) -> None:
         # keys whose feature is not built yet say so, once each
         assert proc.stderr.count("'auto_scaling' is accepted but has no effect yet") == 1
         assert proc.stderr.count("'monitoring_enabled' is accepted but has no effect yet") == 1
+    if heading == "Caching and Optimization":
+        assert proc.stdout.count("Performing expensive computation...") == 1
     if heading == "Resource Management":
         assert "resource_requirements, which has no effect yet" in proc.stderr
 

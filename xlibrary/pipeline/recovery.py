@@ -134,10 +134,13 @@ def _locations(runs: RunStore, record: dict[str, Any]) -> dict[str, Restore]:
 def intermediate_results(
     runs: RunStore, cache: Cache | None, pipeline: str, run_id: str | None = None
 ) -> dict[str, Any]:
-    """The results of the latest run (or ``run_id``) of ``pipeline``, by task name."""
+    """The results of the latest run (or ``run_id``) of ``pipeline``, by task name.
+
+    A run that retried or resumed an earlier one includes the results it took from it.
+    """
     record = _record(runs, pipeline, run_id)
     out: dict[str, Any] = {}
-    for name, where in _locations(runs, {**record, "resumed_from": None}).items():
+    for name, where in _locations(runs, record).items():
         try:
             if where.run_id is not None:
                 out[name] = runs.load_result(pipeline, where.run_id, name)

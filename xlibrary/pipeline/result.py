@@ -20,7 +20,10 @@ class TaskStatus(enum.StrEnum):
     SKIPPED = "skipped"
     """Not run, because a task it depends on failed (see ``TaskRun.skipped_because``)."""
     CACHED = "cached"
-    """Not run, because its result came from the cache."""
+    """Not run, because its result came from the cache or a run that saved it."""
+
+    def __repr__(self) -> str:  # {'load': 'succeeded'} reads better than the enum repr
+        return repr(self.value)
 
 
 @dataclass(frozen=True)
