@@ -36,7 +36,11 @@ BLOCKS: dict[str, list[str] | str] = {
     "2. Parallel Task Execution": ["Best model: neural_net"],
     "3. Stream Processing": "issue 6 (stream processing)",
     "4. Distributed Execution": "issue 5 (Kubernetes cluster mode)",
-    "Data Pipeline": ["Loading 2 customers", "ETL pipeline completed successfully!", "Loaded 2 customers"],
+    "Data Pipeline": [
+        "Loading 2 customers",
+        "ETL pipeline completed successfully!",
+        "Loaded 2 customers",
+    ],
     "ML Training Pipeline": [],
     "Batch Processing Pipeline": "issue 4 (monitoring)",
     "Resource Management": [],

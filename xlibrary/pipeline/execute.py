@@ -64,7 +64,7 @@ def execute(
         plan, cache=persistence.cache, restore=restore, force=force, targets=targets
     )
     record = persistence.runs if persistence.record_runs else None
-    if record is not None:
+    if record is not None:  # written in the background: the run does not wait on the disk
         _write(record, start_record(plan, run_id, steps, started, resumed_from))
     outcomes: dict[str, Outcome] = {}
     for round_ in range(2):
@@ -100,12 +100,12 @@ def execute(
     finished = time.time()
     result = collect(plan, run_id, outcomes, steps, started=started, finished=finished)
     if record is not None:
-        _write(record, run_record(result, resumed_from))
+        _write(record, run_record(result, resumed_from), latest=False)
     return result
 
 
-def _write(runs: RunStore, record: dict[str, object]) -> None:
+def _write(runs: RunStore, record: dict[str, object], *, latest: bool = True) -> None:
     try:
-        runs.write_record(record)
+        runs.write_record(record, latest=latest)
     except Exception as exc:  # the run's own result must not be lost to a full disk
         logger.warning("could not write the run record to %s: %s", runs.url, exc)

@@ -398,6 +398,7 @@ class PipelineManager:
         with self._lock:
             self._closed = True
         self._finalizer()
+        self.store.flush()  # records written in the background are in the store
 
     def __enter__(self) -> PipelineManager:
         return self

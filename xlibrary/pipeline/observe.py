@@ -168,7 +168,7 @@ def _log(result: PipelineResult) -> None:
 def start_record(
     plan: Plan, run_id: str, steps: tuple[Step, ...], started: float, resumed_from: str | None
 ) -> dict[str, Any]:
-    """The record of a run that has just started: every task pending (or pruned)."""
+    """The record of a run that has just started: its tasks in order, none finished yet."""
     return {
         "run_id": run_id,
         "pipeline": plan.pipeline,
@@ -179,13 +179,8 @@ def start_record(
         "resumed_from": resumed_from,
         "library_version": _version(),
         "sinks": list(plan.sinks),
-        "tasks": {
-            step.name: {
-                "status": "skipped" if step.action is Action.PRUNE else "pending",
-                "depends_on": list(step.task.spec.depends_on),
-            }
-            for step in steps
-        },
+        "order": [step.name for step in steps],
+        "tasks": {},
     }
 
 
@@ -193,19 +188,14 @@ def run_record(result: PipelineResult, resumed_from: str | None) -> dict[str, An
     """The JSON record of a finished run."""
     tasks: dict[str, Any] = {}
     for name, run in result.tasks.items():
-        entry: dict[str, Any] = {
-            "status": str(run.status),
-            "attempts": run.attempts,
-            "started": run.started,
-            "finished": run.finished,
-            "duration": run.duration,
-            "saved": run.saved,
-            "source": run.source,
-            "token": run.token,
-            "skipped_because": run.skipped_because,
-            "reason": run.reason,
-            "error": None,
-        }
+        entry: dict[str, Any] = {"status": str(run.status), "attempts": run.attempts}
+        if run.started is not None:
+            entry["started"], entry["finished"] = run.started, run.finished
+        # the rest only where it says something: records of big pipelines stay small
+        for field in ("saved", "source", "token", "skipped_because", "reason"):
+            value = getattr(run, field)
+            if value:
+                entry[field] = value
         if run.status == TaskStatus.FAILED:
             entry["error"] = {
                 "type": type(run.error).__name__ if run.error is not None else None,

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
+import functools
 import graphlib
 import logging
 from collections.abc import Collection, Iterable, Mapping
@@ -92,6 +93,15 @@ class Plan:
     """Tasks nothing depends on; their results make ``final_result``."""
     pending_options: tuple[tuple[str, str, str], ...] = ()
     """``(task, option, feature)`` for options set on tasks whose feature is not built yet."""
+
+    @functools.cached_property
+    def has_cache_rules(self) -> bool:
+        return any(planned.cache is not None for planned in self.tasks)
+
+    @functools.cached_property
+    def plain_steps(self) -> tuple[Step, ...]:
+        """Every task runs: the steps of a run with nothing to look up or restore."""
+        return tuple(Step(planned, Action.RUN, reason="not cached") for planned in self.tasks)
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
@@ -243,6 +253,10 @@ def prepare_run(
     the sinks) are the tasks whose results the run must produce. With ``explain``, misses
     say why (no entry, expired, code changed, inputs changed).
     """
+    if not (known or restore or force or targets is not None) and (
+        cache is None or not plan.has_cache_rules
+    ):
+        return plan.plain_steps  # nothing to look up: every task runs
     known = known or {}
     restore = restore or {}
     tokens: dict[str, str | None] = {}

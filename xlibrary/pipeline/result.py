@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import PipelineExecutionError
 
@@ -26,9 +26,8 @@ class TaskStatus(enum.StrEnum):
         return repr(self.value)
 
 
-@dataclass(frozen=True)
-class TaskRun:
-    """How one task went in one run."""
+class TaskRun(NamedTuple):
+    """How one task went in one run (immutable; a named tuple, cheap to make by thousands)."""
 
     name: str
     status: TaskStatus
@@ -48,7 +47,7 @@ class TaskRun:
     """For a cached task: ``cache:<key>``, or ``run:<run id>`` when an earlier run saved it."""
     saved: bool = False
     """Whether its result was saved in the store under this run."""
-    token: str | None = field(default=None, repr=False)
+    token: str | None = None
     """The cache entry id that stands for its result in downstream cache keys."""
 
     @property

@@ -16,7 +16,12 @@ continue from.
 
 from __future__ import annotations
 
+import atexit
 import json
+import logging
+import queue
+import threading
+import weakref
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
@@ -26,6 +31,54 @@ from .codec import BadEntry
 from .fs import FsStore
 
 __all__ = ["RunStore"]
+
+logger = logging.getLogger(__name__)
+
+
+class _WriteBehind:
+    """Writes records on a background thread, in order, so a run does not wait on the disk.
+
+    Every read of records in this process waits for the writes before it (``flush``), as does
+    interpreter exit; other processes see a record a moment after the run returns.
+    """
+
+    def __init__(self, store: FsStore) -> None:
+        self.store = store
+        self._queue: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        _writers.add(self)
+
+    def submit(self, path: str, data: bytes) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._work, name="xlibrary-record-writer", daemon=True
+                )
+                self._thread.start()
+        self._queue.put((path, data))
+
+    def _work(self) -> None:
+        while True:
+            path, data = self._queue.get()
+            try:
+                self.store.write(path, data)
+            except Exception as exc:  # a record lost to a full disk must not kill the writer
+                logger.warning("could not write %s to the store %s: %s", path, self.store.url, exc)
+            finally:
+                self._queue.task_done()
+
+    def flush(self) -> None:
+        self._queue.join()
+
+
+_writers: weakref.WeakSet[_WriteBehind] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_all() -> None:
+    for writer in list(_writers):
+        writer.flush()
 
 
 def _slug(name: str) -> str:
@@ -38,6 +91,7 @@ class RunStore:
     def __init__(self, store: FsStore, *, secret: bytes | None = None) -> None:
         self.store = store
         self.secret = secret
+        self._writer = _WriteBehind(store)
         self.opened_by: tuple[Any, ...] | None = None
         """``(factory, args)`` when made by ``open_runs``: pickles as that call."""
 
@@ -54,15 +108,27 @@ class RunStore:
         return self.store.url
 
     # -- records --------------------------------------------------------------------------
-    def write_record(self, record: dict[str, Any], *, latest: bool = True) -> None:
+    def write_record(
+        self, record: dict[str, Any], *, latest: bool = True, wait: bool = False
+    ) -> None:
+        """Write a run record (and point ``latest`` at it), in the background unless ``wait``."""
         pipeline, run_id = record["pipeline"], record["run_id"]
-        data = json.dumps(record, indent=1, default=str).encode()
-        self.store.write(f"runs/{_slug(pipeline)}/{run_id}/record.json", data)
+        data = json.dumps(record, separators=(",", ":"), default=str).encode()  # C encoder
+        writes = [(f"runs/{_slug(pipeline)}/{run_id}/record.json", data)]
         if latest:
             pointer = json.dumps({"run_id": run_id}).encode()
-            self.store.write(f"runs/{_slug(pipeline)}/latest.json", pointer)
+            writes.append((f"runs/{_slug(pipeline)}/latest.json", pointer))
+        for path, blob in writes:
+            self._writer.submit(path, blob)
+        if wait:
+            self.flush()
+
+    def flush(self) -> None:
+        """Wait until every record written so far is in the store."""
+        self._writer.flush()
 
     def latest_run_id(self, pipeline: str) -> str | None:
+        self.flush()
         raw = self.store.read(f"runs/{_slug(pipeline)}/latest.json")
         if raw is None:
             return None
@@ -74,6 +140,7 @@ class RunStore:
 
     def read_record(self, pipeline: str, run_id: str | None = None) -> dict[str, Any] | None:
         """The record of ``run_id`` (default: the latest run) of ``pipeline``, or ``None``."""
+        self.flush()
         run_id = run_id or self.latest_run_id(pipeline)
         if run_id is None:
             return None
@@ -85,6 +152,7 @@ class RunStore:
 
     def find_record(self, run_id: str) -> dict[str, Any] | None:
         """The record of ``run_id`` in whichever pipeline it belongs to."""
+        self.flush()
         for path in self.store.list("runs"):
             parts = path.split("/")
             if len(parts) == 4 and parts[2] == run_id and parts[3] == "record.json":
@@ -96,6 +164,7 @@ class RunStore:
 
     def records(self, pipeline: str) -> Iterator[dict[str, Any]]:
         """Every record of ``pipeline``, oldest first."""
+        self.flush()
         for path in self.store.list(f"runs/{_slug(pipeline)}"):
             if path.endswith("/record.json"):
                 raw = self.store.read(path)
