@@ -53,5 +53,5 @@ if __name__ == "__main__":
     result2 = cached_pm.execute_pipeline(create_cached_pipeline)
     print(f"second run: {result2.duration:.2f}s {dict(result2.states)}")
 
-    for name, why in cached_pm.explain_cache(create_cached_pipeline).items():
+    for why in cached_pm.explain_cache(create_cached_pipeline).values():
         print(f"  {why}")

@@ -112,7 +112,8 @@ def test_retry_failed_task_from_a_new_process(jobs: dict[str, str]) -> None:
         import jobs
         from xlibrary.pipeline import PipelineManager
         import os
-        pm = PipelineManager({"save_intermediate_results": True, "store": {"url": os.environ["STORE"]}})
+        config = {"save_intermediate_results": True, "store": {"url": os.environ["STORE"]}}
+        pm = PipelineManager(config)
         result = pm.retry_failed_task(pipeline_name="flaky_etl", task_name="transform")
         print(result.success, result.final_result, result.states["extract"], result.run_id)
         record = pm.store.read_record("flaky_etl")
