@@ -37,3 +37,4 @@ def bench(session: nox.Session) -> None:
     """Engine overhead against raw Dask on the same graphs and schedulers."""
     session.install("-e", ".[pipeline]")
     session.run("python", "benchmarks/bench_core.py", *session.posargs)
+    session.run("python", "benchmarks/bench_store.py")

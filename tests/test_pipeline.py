@@ -202,3 +202,16 @@ def test_task_outside_a_builder_says_how_to_fix_it() -> None:
 def test_pipeline_needs_a_name() -> None:
     with pytest.raises(PipelineDefinitionError, match="non-empty string"):
         Pipeline("")
+
+
+def test_options_set_on_a_function_follow_it_into_a_hand_built_task() -> None:
+    p = Pipeline("p")
+
+    def fetch() -> int:
+        return 1
+
+    p.retry_on_failure(max_retries=2)(fetch)
+    p.add(Task("fetch", fetch))
+    assert p["fetch"].retry == RetryPolicy(max_retries=2)
+    p.add(Task("own", fetch, retry=RetryPolicy(max_retries=5)))
+    assert p["own"].retry == RetryPolicy(max_retries=5)  # the spec's own value wins

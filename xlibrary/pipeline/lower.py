@@ -61,7 +61,7 @@ def lower(
                     cache=cache if rule is not None else None,
                     cache_key=step.cache_key,
                     cache_checked=step.cache_checked,
-                    code=rule.code if rule else "",
+                    code=rule.code if rule and rule.key is None else "",  # derived keys only
                     ttl=rule.ttl if rule else None,
                     runs=runs if save_results else None,
                 )

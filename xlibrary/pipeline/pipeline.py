@@ -309,8 +309,17 @@ class Pipeline:
                 f"pipeline {self.name!r} already has a task named {task.name!r} "
                 f"(function {existing.function_name}); give {task.function_name} another name"
             )
+        try:
+            options = _options.get(task.func) or {}
+        except TypeError:  # not weak-referenceable (a builtin): no options can follow it
+            options = None
+        if options:  # set by option decorators on the function; the spec's own values win
+            unset = {k: v for k, v in options.items() if getattr(task, k) is None}
+            task = dataclasses.replace(task, **unset) if unset else task
         self._tasks[task.name] = task
         self._version += 1
+        if options is not None:
+            _registrations.setdefault(task.func, []).append((weakref.ref(self), task.name))
         return task
 
     @overload
@@ -416,13 +425,7 @@ class Pipeline:
         return self._version
 
     def _register(self, func: Callable[..., Any], **fields: Any) -> Task:
-        try:
-            options = _options.get(func) or {}
-        except TypeError:  # not weak-referenceable (a builtin): no options can follow it
-            return self.add(Task(func=func, **fields))
-        spec = self.add(Task(func=func, **fields, **options))
-        _registrations.setdefault(func, []).append((weakref.ref(self), spec.name))
-        return spec
+        return self.add(Task(func=func, **fields))
 
     def _update(self, name: str, **changes: Any) -> None:
         self._tasks[name] = dataclasses.replace(self._tasks[name], **changes)

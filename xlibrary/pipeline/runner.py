@@ -322,7 +322,7 @@ class TaskRunner:
             if persist.cache is not None and key is not None:
                 header = persist.cache.save(
                     key, outcome.value, ttl=persist.ttl, task=self.name, pipeline=persist.pipeline,
-                    meta={"code": persist.code, "inputs": inputs},
+                    meta={"code": persist.code, "inputs": inputs} if persist.code else None,
                 )  # fmt: skip
                 outcome.token = header.entry_id
             if persist.runs is not None:

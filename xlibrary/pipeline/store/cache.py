@@ -79,14 +79,15 @@ class FsCacheBackend:
 
     def read_header(self, key: str) -> bytes | None:
         path = self._path(key)
-        prefix = self.store.read_prefix(path, codec.PREFIX_SIZE)
-        if prefix is None:
+        data = self.store.read_prefix(path, 4096)  # headers are ~500 bytes: one read
+        if data is None:
             return None
-        length = codec.header_length(prefix)
-        data = self.store.read_prefix(path, codec.PREFIX_SIZE + length)
-        if data is None or len(data) < codec.PREFIX_SIZE + length:
-            raise BadEntry("entry is truncated inside its header")
-        return data[codec.PREFIX_SIZE :]
+        end = codec.PREFIX_SIZE + codec.header_length(data)
+        if len(data) < end:
+            data = self.store.read_prefix(path, end)
+            if data is None or len(data) < end:
+                raise BadEntry("entry is truncated inside its header")
+        return data[codec.PREFIX_SIZE : end]
 
     def read(self, key: str) -> tuple[bytes, bytes] | None:
         blob = self.store.read(self._path(key))
@@ -207,7 +208,7 @@ class Cache:
             key, value, ttl=ttl, task=task, pipeline=pipeline, meta=meta, secret=self.secret
         )
         self.backend.write(key, header_bytes, payload, ttl)
-        if task is not None and pipeline is not None:
+        if task is not None and pipeline is not None and meta:  # derived keys: for explain
             note = {
                 "key": key,
                 "created": header.created,

@@ -79,18 +79,24 @@ class FsStore:
     def read(self, relative: str) -> bytes | None:
         """The bytes at ``relative``, or ``None`` when there are none."""
         try:
+            if self._local:  # the hot path of cache hits: skip fsspec's file objects
+                with open(self.path(relative), "rb") as handle:
+                    return handle.read()
             data: bytes = self.fs.cat_file(self.path(relative))
-        except (FileNotFoundError, IsADirectoryError):
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return None
         return data
 
     def read_prefix(self, relative: str, size: int) -> bytes | None:
         """The first ``size`` bytes at ``relative`` (fewer if shorter), or ``None``."""
         try:
+            if self._local:
+                with open(self.path(relative), "rb") as handle:
+                    return handle.read(size)
             with self.fs.open(self.path(relative), "rb") as handle:
                 data: bytes = handle.read(size)
                 return data
-        except (FileNotFoundError, IsADirectoryError):
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return None
 
     def delete(self, relative: str) -> bool:
