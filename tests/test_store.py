@@ -175,3 +175,20 @@ def test_memory_store_lists_and_deletes() -> None:
     assert store.list("a") == ["a/b/c.json", "a/d.json"]
     assert store.read("a/d.json") == b"2" and store.read("nope") is None
     assert store.delete("a/d.json") and not store.delete("a/d.json")
+
+
+def test_missing_redis_package_names_the_extra(monkeypatch) -> None:
+    import sys
+
+    from xlibrary.pipeline import MissingExtraError
+
+    monkeypatch.setitem(sys.modules, "redis", None)
+    with pytest.raises(MissingExtraError, match=r'pip install "xlibrary\[redis\]"'):
+        Cache(RedisCacheBackend("redis://127.0.0.1:6379/15")).lookup("k")
+
+
+def test_bad_store_url_is_a_config_error() -> None:
+    from xlibrary.pipeline import ConfigError
+
+    with pytest.raises(ConfigError, match="cannot open the store 'nosuchproto://x'"):
+        FsStore("nosuchproto://x")

@@ -375,6 +375,15 @@ class PipelineManager:
             return LocalBackend(self.settings.num_workers)
         from .backends.distributed import DistributedBackend
 
+        url = self.settings.store.url or ""
+        if url.startswith("memory://"):
+            logger.warning(
+                "the store %s lives in this process's memory: worker processes of a cluster "
+                "each see their own, so saved results and cache entries they write are not "
+                "shared; use a directory or an object store for cluster runs",
+                url,
+            )
+
         return DistributedBackend(client=self._client, address=self.settings.scheduler_address)
 
     @property
