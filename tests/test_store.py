@@ -172,7 +172,7 @@ def test_memory_store_lists_and_deletes() -> None:
     store = FsStore(f"memory://s-{uuid.uuid4().hex}")
     store.write("a/b/c.json", b"1")
     store.write("a/d.json", b"2")
-    assert store.list("a") == ["a/b/c.json", "a/d.json"]
+    assert store.files("a") == ["a/b/c.json", "a/d.json"]
     assert store.read("a/d.json") == b"2" and store.read("nope") is None
     assert store.delete("a/d.json") and not store.delete("a/d.json")
 

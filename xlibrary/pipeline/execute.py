@@ -6,7 +6,9 @@ its loader reports it ``stale``; the engine then keeps every outcome it has, and
 more graph for the stale tasks (without their bad entry) and what depends on them. That
 round never loops: the stale tasks are forced to run, and a task that runs cannot be stale.
 
-The run record is written to the store when the run starts (``running``) and when it ends.
+Observers hear of the run when it starts and when it ends (the run record writer, the
+dashboard's Pipelines page); a monitor measures the tasks and finishes the result (peak
+memory, alerts) before the observers see it.
 """
 
 from __future__ import annotations
@@ -14,18 +16,21 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from .backends import Backend
 from .lower import lower
-from .observe import collect, run_record, start_record
-from .plan import Plan, Restore, prepare_run
+from .monitoring.progress import Progress
+from .observe import collect, log_result, run_record, start_record
+from .plan import Action, Plan, prepare_run
+from .recovery import RecoveryPlan
 from .result import PipelineResult
-from .runner import SKIPPED, STALE, Outcome
+from .runner import SKIPPED, STALE, Monitor, Outcome
 from .store import Cache, RunStore
 
-__all__ = ["Persistence", "execute", "new_run_id"]
+__all__ = ["Persistence", "RunMonitor", "RunObserver", "execute", "new_run_id"]
 
 logger = logging.getLogger("xlibrary.pipeline")
 
@@ -42,7 +47,26 @@ class Persistence:
     runs: RunStore | None = None
     cache: Cache | None = None
     save_results: bool = False
-    record_runs: bool = False
+
+
+class RunObserver(Protocol):
+    """Hears of each run when it starts and when it ends."""
+
+    def run_started(self, record: dict[str, Any]) -> None: ...
+
+    def run_finished(self, result: PipelineResult, record: dict[str, Any]) -> None: ...
+
+
+class RunMonitor(Protocol):
+    """Measures a run's tasks and finishes its result."""
+
+    def for_run(self, run_id: str) -> Monitor | None:
+        """What the run's tasks measure (``None``: nothing)."""
+        ...
+
+    def finish(self, result: PipelineResult) -> PipelineResult:
+        """The result with what monitoring adds (run peak memory, alerts)."""
+        ...
 
 
 def execute(
@@ -51,61 +75,75 @@ def execute(
     *,
     parallel: bool = True,
     persistence: Persistence | None = None,
-    restore: Mapping[str, Restore] | None = None,
-    force: Collection[str] = (),
-    targets: Collection[str] | None = None,
-    resumed_from: str | None = None,
+    recovery: RecoveryPlan | None = None,
+    monitor: RunMonitor | None = None,
+    observers: Sequence[RunObserver] = (),
+    progress: bool = False,
 ) -> PipelineResult:
     """Run ``plan`` on ``backend`` and return its result (see the module docstring)."""
     persistence = persistence or Persistence()
+    restore = recovery.restore if recovery else None
+    force = recovery.force if recovery else frozenset()
+    targets = recovery.targets if recovery else None
+    resumed_from = recovery.run_id if recovery else None
     run_id = new_run_id()
     started = time.time()
     steps = prepare_run(
         plan, cache=persistence.cache, restore=restore, force=force, targets=targets
     )
-    record = persistence.runs if persistence.record_runs else None
-    if record is not None:  # written in the background: the run does not wait on the disk
-        _write(record, start_record(plan, run_id, steps, started, resumed_from))
+    if observers:
+        record = start_record(plan, run_id, steps, started, resumed_from)
+        for observer in observers:
+            observer.run_started(record)
+    measure = monitor.for_run(run_id) if monitor is not None else None
+    bar = None
+    if progress:
+        bar = Progress(sum(s.action is not Action.PRUNE for s in steps), plan.pipeline)
     outcomes: dict[str, Outcome] = {}
-    for round_ in range(2):
-        graph, keys = lower(
-            steps,
-            plan.pipeline,
-            run_id,
-            cache=persistence.cache,
-            runs=persistence.runs,
-            save_results=persistence.save_results,
-            known=outcomes,
-        )
-        outcomes.update(backend.run(graph, keys, parallel=parallel))
-        stale = {name for name, outcome in outcomes.items() if outcome.status == STALE}
-        if not stale or round_:
-            break
-        logger.info("rerunning %s: their stored results could not be used", sorted(stale))
-        redo = stale | {
-            name
-            for name, outcome in outcomes.items()
-            if outcome.status == SKIPPED and outcome.cause in stale
-        }
-        for name in redo:
-            del outcomes[name]
-        steps = prepare_run(
-            plan,
-            cache=persistence.cache,
-            known={name: o.token for name, o in outcomes.items()},
-            restore={k: v for k, v in (restore or {}).items() if k not in stale},
-            force=set(force) | stale,
-            targets=targets,
-        )
-    finished = time.time()
-    result = collect(plan, run_id, outcomes, steps, started=started, finished=finished)
-    if record is not None:
-        _write(record, run_record(result, resumed_from), latest=False)
-    return result
-
-
-def _write(runs: RunStore, record: dict[str, object], *, latest: bool = True) -> None:
     try:
-        runs.write_record(record, latest=latest)
-    except Exception as exc:  # the run's own result must not be lost to a full disk
-        logger.warning("could not write the run record to %s: %s", runs.url, exc)
+        for round_ in range(2):
+            graph, keys = lower(
+                steps,
+                plan.pipeline,
+                run_id,
+                cache=persistence.cache,
+                runs=persistence.runs,
+                save_results=persistence.save_results,
+                known=outcomes,
+                monitor=measure,
+            )
+            outcomes.update(backend.run(graph, keys, parallel=parallel, progress=bar))
+            stale = {name for name, outcome in outcomes.items() if outcome.status == STALE}
+            if not stale or round_:
+                break
+            logger.info("rerunning %s: their stored results could not be used", sorted(stale))
+            redo = stale | {
+                name
+                for name, outcome in outcomes.items()
+                if outcome.status == SKIPPED and outcome.cause in stale
+            }
+            for name in redo:
+                del outcomes[name]
+            steps = prepare_run(
+                plan,
+                cache=persistence.cache,
+                known={name: o.token for name, o in outcomes.items()},
+                restore={k: v for k, v in (restore or {}).items() if k not in stale},
+                force=set(force) | stale,
+                targets=targets,
+            )
+    finally:
+        if bar is not None:
+            bar.close()
+    result = collect(plan, run_id, outcomes, steps, started=started, finished=time.time())
+    if monitor is not None:
+        result = monitor.finish(result)
+    log_result(result)
+    if observers:
+        record = run_record(result, resumed_from)
+        for observer in observers:
+            try:
+                observer.run_finished(result, record)
+            except Exception:  # the run's own result must not be lost to an observer
+                logger.exception("run observer %r failed", observer)
+    return result

@@ -21,7 +21,7 @@ from dask.task_spec import DataNode, TaskRef
 from dask.task_spec import Task as DaskTask
 
 from .plan import Action, Step
-from .runner import CacheLoader, Outcome, Persist, SavedLoader, TaskRunner
+from .runner import CacheLoader, Monitor, Outcome, Persist, SavedLoader, TaskRunner
 from .store import Cache, RunStore
 
 __all__ = ["Key", "lower"]
@@ -38,12 +38,15 @@ def lower(
     runs: RunStore | None = None,
     save_results: bool = False,
     known: Mapping[str, Outcome] | None = None,
+    monitor: Monitor | None = None,
 ) -> tuple[dict[Key, Any], dict[str, Key]]:
     """The Dask graph of one run, and each task's key by task name (pruned tasks left out).
 
     ``cache`` serves tasks with a cache rule; with ``save_results`` every task that runs saves
-    its result in ``runs`` under ``run_id``; ``known`` holds the outcomes of KNOWN steps.
+    its result in ``runs`` under ``run_id``; ``known`` holds the outcomes of KNOWN steps;
+    ``monitor`` is what monitored tasks measure (tasks tracked by a decorator measure all).
     """
+    tracking = monitor.tracking() if monitor is not None else None
     keys = {step.name: (step.name, run_id) for step in steps if step.action is not Action.PRUNE}
     graph: dict[Key, Any] = {}
     for step in steps:
@@ -65,8 +68,11 @@ def lower(
                     ttl=rule.ttl if rule else None,
                     runs=runs if save_results else None,
                 )
+            measure = monitor
+            if planned.spec.monitor:
+                measure = tracking or Monitor(run_id).tracking()
             runner = TaskRunner(
-                planned.name, planned.spec.func, planned.retry, planned.timeout, persist
+                planned.name, planned.spec.func, planned.retry, planned.timeout, persist, measure
             )
             refs = [TaskRef(keys[dep]) for dep in planned.spec.depends_on]
             graph[key] = DaskTask(key, runner, *refs)

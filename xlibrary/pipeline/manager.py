@@ -2,18 +2,33 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import threading
 import weakref
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from .backends import Backend, LocalBackend
 from .errors import ConfigError, PipelineDefinitionError, PipelineError
-from .execute import Persistence, execute
+from .execute import Persistence, RunObserver, execute
+from .monitoring import hooks as monitoring_hooks
+from .monitoring.alerts import Alert
+from .monitoring.config import MonitorConfig
+from .monitoring.metrics import add_driver_listener, log_metric
+from .monitoring.progress import wanted as progress_wanted
+from .monitoring.report import MonitoringDashboard, PerformanceReport, performance_report
 from .pipeline import CachePolicy, Pipeline, build_pipeline, find_pipeline, set_task_options
-from .plan import CacheExplanation, Plan, Restore, did_you_mean, explain, make_plan
-from .recovery import ErrorDetails, error_details, intermediate_results, resume_plan, retry_plan
+from .plan import CacheExplanation, Plan, did_you_mean, explain, make_plan
+from .recovery import (
+    ErrorDetails,
+    RecoveryPlan,
+    error_details,
+    intermediate_results,
+    resume_plan,
+    retry_plan,
+)
 from .result import PipelineResult
 from .settings import Settings, load_settings
 from .store import Cache, RunStore, default_store_url, open_cache, open_runs
@@ -64,6 +79,10 @@ class PipelineManager:
         self._warned: set[tuple[str, str, str]] = set()
         self._finalizer = weakref.finalize(self, _close_backends, self._backends)
         self._default_store = default_store_url()  # fixed now: a later chdir does not move it
+        self._monitor_config = MonitorConfig.from_settings(self.settings)
+        self._monitoring = monitoring_hooks.MonitoringState()
+        self._pages = False  # the dashboard's Pipelines page is registered on our client
+        add_driver_listener(self._driver_metric)
 
     # -- declaring ----------------------------------------------------------------------
     @overload
@@ -107,6 +126,7 @@ class PipelineManager:
         parallel: bool = True,
         *,
         raise_on_failure: bool | None = None,
+        display_progress: bool | None = None,
     ) -> PipelineResult:
         """Run ``pipeline`` once and return its :class:`PipelineResult`.
 
@@ -115,8 +135,15 @@ class PipelineManager:
         A failing task makes ``success`` false and skips the tasks downstream of it, while
         independent branches run to the end. With ``raise_on_failure=True`` (or the config's
         ``debug_mode`` / ``raise_on_failure``) a failure raises ``PipelineExecutionError``.
+        ``display_progress`` shows a progress bar (default: the config's, when the output is a
+        terminal or a notebook).
         """
-        return self._run(pipeline, parallel=parallel, raise_on_failure=raise_on_failure)
+        return self._run(
+            pipeline,
+            parallel=parallel,
+            raise_on_failure=raise_on_failure,
+            display_progress=display_progress,
+        )
 
     def execute_distributed(
         self, pipeline: Pipeline | str, *, raise_on_failure: bool | None = None
@@ -134,25 +161,30 @@ class PipelineManager:
         parallel: bool,
         raise_on_failure: bool | None,
         distributed: bool | None = None,
-        restore: Mapping[str, Restore] | None = None,
-        force: Collection[str] = (),
-        targets: Collection[str] | None = None,
-        resumed_from: str | None = None,
+        recovery: RecoveryPlan | None = None,
+        display_progress: bool | None = None,
     ) -> PipelineResult:
         pipeline = self._resolve(pipeline)
         plan = self.plan(pipeline)
         self._pipelines[pipeline.name] = pipeline  # the latest pipeline run under a name
         self._warn_pending(plan)
         backend = self._backend(self._wants_distributed() if distributed is None else distributed)
+        local = backend.name == "local" or not parallel
         result = execute(
             plan,
             backend,
             parallel=parallel,
             persistence=self._persistence(),
-            restore=restore,
-            force=force,
-            targets=targets,
-            resumed_from=resumed_from,
+            recovery=recovery,
+            monitor=monitoring_hooks.ManagerMonitor(
+                self._monitor_config,
+                self._monitoring,
+                self.store,
+                local=local,
+                memory_limit=self._memory_limits(local),
+            ),
+            observers=self._observers(local),
+            progress=progress_wanted(self.settings.display_progress, display_progress),
         )
         if raise_on_failure is None:
             raise_on_failure = self.settings.debug_mode or self.settings.raise_on_failure
@@ -261,13 +293,19 @@ class PipelineManager:
         return secret.encode() if secret else None
 
     def _persistence(self) -> Persistence:
-        settings = self.settings
         return Persistence(
             runs=self.store,
             cache=self.cache,
-            save_results=settings.save_intermediate_results,
-            record_runs=settings.store.record_runs,
+            save_results=self.settings.save_intermediate_results,
         )
+
+    def _observers(self, local: bool) -> list[RunObserver]:
+        observers: list[RunObserver] = []
+        if self.settings.store.record_runs:
+            observers.append(monitoring_hooks.RecordWriter(self.store))
+        if self._pages and not local:
+            observers.append(monitoring_hooks.DashboardPublisher(self.client))
+        return observers
 
     def explain_cache(self, pipeline: Pipeline | str) -> dict[str, CacheExplanation]:
         """For each task: would the next run take it from the cache, and if not, why."""
@@ -321,17 +359,8 @@ class PipelineManager:
         target = self._resolve(pipeline if pipeline is not None else pipeline_name)
         if task_name is None:
             task_name = error_details(self.store, target.name).failed_task
-        plan = self.plan(target)
-        recovery = retry_plan(self.store, plan, task_name, run_id)
-        return self._run(
-            target,
-            parallel=parallel,
-            raise_on_failure=None,
-            restore=recovery.restore,
-            force=recovery.force,
-            targets=recovery.targets,
-            resumed_from=recovery.run_id,
-        )
+        recovery = retry_plan(self.store, self.plan(target), task_name, run_id)
+        return self._run(target, parallel=parallel, raise_on_failure=None, recovery=recovery)
 
     def resume(
         self, pipeline: Pipeline | str, *, run_id: str | None = None, parallel: bool = True
@@ -340,19 +369,155 @@ class PipelineManager:
         finish, restoring what did from the store."""
         target = self._resolve(pipeline)
         recovery = resume_plan(self.store, self.plan(target), run_id)
-        return self._run(
-            target,
-            parallel=parallel,
-            raise_on_failure=None,
-            restore=recovery.restore,
-            force=recovery.force,
-            targets=recovery.targets,
-            resumed_from=recovery.run_id,
+        return self._run(target, parallel=parallel, raise_on_failure=None, recovery=recovery)
+
+    # -- monitoring -----------------------------------------------------------------------
+    def enable_monitoring(
+        self,
+        metrics: Collection[str] | None = None,
+        alerts: Collection[str] | None = None,
+        dashboard: bool = False,
+    ) -> None:
+        """Monitor the runs that follow: per task peak memory, CPU and metrics, reports,
+        trends and ``alerts`` (``task_failure``, ``long_execution``, ``memory_threshold``,
+        ``error_rate_threshold``). ``metrics`` narrows what is measured. ``dashboard=True``
+        runs on ``dask.distributed`` with its Bokeh dashboard (``pm.dashboard_link``) and a
+        Pipelines page (``<dashboard>/pipelines``)."""
+        config = dataclasses.replace(self._monitor_config, enabled=True)
+        config = config.measuring(metrics or ()).alerting(alerts or ())
+        if dashboard:
+            config = dataclasses.replace(config, dashboard=True)
+        self._monitor_config = config
+        if dashboard:
+            logger.info("dashboard: %s", self.dashboard_link)
+
+    @overload
+    def track_performance(self, func: F, /) -> F: ...
+    @overload
+    def track_performance(self, func: None = None, /) -> Callable[[F], F]: ...
+    def track_performance(self, func: Callable[..., Any] | None = None, /) -> Any:
+        """Measure the task closely in every run (see ``Pipeline.monitor_performance``)."""
+
+        def decorate(f: F) -> F:
+            set_task_options(f, monitor=True)
+            return f
+
+        return decorate(func) if func is not None else decorate
+
+    def log_metric(self, name: str, value: float) -> None:
+        """Record a metric: inside a task, the task's (in its run record and report); outside,
+        this program's (in ``get_monitoring_dashboard().get_current_metrics()``)."""
+        log_metric(name, value)
+
+    def _driver_metric(self, name: str, value: float) -> None:
+        self._monitoring.record_metric(None, name, value)
+
+    def on_alert(self, callback: Callable[[Alert], object]) -> Callable[[Alert], object]:
+        """Call ``callback(alert)`` for every alert a run raises; usable as a decorator."""
+        self._monitoring.callbacks.append(callback)
+        return callback
+
+    def get_performance_report(
+        self, pipeline_name: str | Pipeline, *, run_id: str | None = None
+    ) -> PerformanceReport:
+        """The latest run's (or ``run_id``'s) performance: ``total_time`` s, ``peak_memory``
+        MB, and per task duration, attempts, status, peak memory and metrics; read from the
+        run record, so it also reports runs made by other processes."""
+        name = pipeline_name.name if isinstance(pipeline_name, Pipeline) else pipeline_name
+        record = self.store.read_record(name, run_id)
+        if record is None or record.get("finished") is None:
+            raise PipelineError(
+                f"no finished run of pipeline {name!r} is recorded in the store "
+                f"{self.store.url}; run it first (with store.record_runs on)"
+            )
+        return performance_report(record)
+
+    def get_monitoring_dashboard(self) -> MonitoringDashboard:
+        """Current metrics and performance trends (see :class:`MonitoringDashboard`)."""
+        return MonitoringDashboard(
+            self.store,
+            self._monitoring.metrics,
+            self._monitoring.last_runs,
+            self._cluster_metrics,
+            self._monitor_config.history,
         )
+
+    @property
+    def dashboard_link(self) -> str | None:
+        """The Dask dashboard of the cluster runs go to (started on first use), or ``None``
+        on the embedded local backend."""
+        client = self.client
+        return None if client is None else str(client.dashboard_link)
+
+    @contextlib.contextmanager
+    def performance_report(self, filename: str) -> Iterator[None]:
+        """Write a performance report of the runs inside the block to ``filename``: Dask's
+        own (``distributed.performance_report``, inline so it opens offline) on a cluster,
+        this manager's report of the last run otherwise."""
+        client = self.client
+        if client is not None:
+            from distributed import performance_report
+
+            report = performance_report(filename=filename, mode="inline")  # type: ignore[no-untyped-call]
+            with client.as_current(), report:
+                yield
+            return
+        before = dict(self._monitoring.last_runs)
+        yield
+        for name, last in self._monitoring.last_runs.items():
+            if before.get(name) != last:
+                self.get_performance_report(name, run_id=last["run_id"]).save_html(filename)
+
+    def _memory_limits(self, local: bool) -> Callable[[str | None], int | None]:
+        if local:
+            import psutil
+
+            total = int(psutil.virtual_memory().total)
+            return lambda worker: total
+        limits: dict[str, int] | None = None
+
+        def limit(worker: str | None) -> int | None:
+            nonlocal limits
+            if limits is None:
+                info = self.client.scheduler_info() if self.client is not None else {}
+                limits = {
+                    address: int(w.get("memory_limit") or 0)
+                    for address, w in info.get("workers", {}).items()
+                }
+            return limits.get(worker or "") or None
+
+        return limit
+
+    def _cluster_metrics(self) -> dict[str, Any] | None:
+        backend = self._backends.get("distributed")
+        if backend is None:
+            return None
+        client = self.client
+        if client is None:
+            return None
+        info = client.scheduler_info()
+        workers = info.get("workers", {})
+        metrics = [w.get("metrics", {}) for w in workers.values()]
+        processing = client.processing()  # type: ignore[no-untyped-call]
+        queued = client.run_on_scheduler(  # type: ignore[no-untyped-call]
+            lambda dask_scheduler: len(dask_scheduler.queued) + len(dask_scheduler.unrunnable)
+        )
+        return {
+            "workers": len(workers),
+            "memory": sum(m.get("memory", 0) for m in metrics),
+            "memory_limit": sum(int(w.get("memory_limit") or 0) for w in workers.values()),
+            "cpu": sum(m.get("cpu", 0.0) for m in metrics) / max(1, len(metrics)),
+            "tasks_processing": sum(len(keys) for keys in processing.values()),
+            "tasks_queued": queued,
+        }
 
     # -- backends -----------------------------------------------------------------------
     def _wants_distributed(self) -> bool:
-        return self._client is not None or self.settings.is_distributed
+        return (
+            self._client is not None
+            or self.settings.is_distributed
+            or self._monitor_config.dashboard
+        )
 
     def _backend(self, distributed: bool) -> Backend:
         kind = "distributed" if distributed else "local"
@@ -384,7 +549,30 @@ class PipelineManager:
                 url,
             )
 
-        return DistributedBackend(client=self._client, address=self.settings.scheduler_address)
+        return DistributedBackend(
+            client=self._client,
+            address=self.settings.scheduler_address,
+            on_connect=self._connected,
+        )
+
+    def _connected(self, client: Client) -> None:
+        """A cluster client is ready: add the Pipelines page and the metrics feed."""
+        config = self._monitor_config
+        if config.enabled or config.dashboard:
+            try:
+                from .monitoring.dashboard import PipelinesPlugin
+
+                client.register_plugin(PipelinesPlugin())
+                self._pages = True
+                logger.info(
+                    "Dask dashboard: %s (pipelines: %s)",
+                    client.dashboard_link,
+                    client.dashboard_link.replace("/status", "/pipelines"),
+                )
+            except Exception as exc:  # a scheduler without xlibrary cannot load the page
+                logger.warning("could not add the Pipelines page to the dashboard: %s", exc)
+        if config.enabled and config.real_time:
+            monitoring_hooks.subscribe_metrics(client, self._monitoring)
 
     @property
     def client(self) -> Client | None:

@@ -18,11 +18,15 @@ from .plan import Action, Plan, Step
 from .result import PipelineResult, TaskRun, TaskStatus
 from .runner import CACHED, FAILED, STALE, SUCCEEDED, Failure, Outcome
 
-__all__ = ["collect", "run_record", "start_record"]
+__all__ = ["collect", "log_result", "run_record", "start_record"]
 
 logger = logging.getLogger("xlibrary.pipeline")
 
 _DONE = (TaskStatus.SUCCEEDED, TaskStatus.CACHED)
+# TaskRun fields a record keeps only where they say something: records of big pipelines stay small
+_OPTIONAL_FIELDS = (
+    "saved", "source", "token", "skipped_because", "reason", "metrics", "peak_memory", "worker",
+)  # fmt: skip
 
 
 def collect(
@@ -74,6 +78,9 @@ def collect(
                 saved=outcome.saved,
                 token=outcome.token,
                 reason="cache hit" if outcome.source else None,
+                metrics=outcome.metrics,
+                peak_memory=outcome.peak_memory,
+                worker=outcome.worker,
             )
         elif outcome.status == FAILED and outcome.failure is not None:
             failure = outcome.failure
@@ -85,6 +92,9 @@ def collect(
                 outcome.finished,
                 error=failure.exception,
                 traceback=failure.traceback,
+                metrics=outcome.metrics,
+                peak_memory=outcome.peak_memory,
+                worker=outcome.worker,
             )
             if first_failure is None:
                 first_failure = (name, outcome)
@@ -104,6 +114,7 @@ def collect(
             final_result = results.get(plan.sinks[0])
         else:
             final_result = {name: results[name] for name in plan.sinks if name in results}
+    peaks = [run.peak_memory for run in tasks.values() if run.peak_memory]
     result = PipelineResult(
         pipeline=plan.pipeline,
         run_id=run_id,
@@ -115,8 +126,8 @@ def collect(
         started=started,
         finished=finished,
         sinks=plan.sinks,
+        peak_memory=max(peaks) if peaks else None,
     )
-    _log(result)
     return result
 
 
@@ -151,7 +162,8 @@ def _execution_error(
     return error
 
 
-def _log(result: PipelineResult) -> None:
+def log_result(result: PipelineResult) -> None:
+    """One log line for a finished run: INFO when it succeeded, WARNING when it failed."""
     if result.success:
         logger.info(
             "pipeline %r run %s succeeded in %.3fs (%d tasks)",
@@ -191,8 +203,7 @@ def run_record(result: PipelineResult, resumed_from: str | None) -> dict[str, An
         entry: dict[str, Any] = {"status": str(run.status), "attempts": run.attempts}
         if run.started is not None:
             entry["started"], entry["finished"] = run.started, run.finished
-        # the rest only where it says something: records of big pipelines stay small
-        for field in ("saved", "source", "token", "skipped_because", "reason"):
+        for field in _OPTIONAL_FIELDS:
             value = getattr(run, field)
             if value:
                 entry[field] = value
@@ -214,6 +225,8 @@ def run_record(result: PipelineResult, resumed_from: str | None) -> dict[str, An
         "resumed_from": resumed_from,
         "library_version": _version(),
         "sinks": list(result.sinks),
+        "peak_memory": result.peak_memory,
+        "alerts": [alert.to_dict() for alert in result.alerts],
         "failed_task": result.failed_task,
         "error": None
         if error is None

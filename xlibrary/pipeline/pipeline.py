@@ -123,7 +123,7 @@ class Task:
     ``retry`` and ``timeout`` override the manager's ``fault_tolerance`` defaults.
     ``resource_requirements`` (``{"cpu_cores": 4, "memory_mb": 4096, "gpu": 1}``) is kept on
     the spec for the resource-aware scheduler. ``cache`` caches the result
-    (``@pm.cache_result``).
+    (``@pm.cache_result``); ``monitor`` measures it closely (``@pm.track_performance``).
     """
 
     name: str
@@ -133,6 +133,7 @@ class Task:
     timeout: float | None = None
     resource_requirements: Mapping[str, float] | None = None
     cache: CachePolicy | None = None
+    monitor: bool | None = None
     description: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -362,6 +363,21 @@ class Pipeline:
 
         def decorate(f: F) -> F:
             set_task_options(f, retry=policy)
+            return f
+
+        return decorate(func) if func is not None else decorate
+
+    @overload
+    def monitor_performance(self, func: F, /) -> F: ...
+    @overload
+    def monitor_performance(self, func: None = None, /) -> Callable[[F], F]: ...
+    def monitor_performance(self, func: Callable[..., Any] | None = None, /) -> Any:
+        """Measure the task closely in every run: its peak memory (read exactly at its start
+        and end as well as sampled), CPU seconds, duration and attempts, in the run record and
+        ``pm.get_performance_report``. Works above or below ``task``."""
+
+        def decorate(f: F) -> F:
+            set_task_options(f, monitor=True)
             return f
 
         return decorate(func) if func is not None else decorate

@@ -49,6 +49,12 @@ class TaskRun(NamedTuple):
     """Whether its result was saved in the store under this run."""
     token: str | None = None
     """The cache entry id that stands for its result in downstream cache keys."""
+    metrics: dict[str, float] | None = None
+    """Metrics the task logged with ``pm.log_metric`` (and ``cpu_seconds``), when monitored."""
+    peak_memory: int | None = None
+    """Peak resident memory, in bytes, of the process while the task ran, when monitored."""
+    worker: str | None = None
+    """Where it ran, when monitored: a Dask worker's address, or ``local``."""
 
     @property
     def duration(self) -> float | None:
@@ -79,6 +85,11 @@ class PipelineResult:
     started: float
     finished: float
     sinks: tuple[str, ...] = field(default=())
+    peak_memory: int | None = None
+    """The highest resident memory, in bytes, of the processes that ran the tasks, while they
+    ran (monitored runs)."""
+    alerts: tuple[Any, ...] = ()
+    """The alerts the run raised (monitored runs)."""
 
     @property
     def duration(self) -> float:

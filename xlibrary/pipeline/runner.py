@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import sys
 import threading
 import time
 import traceback
@@ -30,6 +31,7 @@ from dask.sizeof import sizeof
 
 from .errors import TaskError, TaskTimeoutError
 from .fingerprint import UnhashableInput, derive_key, input_token
+from .monitoring.metrics import TaskContext, current_task, rss_bytes, sampler, summarize
 from .pipeline import RetryPolicy
 from .store import Cache, RunStore, SerializationError
 
@@ -42,6 +44,7 @@ __all__ = [
     "SUCCEEDED",
     "CacheLoader",
     "Failure",
+    "Monitor",
     "Outcome",
     "Persist",
     "SavedLoader",
@@ -49,6 +52,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger("xlibrary.pipeline.runner")
+task_log = logging.getLogger("xlibrary.pipeline.tasks")
+"""Detailed logging: one line per task start and end."""
 
 SUCCEEDED = "succeeded"
 CACHED = "cached"
@@ -118,12 +123,15 @@ class Outcome:
         "cause",
         "failure",
         "finished",
+        "metrics",
+        "peak_memory",
         "saved",
         "source",
         "started",
         "status",
         "token",
         "value",
+        "worker",
     )
 
     def __init__(
@@ -138,6 +146,9 @@ class Outcome:
         token: str | None = None,
         source: str | None = None,
         saved: bool = False,
+        metrics: dict[str, float] | None = None,
+        peak_memory: int | None = None,
+        worker: str | None = None,
     ) -> None:
         self.status = status
         self.value = value
@@ -152,6 +163,12 @@ class Outcome:
         """Where a cached value came from: ``cache:<key>`` or ``run:<run id>``."""
         self.saved = saved
         """Whether the value was saved in the store under this run."""
+        self.metrics = metrics
+        """Custom metrics the task logged with ``log_metric`` (monitored runs)."""
+        self.peak_memory = peak_memory
+        """Peak resident memory (bytes) of the process while the task ran (monitored runs)."""
+        self.worker = worker
+        """Where the task ran: a Dask worker's address, or ``local``."""
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (
@@ -167,6 +184,9 @@ class Outcome:
                 self.token,
                 self.source,
                 self.saved,
+                self.metrics,
+                self.peak_memory,
+                self.worker,
             ),
         )
 
@@ -253,10 +273,68 @@ def _make_persist(
     )
 
 
+class Monitor:
+    """What a task reports about itself in a monitored run (absent when unmonitored)."""
+
+    __slots__ = ("cpu", "detailed", "exact_memory", "memory", "real_time", "run_id")
+
+    def __init__(
+        self,
+        run_id: str,
+        *,
+        memory: bool = False,
+        cpu: bool = False,
+        exact_memory: bool = False,
+        real_time: bool = False,
+        detailed: bool = False,
+    ) -> None:
+        self.run_id = run_id
+        self.memory = memory or exact_memory
+        """Record the peak memory of the process while the task ran (from the sampler)."""
+        self.cpu = cpu
+        """Record the CPU seconds the task's thread used, as metric ``cpu_seconds``."""
+        self.exact_memory = exact_memory
+        """Also read memory exactly at start and end (tasks tracked by a decorator)."""
+        self.real_time = real_time
+        self.detailed = detailed
+        """Log one line when the task starts and one when it ends."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        fields = (self.memory, self.cpu, self.exact_memory, self.real_time, self.detailed)
+        return (_make_monitor, (self.run_id, *fields))
+
+    def tracking(self) -> Monitor:
+        """The same, for a task tracked by ``@pm.track_performance``: everything measured."""
+        return Monitor(
+            self.run_id, memory=True, cpu=True, exact_memory=True, real_time=self.real_time,
+            detailed=self.detailed,
+        )  # fmt: skip
+
+
+def _make_monitor(
+    run_id: str, memory: bool, cpu: bool, exact_memory: bool, real_time: bool, detailed: bool
+) -> Monitor:
+    return Monitor(
+        run_id, memory=memory, cpu=cpu, exact_memory=exact_memory, real_time=real_time,
+        detailed=detailed,
+    )  # fmt: skip
+
+
+def _where() -> str:
+    if "distributed" in sys.modules:
+        try:
+            from distributed import get_worker
+
+            return str(get_worker().address)
+        except ValueError:
+            pass
+    return "local"
+
+
 class TaskRunner:
     """The callable each Dask task runs: one pipeline task with its policy."""
 
-    __slots__ = ("func", "name", "persist", "retry", "timeout")
+    __slots__ = ("func", "monitor", "name", "persist", "retry", "timeout")
 
     def __init__(
         self,
@@ -265,15 +343,20 @@ class TaskRunner:
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         persist: Persist | None = None,
+        monitor: Monitor | None = None,
     ) -> None:
         self.name = name
         self.func = func
         self.retry = retry
         self.timeout = timeout
         self.persist = persist
+        self.monitor = monitor
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (TaskRunner, (self.name, self.func, self.retry, self.timeout, self.persist))
+        return (
+            TaskRunner,
+            (self.name, self.func, self.retry, self.timeout, self.persist, self.monitor),
+        )
 
     def __repr__(self) -> str:
         return f"TaskRunner({self.name!r})"
@@ -290,16 +373,67 @@ class TaskRunner:
                 return Outcome(SKIPPED, cause=outcome.root_cause)
         args = [outcome.value for outcome in upstream]
         started = time.time()
-        if self.persist is None and self.retry is None and self.timeout is None:
+        if (
+            self.persist is None
+            and self.retry is None
+            and self.timeout is None
+            and self.monitor is None
+        ):
             try:
                 value = self.func(*args)
             except Exception as exc:
                 failure = Failure.from_exception(self.name, exc)
                 return Outcome(FAILED, None, 1, started, time.time(), failure)
             return Outcome(SUCCEEDED, value, 1, started, time.time())
+        if self.monitor is not None:
+            return self._run_monitored(upstream, args, started, self.monitor)
+        return self._run(upstream, args, started)
+
+    def _run(self, upstream: tuple[Outcome, ...], args: list[Any], started: float) -> Outcome:
         if self.persist is None:
             return self._run_with_policy(args, started)
         return self._run_persisted(upstream, args, started, self.persist)
+
+    def _run_monitored(
+        self, upstream: tuple[Outcome, ...], args: list[Any], started: float, monitor: Monitor
+    ) -> Outcome:
+        if monitor.memory:
+            sampler.ensure_running()
+        context = TaskContext(self.name, monitor.run_id, monitor.real_time)
+        first = rss_bytes() if monitor.exact_memory else 0
+        cpu = time.thread_time() if monitor.cpu else 0.0
+        if monitor.detailed:
+            task_log.info(
+                "task %r started with %s", self.name,
+                ", ".join(summarize(a) for a in args) or "no inputs",
+            )  # fmt: skip
+        token = current_task.set(context)
+        try:
+            outcome = self._run(upstream, args, started)
+        finally:
+            current_task.reset(token)
+        if monitor.cpu:
+            context.metrics.setdefault("cpu_seconds", time.thread_time() - cpu)
+        if monitor.memory:
+            peak = sampler.peak_between(started) or 0
+            if monitor.exact_memory:
+                peak = max(peak, first, rss_bytes())
+            outcome.peak_memory = peak or None
+        outcome.metrics = context.metrics or None
+        outcome.worker = _where()
+        if monitor.detailed:
+            took = time.time() - started
+            if outcome.status == FAILED and outcome.failure is not None:
+                task_log.info(
+                    "task %r failed after %.3fs: %s: %s", self.name, took,
+                    outcome.failure.type_name, outcome.failure.message,
+                )  # fmt: skip
+            else:
+                task_log.info(
+                    "task %r %s in %.3fs -> %s", self.name, outcome.status, took,
+                    summarize(outcome.value),
+                )  # fmt: skip
+        return outcome
 
     def _run_persisted(
         self, upstream: tuple[Outcome, ...], args: list[Any], started: float, persist: Persist

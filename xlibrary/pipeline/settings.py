@@ -116,20 +116,47 @@ class Caching:
 
 @dataclass(frozen=True)
 class MonitoringAlerts:
-    """``monitoring.alerts``: thresholds that raise alerts."""
+    """``monitoring.alerts``: thresholds that raise alerts (each one set turns its alert on)."""
 
-    task_timeout: float | None = field(default=None, metadata=_pending("monitoring alerts"))
-    memory_threshold: float | None = field(default=None, metadata=_pending("monitoring alerts"))
-    error_rate_threshold: float | None = field(default=None, metadata=_pending("monitoring alerts"))
+    task_timeout: float | None = None
+    """Seconds: a task that runs longer raises a ``long_execution`` alert (it is not stopped;
+    ``fault_tolerance.task_timeout`` stops tasks)."""
+    memory_threshold: float | None = None
+    """Fraction of the memory limit (the machine's, or a worker's): a run whose peak goes over
+    it raises a ``memory_threshold`` alert."""
+    error_rate_threshold: float | None = None
+    """Fraction of a run's tasks that failed: over it, an ``error_rate_threshold`` alert."""
+    webhook_url: str | None = None
+    """Alerts are also POSTed here as JSON."""
+
+
+METRIC_NAMES = (
+    "cpu",
+    "memory",
+    "task_duration",
+    "queue_depth",
+    "execution_time",
+    "memory_usage",
+    "task_status",
+)
+ALERT_KINDS = ("task_failure", "long_execution", "memory_threshold", "error_rate_threshold")
 
 
 @dataclass(frozen=True)
 class Monitoring:
-    """``monitoring``: metrics and alerts."""
+    """``monitoring``: what monitored runs measure, and their alerts."""
 
-    real_time: bool = field(default=False, metadata=_pending("monitoring"))
-    metrics: tuple[str, ...] = field(default=(), metadata=_pending("monitoring"))
+    enabled: bool = False
+    """Also on when ``monitoring_enabled`` is true or any other key of this section is set."""
+    real_time: bool = False
+    """On a cluster, send metrics logged in tasks to the client as they are logged."""
+    metrics: tuple[Literal[METRIC_NAMES], ...] = ()  # type: ignore[valid-type]
+    """What to measure; empty: all of them. ``memory``/``memory_usage``: peak memory per
+    task; ``cpu``: CPU seconds per task; ``queue_depth``: tasks waiting on the cluster;
+    ``task_duration``/``execution_time`` and ``task_status`` are always recorded."""
     alerts: MonitoringAlerts = field(default_factory=MonitoringAlerts)
+    history: int = 20
+    """Runs of each pipeline that trends and the ``long_execution`` history look back on."""
 
 
 @dataclass(frozen=True)
@@ -167,12 +194,21 @@ class Settings:
     caching: Caching = field(default_factory=Caching)
     save_intermediate_results: bool = False
     """Save each finished task's result in the store under its run."""
-    monitoring_enabled: bool = field(default=False, metadata=_pending("monitoring"))
+    monitoring_enabled: bool = False
+    """Monitor runs: peak memory and metrics per task, reports, trends, alerts."""
     monitoring: Monitoring = field(default_factory=Monitoring)
-    detailed_logging: bool = field(default=False, metadata=_pending("detailed logging"))
+    detailed_logging: bool = False
+    """Log one line per task start and end, with timing and a summary of inputs and output
+    (also on with ``debug_mode``)."""
     interactive_mode: bool = field(default=False, metadata=_pending("notebook display"))
-    display_progress: bool = field(default=False, metadata=_pending("progress display"))
+    display_progress: bool = False
+    """Show a progress bar while a run goes (in a terminal or a notebook)."""
     inline_results: bool = field(default=False, metadata=_pending("notebook display"))
+
+    @property
+    def monitored(self) -> bool:
+        """Whether runs are monitored (any monitoring key set counts)."""
+        return self.monitoring_enabled or self.monitoring != Monitoring()
 
     @property
     def is_distributed(self) -> bool:
@@ -323,6 +359,8 @@ def _describe(hint: Any) -> str:
         return " or ".join(_describe(h) for h in typing.get_args(hint))
     if origin is tuple:
         return f"a list of {_describe(typing.get_args(hint)[0])}"
+    if origin is Literal:
+        return "one of " + ", ".join(map(repr, typing.get_args(hint)))
     if origin is dict:
         return "a dict"
     if hint is type(None):
@@ -344,6 +382,16 @@ def _check_ranges(settings: object, prefix: str) -> None:
             )
     elif isinstance(settings, Settings) and settings.num_workers is not None:
         _at_least(prefix, "num_workers", settings.num_workers, 1)
+    elif isinstance(settings, MonitoringAlerts):
+        for key in ("memory_threshold", "error_rate_threshold"):
+            value = getattr(settings, key)
+            if value is not None and not 0 < value <= 1:
+                raise ConfigError(
+                    f"config key '{prefix}{key}' is a fraction between 0 and 1 (0.9 = 90%), "
+                    f"got {value}"
+                )
+    elif isinstance(settings, Monitoring):
+        _at_least(prefix, "history", settings.history, 2)
 
 
 def _at_least(prefix: str, key: str, value: float, minimum: float) -> None:

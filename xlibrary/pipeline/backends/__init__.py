@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from ..lower import Key
+from ..monitoring.progress import Progress
 from ..runner import Outcome
 from .local import LocalBackend
 
@@ -37,9 +38,15 @@ class Backend(Protocol):
         ...
 
     def run(
-        self, graph: Mapping[Key, Any], keys: Mapping[str, Key], *, parallel: bool = True
+        self,
+        graph: Mapping[Key, Any],
+        keys: Mapping[str, Key],
+        *,
+        parallel: bool = True,
+        progress: Progress | None = None,
     ) -> dict[str, Outcome]:
-        """Compute ``graph`` and return the outcome of each key in ``keys`` by task name."""
+        """Compute ``graph`` and return the outcome of each key in ``keys`` by task name,
+        telling ``progress`` as tasks start and finish."""
         ...
 
     def close(self) -> None:

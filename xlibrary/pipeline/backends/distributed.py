@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import dask.local
 
 from ..errors import ClusterError, missing_extra
 from ..lower import Key
+from ..monitoring.progress import Progress, ProgressCallback
 from ..runner import FAILED, Failure, Outcome
 
 if TYPE_CHECKING:
@@ -44,7 +45,14 @@ class DistributedBackend:
 
     name = "distributed"
 
-    def __init__(self, *, client: Client | None = None, address: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        client: Client | None = None,
+        address: str | None = None,
+        on_connect: Callable[[Client], None] | None = None,
+    ) -> None:
+        self._on_connect = on_connect
         self._user_client = client
         self._address = address
         self._client: Client | None = client
@@ -124,22 +132,34 @@ class DistributedBackend:
             )
 
     def start(self) -> None:
-        self.client  # noqa: B018 - connects, or starts the LocalCluster
+        client = self.client  # connects, or starts the LocalCluster
+        if self._on_connect is not None:
+            self._on_connect(client)
 
     def run(
-        self, graph: Mapping[Key, Any], keys: Mapping[str, Key], *, parallel: bool = True
+        self,
+        graph: Mapping[Key, Any],
+        keys: Mapping[str, Key],
+        *,
+        parallel: bool = True,
+        progress: Progress | None = None,
     ) -> dict[str, Outcome]:
         names = list(keys)
         wanted = [keys[name] for name in names]
         if not parallel:
-            values = dask.local.get_sync(graph, wanted)
+            callbacks = [ProgressCallback(progress)] if progress is not None else None
+            values = dask.local.get_sync(graph, wanted, callbacks=callbacks)
             return dict(zip(names, values, strict=True))
         distributed = _import_distributed()
         client = self.client
         futures = client.get(graph, wanted, sync=False)
         try:
-            with client.as_current():
-                distributed.wait(futures)
+            if progress is None:
+                with client.as_current():
+                    distributed.wait(futures)
+            else:
+                for future in distributed.as_completed(futures):
+                    progress.done(str(future.key[0]))
             done = [f for f in futures if f.status == "finished"]
             values = dict(zip([f.key for f in done], client.gather(done), strict=True))
         except BaseException:

@@ -17,6 +17,7 @@ import dask.local
 import dask.threaded
 
 from ..lower import Key
+from ..monitoring.progress import Progress, ProgressCallback
 from ..runner import Outcome
 
 __all__ = ["LocalBackend", "default_num_workers"]
@@ -54,14 +55,20 @@ class LocalBackend:
         self.pool  # noqa: B018 - starts the pool
 
     def run(
-        self, graph: Mapping[Key, Any], keys: Mapping[str, Key], *, parallel: bool = True
+        self,
+        graph: Mapping[Key, Any],
+        keys: Mapping[str, Key],
+        *,
+        parallel: bool = True,
+        progress: Progress | None = None,
     ) -> dict[str, Outcome]:
         names = list(keys)
         wanted = [keys[name] for name in names]
+        callbacks = [ProgressCallback(progress)] if progress is not None else None
         if parallel:
-            values = dask.threaded.get(graph, wanted, pool=self.pool)
+            values = dask.threaded.get(graph, wanted, pool=self.pool, callbacks=callbacks)
         else:
-            values = dask.local.get_sync(graph, wanted)
+            values = dask.local.get_sync(graph, wanted, callbacks=callbacks)
         return dict(zip(names, values, strict=True))
 
     def close(self) -> None:

@@ -100,7 +100,7 @@ class FsCacheBackend:
         return self.store.delete(self._path(key))
 
     def keys(self) -> Iterator[str]:
-        for path in self.store.list("cache/entries"):
+        for path in self.store.files("cache/entries"):
             try:
                 prefix = self.store.read_prefix(path, 1 << 16)
                 if prefix is None:

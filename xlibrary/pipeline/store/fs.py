@@ -106,7 +106,7 @@ class FsStore:
             return False
         return True
 
-    def list(self, prefix: str) -> list[str]:
+    def files(self, prefix: str) -> list[str]:
         """Relative paths of every file under ``prefix``, temporary files left out."""
         base = self.path(prefix)
         try:
@@ -123,6 +123,16 @@ class FsStore:
             if not posixpath.basename(relative).startswith(".tmp-"):
                 out.append(relative)
         return sorted(out)
+
+    def listdir(self, relative: str) -> list[str]:
+        """Names of the entries directly under ``relative`` (files and folders)."""
+        path = self.path(relative)
+        try:
+            if self._local:
+                return sorted(os.listdir(path))
+            return sorted(posixpath.basename(p.rstrip("/")) for p in self.fs.ls(path, detail=False))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
 
     def exists(self, relative: str) -> bool:
         return bool(self.fs.exists(self.path(relative)))

@@ -24,7 +24,7 @@ import threading
 import weakref
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from . import codec
 from .codec import BadEntry
@@ -153,7 +153,7 @@ class RunStore:
     def find_record(self, run_id: str) -> dict[str, Any] | None:
         """The record of ``run_id`` in whichever pipeline it belongs to."""
         self.flush()
-        for path in self.store.list("runs"):
+        for path in self.store.files("runs"):
             parts = path.split("/")
             if len(parts) == 4 and parts[2] == run_id and parts[3] == "record.json":
                 raw = self.store.read(path)
@@ -165,11 +165,28 @@ class RunStore:
     def records(self, pipeline: str) -> Iterator[dict[str, Any]]:
         """Every record of ``pipeline``, oldest first."""
         self.flush()
-        for path in self.store.list(f"runs/{_slug(pipeline)}"):
+        for path in self.store.files(f"runs/{_slug(pipeline)}"):
             if path.endswith("/record.json"):
                 raw = self.store.read(path)
                 if raw is not None:
                     yield json.loads(raw)
+
+    def pipelines(self) -> list[str]:
+        """Names of the pipelines with recorded runs."""
+        self.flush()
+        return [unquote(slug) for slug in self.store.listdir("runs")]
+
+    def recent_records(self, pipeline: str, count: int) -> list[dict[str, Any]]:
+        """The last ``count`` records of ``pipeline``, oldest first (run ids sort by time)."""
+        self.flush()
+        base = f"runs/{_slug(pipeline)}"
+        run_ids = [name for name in self.store.listdir(base) if not name.endswith(".json")]
+        out = []
+        for run_id in run_ids[-count:]:
+            raw = self.store.read(f"{base}/{run_id}/record.json")
+            if raw is not None:
+                out.append(json.loads(raw))
+        return out
 
     # -- intermediate results -----------------------------------------------------------------
     def _result_path(self, pipeline: str, run_id: str, task: str) -> str:

@@ -1,0 +1,78 @@
+"""What monitoring does for one manager, resolved from its settings and ``enable_monitoring``."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ..errors import ConfigError
+from ..settings import ALERT_KINDS, METRIC_NAMES, MonitoringAlerts, Settings
+
+__all__ = ["MonitorConfig"]
+
+_THRESHOLD_KINDS = {
+    "task_timeout": "long_execution",
+    "memory_threshold": "memory_threshold",
+    "error_rate_threshold": "error_rate_threshold",
+}
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    enabled: bool = False
+    memory: bool = True
+    cpu: bool = True
+    queue_depth: bool = True
+    real_time: bool = False
+    detailed: bool = False
+    dashboard: bool = False
+    alerts: frozenset[str] = frozenset()
+    thresholds: MonitoringAlerts = dataclasses.field(default_factory=MonitoringAlerts)
+    history: int = 20
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> MonitorConfig:
+        monitoring = settings.monitoring
+        config = cls(
+            enabled=settings.monitored,
+            real_time=monitoring.real_time,
+            detailed=settings.detailed_logging or settings.debug_mode,
+            thresholds=monitoring.alerts,
+            history=monitoring.history,
+        )
+        return config.measuring(monitoring.metrics).alerting(())
+
+    def measuring(self, metrics: Iterable[str]) -> MonitorConfig:
+        """Measure only ``metrics`` (empty: everything)."""
+        names = set(_checked(metrics, METRIC_NAMES, "metric"))
+        if not names:
+            return dataclasses.replace(self, memory=True, cpu=True, queue_depth=True)
+        return dataclasses.replace(
+            self,
+            memory=bool(names & {"memory", "memory_usage"}),
+            cpu="cpu" in names,
+            queue_depth="queue_depth" in names,
+        )
+
+    def alerting(self, kinds: Iterable[str]) -> MonitorConfig:
+        """Raise the alerts ``kinds``, besides those whose thresholds are set."""
+        chosen = set(self.alerts) | set(_checked(kinds, ALERT_KINDS, "alert"))
+        for key, kind in _THRESHOLD_KINDS.items():
+            if getattr(self.thresholds, key) is not None:
+                chosen.add(kind)
+        if self.enabled and not chosen:
+            chosen.add("task_failure")
+        return dataclasses.replace(self, alerts=frozenset(chosen))
+
+
+def _checked(names: Iterable[str], valid: tuple[str, ...], what: str) -> list[str]:
+    out = []
+    for name in names:
+        if name not in valid:
+            close = difflib.get_close_matches(str(name), valid, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"unknown {what} {name!r}{hint} (known: {', '.join(valid)})")
+        out.append(name)
+    return out

@@ -1,0 +1,181 @@
+"""How a manager monitors its runs: what tasks measure, what finishing a run adds, and who
+hears of each run (the store's run records, the dashboard's Pipelines page)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from ..result import PipelineResult, TaskStatus
+from ..runner import Monitor
+from ..store import RunStore
+from .alerts import Alert, dispatch, durations_by_task, evaluate
+from .config import MonitorConfig
+from .metrics import METRICS_TOPIC, sampler
+
+__all__ = ["DashboardPublisher", "ManagerMonitor", "MonitoringState", "RecordWriter"]
+
+logger = logging.getLogger("xlibrary.pipeline.monitoring")
+
+
+class MonitoringState:
+    """What one manager remembers across runs: callbacks, latest metrics, durations."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.callbacks: list[Callable[[Alert], object]] = []
+        self.metrics: dict[str, Any] = {"latest": {}, "by_task": {}}
+        self.last_runs: dict[str, dict[str, Any]] = {}
+        self.history: dict[str, dict[str, deque[float]]] = {}
+
+    def record_metric(self, task: str | None, name: str, value: float) -> None:
+        with self.lock:
+            self.metrics["latest"][name] = value
+            if task is not None:
+                self.metrics["by_task"].setdefault(task, {})[name] = value
+
+    def on_metric_event(self, event: Any) -> None:
+        """Handler for the ``xlibrary-metrics`` Dask event topic: ``(timestamp, msg)``."""
+        _, msg = event
+        if isinstance(msg, dict) and "name" in msg:
+            self.record_metric(msg.get("task"), msg["name"], float(msg["value"]))
+
+    def durations(self, runs: RunStore, pipeline: str, keep: int) -> dict[str, deque[float]]:
+        with self.lock:
+            known = self.history.get(pipeline)
+        if known is not None:
+            return known
+        loaded = durations_by_task(runs.recent_records(pipeline, keep))
+        history = {task: deque(values[-keep:], maxlen=keep) for task, values in loaded.items()}
+        with self.lock:
+            return self.history.setdefault(pipeline, history)
+
+
+class ManagerMonitor:
+    """A :class:`~xlibrary.pipeline.execute.RunMonitor` for one manager's runs."""
+
+    def __init__(
+        self,
+        config: MonitorConfig,
+        state: MonitoringState,
+        runs: RunStore,
+        *,
+        local: bool,
+        memory_limit: Callable[[str | None], int | None],
+    ) -> None:
+        self.config = config
+        self.state = state
+        self.runs = runs
+        self.local = local
+        self.memory_limit = memory_limit
+
+    def for_run(self, run_id: str) -> Monitor | None:
+        config = self.config
+        if config.detailed:
+            ensure_task_logging()
+        if not (config.enabled or config.detailed):
+            return None
+        return Monitor(
+            run_id,
+            memory=config.enabled and config.memory,
+            cpu=config.enabled and config.cpu,
+            real_time=config.real_time,
+            detailed=config.detailed,
+        )
+
+    def finish(self, result: PipelineResult) -> PipelineResult:
+        config = self.config
+        peak = result.peak_memory
+        if config.enabled and config.memory and self.local:
+            sampled = sampler.peak_between(result.started, result.finished)
+            peak = max(peak or 0, sampled or 0) or None
+        result = dataclasses.replace(result, peak_memory=peak)
+        alerts: list[Alert] = []
+        if config.enabled:
+            history = self.state.durations(self.runs, result.pipeline, config.history)
+            alerts = evaluate(result, config, history, self.memory_limit)
+            dispatch(alerts, self.state.callbacks, config.thresholds.webhook_url)
+            with self.state.lock:
+                for run in result.tasks.values():
+                    if run.status == TaskStatus.SUCCEEDED and run.duration is not None:
+                        history.setdefault(run.name, deque(maxlen=config.history)).append(
+                            run.duration
+                        )
+        for run in result.tasks.values():
+            for name, value in (run.metrics or {}).items():
+                self.state.record_metric(run.name, name, value)
+        with self.state.lock:
+            self.state.last_runs[result.pipeline] = {
+                "run_id": result.run_id,
+                "status": "succeeded" if result.success else "failed",
+                "duration": result.duration,
+                "finished": result.finished,
+                "peak_memory": peak,
+            }
+        return dataclasses.replace(result, alerts=tuple(alerts))
+
+
+_logging_ready = False
+
+
+def ensure_task_logging() -> None:
+    """Make detailed task log lines visible: INFO on ``xlibrary.pipeline.tasks``, printed to
+    stderr when the program configured no logging of its own."""
+    global _logging_ready
+    if _logging_ready:
+        return
+    task_log = logging.getLogger("xlibrary.pipeline.tasks")
+    if task_log.level == logging.NOTSET or task_log.level > logging.INFO:
+        task_log.setLevel(logging.INFO)
+    if not logging.getLogger().handlers and not task_log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+        task_log.addHandler(handler)
+    _logging_ready = True
+
+
+class RecordWriter:
+    """Writes each run's record to the store (in the background; see RunStore)."""
+
+    def __init__(self, runs: RunStore) -> None:
+        self.runs = runs
+
+    def run_started(self, record: dict[str, Any]) -> None:
+        self.runs.write_record(record)
+
+    def run_finished(self, result: PipelineResult, record: dict[str, Any]) -> None:
+        self.runs.write_record(record, latest=False)
+
+
+class DashboardPublisher:
+    """Tells the scheduler's Pipelines page about runs, through Dask's event channel."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def run_started(self, record: dict[str, Any]) -> None:
+        from .dashboard import RUNS_TOPIC
+
+        tasks = {name: {"state": "waiting"} for name in record.get("order", [])}
+        summary = {k: record[k] for k in ("run_id", "pipeline", "status", "started")}
+        self.client.log_event(RUNS_TOPIC, {**summary, "tasks": tasks})
+
+    def run_finished(self, result: PipelineResult, record: dict[str, Any]) -> None:
+        from .dashboard import RUNS_TOPIC
+
+        tasks = {
+            name: {"status": str(run.status), "duration": run.duration}
+            for name, run in result.tasks.items()
+        }
+        summary = {k: record[k] for k in ("run_id", "pipeline", "status", "finished", "duration")}
+        self.client.log_event(RUNS_TOPIC, {**summary, "tasks": tasks})
+
+
+def subscribe_metrics(client: Any, state: MonitoringState) -> None:
+    """Receive metrics logged in tasks on the cluster as they are logged (real_time)."""
+    client.subscribe_topic(METRICS_TOPIC, state.on_metric_event)
