@@ -42,14 +42,25 @@ BLOCKS: dict[str, list[str] | str] = {
         "Loaded 2 customers",
     ],
     "ML Training Pipeline": [],
-    "Batch Processing Pipeline": "issue 4 (monitoring)",
+    "Batch Processing Pipeline": [
+        "Processed 9000 orders...",
+        "Total execution time:",
+        "Memory peak:",
+        "dashboard: http://",
+    ],
     "Resource Management": [],
     "Caching and Optimization": [
         "Performing expensive computation...",
         "second run: cached in",
         "same result: True",
     ],
-    "Real-time Monitoring": "issue 4 (monitoring)",
+    "Real-time Monitoring": [
+        "Current metrics: {",
+        "'extraction_time': 1.0",
+        "'records_extracted': 10000.0",
+        "Performance trends: {",
+        "'monitored_etl'",
+    ],
     "Debugging and Troubleshooting": [
         "Pipeline failed at task: transform",
         "Error message: the warehouse dropped the connection",
@@ -85,6 +96,13 @@ def _transform(rows):
 """,
 }
 AFTER = {
+    "Batch Processing Pipeline": """
+print("dashboard:", pm.dashboard_link)
+assert performance_report["peak_memory"] > 10, performance_report
+assert set(performance_report["tasks"]) == {
+    "initialize_batch", "process_orders", "generate_reports", "send_notifications"
+}
+""",
     "Caching and Optimization": """
 _t = time.perf_counter()
 result3 = cached_pm.execute_pipeline(create_cached_pipeline)

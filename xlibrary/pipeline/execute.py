@@ -36,8 +36,10 @@ logger = logging.getLogger("xlibrary.pipeline")
 
 
 def new_run_id() -> str:
-    """A run id that sorts by start time and is unique: ``20261128T082121-3fa2c1d0``."""
-    return f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(4)}"
+    """A run id that sorts by start time and is unique: ``20261128T082121.123456-3fa2c1d0``."""
+    now = time.time()
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now))
+    return f"{stamp}.{int(now % 1 * 1e6):06d}-{secrets.token_hex(4)}"
 
 
 @dataclass(frozen=True)

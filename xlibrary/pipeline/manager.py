@@ -553,6 +553,9 @@ class PipelineManager:
             client=self._client,
             address=self.settings.scheduler_address,
             on_connect=self._connected,
+            # dashboard=True alone: an in-process cluster (threads), so a script needs no
+            # `if __name__ == "__main__":` guard; distributed_mode asks for worker processes
+            processes=self.settings.distributed_mode,
         )
 
     def _connected(self, client: Client) -> None:
@@ -597,6 +600,12 @@ class PipelineManager:
         self._finalizer()
         self.store.flush()  # records written in the background are in the store
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Tasks often call pm.log_metric(...) through a global or a closure, so cloudpickle
+        # ships the manager with them: it travels as its settings, and on the other side is
+        # a manager of the same settings that has started nothing (one per process).
+        return (_manager_for, (self.settings,))
+
     def __enter__(self) -> PipelineManager:
         return self
 
@@ -614,6 +623,20 @@ class PipelineManager:
             )
         )
         return f"<PipelineManager {where}>"
+
+
+_shipped: dict[str, PipelineManager] = {}
+_shipped_lock = threading.Lock()
+
+
+def _manager_for(settings: Settings) -> PipelineManager:
+    """The manager a pickled manager becomes in another process (one per settings)."""
+    key = repr(settings)
+    with _shipped_lock:
+        manager = _shipped.get(key)
+        if manager is None:
+            manager = _shipped[key] = PipelineManager(settings)
+        return manager
 
 
 def _close_backends(backends: dict[str, Backend]) -> None:

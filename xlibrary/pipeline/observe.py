@@ -23,6 +23,7 @@ __all__ = ["collect", "log_result", "run_record", "start_record"]
 logger = logging.getLogger("xlibrary.pipeline")
 
 _DONE = (TaskStatus.SUCCEEDED, TaskStatus.CACHED)
+_STATUS = {status.value: status for status in TaskStatus}
 # TaskRun fields a record keeps only where they say something: records of big pipelines stay small
 _OPTIONAL_FIELDS = (
     "saved", "source", "token", "skipped_because", "reason", "metrics", "peak_memory", "worker",
@@ -68,19 +69,22 @@ def collect(
             outcome = _stale_failure(name)
         if outcome.status in (SUCCEEDED, CACHED):
             results[name] = outcome.value
-            tasks[name] = TaskRun(
+            tasks[name] = TaskRun(  # positional: thousands of these per run
                 name,
-                TaskStatus(outcome.status),
+                _STATUS[outcome.status],
                 outcome.attempts,
                 outcome.started,
                 outcome.finished,
-                source=outcome.source,
-                saved=outcome.saved,
-                token=outcome.token,
-                reason="cache hit" if outcome.source else None,
-                metrics=outcome.metrics,
-                peak_memory=outcome.peak_memory,
-                worker=outcome.worker,
+                None,
+                None,
+                None,
+                "cache hit" if outcome.source else None,
+                outcome.source,
+                outcome.saved,
+                outcome.token,
+                outcome.metrics,
+                outcome.peak_memory,
+                outcome.worker,
             )
         elif outcome.status == FAILED and outcome.failure is not None:
             failure = outcome.failure

@@ -321,13 +321,12 @@ def _make_monitor(
 
 
 def _where() -> str:
-    if "distributed" in sys.modules:
-        try:
-            from distributed import get_worker
-
-            return str(get_worker().address)
-        except ValueError:
-            pass
+    """The address of the Dask worker running this thread, or ``local``."""
+    worker_module = sys.modules.get("distributed.worker")
+    if worker_module is not None:
+        state = getattr(worker_module.thread_state, "execution_state", None)
+        if state is not None:
+            return str(state["worker"].address)
     return "local"
 
 

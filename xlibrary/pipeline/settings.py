@@ -151,9 +151,9 @@ class Monitoring:
     real_time: bool = False
     """On a cluster, send metrics logged in tasks to the client as they are logged."""
     metrics: tuple[Literal[METRIC_NAMES], ...] = ()  # type: ignore[valid-type]
-    """What to measure; empty: all of them. ``memory``/``memory_usage``: peak memory per
-    task; ``cpu``: CPU seconds per task; ``queue_depth``: tasks waiting on the cluster;
-    ``task_duration``/``execution_time`` and ``task_status`` are always recorded."""
+    """What to measure; empty: memory. ``memory``/``memory_usage``: peak memory per task;
+    ``cpu``: CPU seconds per task (metric ``cpu_seconds``); ``queue_depth``: tasks waiting on
+    the cluster; ``task_duration``/``execution_time`` and ``task_status`` are always recorded."""
     alerts: MonitoringAlerts = field(default_factory=MonitoringAlerts)
     history: int = 20
     """Runs of each pipeline that trends and the ``long_execution`` history look back on."""

@@ -19,7 +19,7 @@ import dask.local
 
 from ..errors import ClusterError, missing_extra
 from ..lower import Key
-from ..monitoring.progress import Progress, ProgressCallback
+from ..monitoring.progress import Progress, dask_callbacks
 from ..runner import FAILED, Failure, Outcome
 
 if TYPE_CHECKING:
@@ -51,8 +51,10 @@ class DistributedBackend:
         client: Client | None = None,
         address: str | None = None,
         on_connect: Callable[[Client], None] | None = None,
+        processes: bool = True,
     ) -> None:
         self._on_connect = on_connect
+        self._processes = processes
         self._user_client = client
         self._address = address
         self._client: Client | None = client
@@ -99,7 +101,7 @@ class DistributedBackend:
                     "is running there"
                 ) from exc
         try:
-            self._cluster = distributed.LocalCluster()
+            self._cluster = distributed.LocalCluster(processes=self._processes)
             client = distributed.Client(self._cluster, set_as_default=False)
         except Exception as exc:
             if self._cluster is not None:
@@ -147,19 +149,19 @@ class DistributedBackend:
         names = list(keys)
         wanted = [keys[name] for name in names]
         if not parallel:
-            callbacks = [ProgressCallback(progress)] if progress is not None else None
+            callbacks = [dask_callbacks(progress)] if progress is not None else None
             values = dask.local.get_sync(graph, wanted, callbacks=callbacks)
             return dict(zip(names, values, strict=True))
         distributed = _import_distributed()
         client = self.client
         futures = client.get(graph, wanted, sync=False)
         try:
-            if progress is None:
-                with client.as_current():
+            with client.as_current():
+                if progress is None:
                     distributed.wait(futures)
-            else:
-                for future in distributed.as_completed(futures):
-                    progress.done(str(future.key[0]))
+                else:
+                    for future in distributed.as_completed(futures):
+                        progress.done(str(future.key[0]))
             done = [f for f in futures if f.status == "finished"]
             values = dict(zip([f.key for f in done], client.gather(done), strict=True))
         except BaseException:

@@ -17,7 +17,7 @@ import dask.local
 import dask.threaded
 
 from ..lower import Key
-from ..monitoring.progress import Progress, ProgressCallback
+from ..monitoring.progress import Progress, dask_callbacks
 from ..runner import Outcome
 
 __all__ = ["LocalBackend", "default_num_workers"]
@@ -64,7 +64,7 @@ class LocalBackend:
     ) -> dict[str, Outcome]:
         names = list(keys)
         wanted = [keys[name] for name in names]
-        callbacks = [ProgressCallback(progress)] if progress is not None else None
+        callbacks = [dask_callbacks(progress)] if progress is not None else None
         if parallel:
             values = dask.threaded.get(graph, wanted, pool=self.pool, callbacks=callbacks)
         else:

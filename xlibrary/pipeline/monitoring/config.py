@@ -47,8 +47,8 @@ class MonitorConfig:
     def measuring(self, metrics: Iterable[str]) -> MonitorConfig:
         """Measure only ``metrics`` (empty: everything)."""
         names = set(_checked(metrics, METRIC_NAMES, "metric"))
-        if not names:
-            return dataclasses.replace(self, memory=True, cpu=True, queue_depth=True)
+        if not names:  # the default: memory; CPU seconds only when asked for
+            return dataclasses.replace(self, memory=True, cpu=False, queue_depth=True)
         return dataclasses.replace(
             self,
             memory=bool(names & {"memory", "memory_usage"}),

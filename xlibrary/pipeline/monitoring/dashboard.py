@@ -3,7 +3,9 @@
 :class:`PipelinesPlugin` is a scheduler plugin. When the scheduler starts it (or when a client
 registers it), it adds two routes to the scheduler's HTTP server, the one that serves the
 Bokeh dashboard: ``/pipelines`` (an HTML page that refreshes itself) and ``/pipelines.json``.
-It learns about runs from the client through Dask's event channel (topic ``xlibrary-runs``:
+It also starts the scheduler's task-stream recording, so that the status page's task stream
+shows runs made before anyone opened it. It learns about runs from the client through Dask's
+event channel (topic ``xlibrary-runs``:
 a run's tasks when it starts, its record when it ends) and follows their tasks live through
 the scheduler's transitions of keys ``(task_name, run_id)``. It keeps the last 50 runs.
 """
@@ -34,6 +36,12 @@ class PipelinesPlugin(SchedulerPlugin):
         self.runs: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
     async def start(self, scheduler: Any) -> None:
+        from distributed.diagnostics.task_stream import TaskStreamPlugin
+
+        if TaskStreamPlugin.name not in scheduler.plugins:
+            # The dashboard's task stream records only once someone opens it; record from
+            # now, so runs made before the page was opened show on it too.
+            scheduler.add_plugin(TaskStreamPlugin(scheduler))
         app = getattr(scheduler, "http_application", None)
         if app is not None:
             app.add_handlers(

@@ -34,10 +34,17 @@ class MonitoringState:
         self.history: dict[str, dict[str, deque[float]]] = {}
 
     def record_metric(self, task: str | None, name: str, value: float) -> None:
+        self.record_metrics([(task, {name: value})])
+
+    def record_metrics(self, by_task: list[tuple[str | None, dict[str, float]]]) -> None:
         with self.lock:
-            self.metrics["latest"][name] = value
-            if task is not None:
-                self.metrics["by_task"].setdefault(task, {})[name] = value
+            latest, tasks = self.metrics["latest"], self.metrics["by_task"]
+            for task, metrics in by_task:
+                for name, value in metrics.items():
+                    if name != "cpu_seconds":  # measured, not logged: it stays with its task
+                        latest[name] = value
+                if task is not None:
+                    tasks.setdefault(task, {}).update(metrics)
 
     def on_metric_event(self, event: Any) -> None:
         """Handler for the ``xlibrary-metrics`` Dask event topic: ``(timestamp, msg)``."""
@@ -97,18 +104,22 @@ class ManagerMonitor:
         result = dataclasses.replace(result, peak_memory=peak)
         alerts: list[Alert] = []
         if config.enabled:
-            history = self.state.durations(self.runs, result.pipeline, config.history)
+            history: dict[str, deque[float]] = {}
+            if "long_execution" in config.alerts:  # the only reader of past durations
+                history = self.state.durations(self.runs, result.pipeline, config.history)
             alerts = evaluate(result, config, history, self.memory_limit)
             dispatch(alerts, self.state.callbacks, config.thresholds.webhook_url)
-            with self.state.lock:
-                for run in result.tasks.values():
-                    if run.status == TaskStatus.SUCCEEDED and run.duration is not None:
-                        history.setdefault(run.name, deque(maxlen=config.history)).append(
-                            run.duration
-                        )
-        for run in result.tasks.values():
-            for name, value in (run.metrics or {}).items():
-                self.state.record_metric(run.name, name, value)
+            if "long_execution" in config.alerts:
+                with self.state.lock:
+                    for run in result.tasks.values():
+                        if run.status == TaskStatus.SUCCEEDED and run.duration is not None:
+                            past = history.get(run.name)
+                            if past is None:
+                                past = history[run.name] = deque(maxlen=config.history)
+                            past.append(run.duration)
+        self.state.record_metrics(
+            [(run.name, run.metrics) for run in result.tasks.values() if run.metrics]
+        )
         with self.state.lock:
             self.state.last_runs[result.pipeline] = {
                 "run_id": result.run_id,

@@ -10,11 +10,9 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from dask.callbacks import Callback
-
 from ..errors import missing_extra
 
-__all__ = ["Progress", "ProgressCallback", "wanted"]
+__all__ = ["Progress", "dask_callbacks", "wanted"]
 
 
 def wanted(setting: bool, asked: bool | None) -> bool:
@@ -47,15 +45,17 @@ class Progress:
         self._bar.close()
 
 
-class ProgressCallback(Callback):
-    """Feeds a :class:`Progress` from Dask's local scheduler."""
+def dask_callbacks(progress: Progress) -> tuple[Any, ...]:
+    """Callbacks for one call of Dask's local scheduler (``get(..., callbacks=[...])``):
+    ``(start, start_state, pretask, posttask, finish)``, feeding ``progress``."""
 
-    def __init__(self, progress: Progress) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
-        self.progress = progress
+    def name(key: Any) -> str:
+        return str(key[0]) if isinstance(key, tuple) else str(key)
 
-    def _pretask(self, key: Any, dsk: Any, state: Any) -> None:
-        self.progress.started(str(key[0]) if isinstance(key, tuple) else str(key))
+    def pretask(key: Any, dsk: Any, state: Any) -> None:
+        progress.started(name(key))
 
-    def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
-        self.progress.done(str(key[0]) if isinstance(key, tuple) else str(key))
+    def posttask(key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
+        progress.done(name(key))
+
+    return (None, None, pretask, posttask, None)

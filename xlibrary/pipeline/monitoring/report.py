@@ -83,7 +83,6 @@ def performance_report(record: Mapping[str, Any]) -> PerformanceReport:
         status=record.get("status"),
         total_time=record.get("duration") or 0.0,
         peak_memory=_mb(record.get("peak_memory")),
-        cluster_peak_memory=_mb(record.get("cluster_peak_memory")),
         tasks=tasks,
         alerts=list(record.get("alerts") or []),
     )
