@@ -1,4 +1,4 @@
-"""Dask's dashboard with the Pipelines page: fetched over HTTP, and rendered in headless Chromium."""
+"""Dask's dashboard with the Pipelines page: over HTTP, and rendered in headless Chromium."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def test_status_page_and_task_stream_carry_task_names(dashboard) -> None:
 
 
 def test_pipelines_page_over_http(dashboard) -> None:
-    pm, base = dashboard
+    _, base = dashboard
     page = get(f"{base}/pipelines")
     assert "orders_dashboard" in page
     for name in TASKS:

@@ -169,7 +169,7 @@ def test_trends_across_runs(store: str) -> None:
 class Hook(BaseHTTPRequestHandler):
     received: list[dict] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - the http.server API
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         Hook.received.append(json.loads(body))
         self.send_response(204)

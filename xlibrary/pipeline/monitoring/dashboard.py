@@ -41,7 +41,7 @@ class PipelinesPlugin(SchedulerPlugin):
         if TaskStreamPlugin.name not in scheduler.plugins:
             # The dashboard's task stream records only once someone opens it; record from
             # now, so runs made before the page was opened show on it too.
-            scheduler.add_plugin(TaskStreamPlugin(scheduler))
+            scheduler.add_plugin(TaskStreamPlugin(scheduler))  # type: ignore[no-untyped-call]
         app = getattr(scheduler, "http_application", None)
         if app is not None:
             app.add_handlers(
