@@ -103,3 +103,20 @@ def test_debugging_example_retries_the_failed_task() -> None:
     assert "Retry succeeded: True" in proc.stdout
     assert "'extract': 'cached'" in proc.stdout
     assert "Final result: {'loaded': 2, 'countries': ['France', 'Germany']}" in proc.stdout
+
+
+def test_batch_monitoring_example() -> None:
+    proc = run(str(EXAMPLES / "batch_monitoring.py"))
+    assert proc.returncode == 0, proc.stderr
+    assert "Processed 9000 orders..." in proc.stdout
+    assert "Total execution time:" in proc.stdout
+    peak = next(line for line in proc.stdout.splitlines() if line.startswith("Memory peak:"))
+    assert float(peak.split()[2]) > 10
+    assert "Dashboard: http://" in proc.stdout and "/pipelines)" in proc.stdout
+
+
+def test_realtime_monitoring_example() -> None:
+    proc = run(str(EXAMPLES / "realtime_monitoring.py"))
+    assert proc.returncode == 0, proc.stderr
+    assert "'records_extracted': 10000.0" in proc.stdout
+    assert "'monitored_etl': {'runs':" in proc.stdout
