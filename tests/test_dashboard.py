@@ -62,7 +62,7 @@ def test_pipelines_page_over_http(dashboard) -> None:
     assert latest["pipeline"] == "orders_dashboard" and latest["status"] == "succeeded"
     assert set(latest["tasks"]) == set(TASKS)
     assert all(t["status"] == "succeeded" and t["duration"] >= 0 for t in latest["tasks"].values())
-    assert latest["tasks"][TASKS[0]]["worker"].startswith("tcp://")
+    assert "://" in latest["tasks"][TASKS[0]]["worker"]  # the Dask worker that ran it
 
 
 def test_pipelines_page_shows_a_run_while_it_runs(dashboard) -> None:
