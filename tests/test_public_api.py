@@ -21,6 +21,7 @@ def test_exported_names() -> None:
             "PipelineExecutionError",
             "PipelineManager",
             "PipelineResult",
+            "ResourceError",
             "RetryPolicy",
             "Task",
             "TaskError",

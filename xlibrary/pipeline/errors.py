@@ -13,6 +13,7 @@
     ├── PipelineExecutionError (RuntimeError)    a task failed during a run
     ├── TaskTimeoutError (TimeoutError)          a task ran longer than its timeout
     ├── ClusterError (ConnectionError)           the Dask cluster cannot be started or reached
+    ├── ResourceError (ValueError)               no worker can ever give a task what it asks
     ├── MissingExtraError (ImportError)          an optional dependency is not installed
     └── TaskError                                for users: raise it (or a subclass) from a task
         ├── ExtractionError                      as in the guide's ETL example
@@ -34,6 +35,7 @@ __all__ = [
     "PipelineDefinitionError",
     "PipelineError",
     "PipelineExecutionError",
+    "ResourceError",
     "TaskError",
     "TaskSignatureError",
     "TaskTimeoutError",
@@ -148,6 +150,10 @@ class TaskTimeoutError(PipelineError, TimeoutError):
 
 class ClusterError(PipelineError, ConnectionError):
     """The Dask cluster cannot be started or reached, or its workers cannot run our tasks."""
+
+
+class ResourceError(PipelineError, ValueError):
+    """A task asks for resources that no worker of the cluster can ever give it."""
 
 
 class MissingExtraError(PipelineError, ImportError):

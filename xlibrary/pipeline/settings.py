@@ -30,6 +30,9 @@ from .errors import ConfigError
 
 __all__ = [
     "Caching",
+    "KubernetesSettings",
+    "Scaling",
+    "SecuritySettings",
     "FaultTolerance",
     "Monitoring",
     "MonitoringAlerts",
@@ -67,21 +70,62 @@ class FaultTolerance:
 
 @dataclass(frozen=True)
 class ResourceAllocation:
-    """``resource_allocation``: what each worker of a cluster we start offers."""
+    """``resource_allocation``: what each worker of a cluster we start has and offers."""
 
-    cpu_per_worker: int | None = field(default=None, metadata=_pending("cluster layout"))
-    memory_per_worker: str | int | None = field(default=None, metadata=_pending("cluster layout"))
+    cpu_per_worker: int | None = None
+    """Threads per worker, also offered to tasks as the Dask resource ``cpu_cores``."""
+    memory_per_worker: str | int | None = None
+    """Memory limit per worker: ``"4Gi"``, ``"512Mi"``, ``"4GB"`` or bytes; also offered as
+    the Dask resource ``memory_mb``."""
+    gpu_per_worker: int = 0
+    """GPUs per worker, offered as the Dask resource ``gpu`` (and requested from Kubernetes
+    as ``nvidia.com/gpu``)."""
 
 
 @dataclass(frozen=True)
 class ResourceLimits:
-    """``resource_limits``: caps on what workers of clusters we start may offer."""
+    """``resource_limits``: what the workers of a cluster we start may have in total, and how
+    that is laid out into workers (see ``cluster.layout``)."""
 
-    max_cpu_cores: int | None = field(default=None, metadata=_pending("resource limits"))
-    max_memory_gb: float | None = field(default=None, metadata=_pending("resource limits"))
-    optimization_strategy: Literal["balanced", "throughput", "memory"] = field(
-        default="balanced", metadata=_pending("resource limits")
-    )
+    max_cpu_cores: int | None = None
+    max_memory_gb: float | None = None
+    optimization_strategy: Literal["balanced", "throughput", "memory"] = "balanced"
+    """``throughput``: one-core workers, as many as the cores; ``balanced``: two workers
+    sharing the cores and memory; ``memory``: one worker with all of them."""
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """``scaling``: bounds of adaptive scaling (``auto_scaling``)."""
+
+    minimum: int = 1
+    maximum: int | None = None
+    """Default: the cluster's worker count (``worker_nodes`` or the layout's)."""
+
+
+@dataclass(frozen=True)
+class SecuritySettings:
+    """``security``: TLS to a remote scheduler (distributed's ``Security``)."""
+
+    tls_ca_file: str | None = None
+    tls_client_cert: str | None = None
+    tls_client_key: str | None = None
+    require_encryption: bool = True
+
+
+@dataclass(frozen=True)
+class KubernetesSettings:
+    """``kubernetes``: the Dask cluster started with dask-kubernetes' operator."""
+
+    name: str = "xlibrary-pipeline"
+    namespace: str | None = None
+    image: str | None = None
+    """A scheduler/worker image with xlibrary installed (build it from ``deploy/Dockerfile``);
+    default ``ghcr.io/xlibrary/pipeline:<version>``."""
+    env: dict[str, Any] = field(default_factory=dict)
+    """Environment variables of the scheduler and worker containers."""
+    resource_timeout: float = 60.0
+    """Seconds to wait for the Dask operator to create the cluster."""
 
 
 @dataclass(frozen=True)
@@ -173,14 +217,24 @@ class Settings:
     """Run on the ``dask.distributed`` scheduler at this address (``tcp://host:8786``)."""
     num_workers: int | None = None
     """Threads of the embedded (local) backend; default ``min(32, cpu_count + 4)``."""
-    cluster_mode: Literal["local", "kubernetes"] | None = field(
-        default=None, metadata=_pending("cluster modes")
-    )
-    worker_nodes: int | None = field(default=None, metadata=_pending("cluster modes"))
-    auto_scaling: bool = field(default=False, metadata=_pending("auto-scaling"))
+    cluster_mode: Literal["local", "kubernetes"] | None = None
+    """Start a cluster: a ``dask.distributed`` LocalCluster, or one on Kubernetes."""
+    worker_nodes: int | None = None
+    """Workers of a cluster we start."""
+    auto_scaling: bool = False
+    """Scale the cluster we start between ``scaling.minimum`` and ``scaling.maximum``."""
+    scaling: Scaling = field(default_factory=Scaling)
     resource_allocation: ResourceAllocation = field(default_factory=ResourceAllocation)
-    resource_optimization: bool = field(default=False, metadata=_pending("resource limits"))
+    resource_optimization: bool = False
+    """Lay workers out from ``resource_limits`` and its ``optimization_strategy`` (also when
+    only ``resource_limits`` is given)."""
     resource_limits: ResourceLimits = field(default_factory=ResourceLimits)
+    security: SecuritySettings = field(default_factory=SecuritySettings)
+    kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
+    keep_results: Literal["all", "final"] | None = None
+    """``all``: every finished task's result comes back in ``results``; ``final``: only the
+    final tasks' (the rest are released as soon as no later task needs them). Default: all
+    on the embedded backend, final on a cluster."""
 
     # -- failures -------------------------------------------------------------------------
     fault_tolerance: FaultTolerance = field(default_factory=FaultTolerance)
@@ -213,7 +267,12 @@ class Settings:
     @property
     def is_distributed(self) -> bool:
         """Whether runs go to ``dask.distributed`` rather than the embedded local backend."""
-        return self.distributed_mode or self.scheduler_address is not None
+        return (
+            self.distributed_mode
+            or self.scheduler_address is not None
+            or self.cluster_mode is not None
+            or self.auto_scaling
+        )
 
 
 def load_settings(config: Mapping[str, Any] | Settings | None = None) -> Settings:
@@ -380,8 +439,11 @@ def _check_ranges(settings: object, prefix: str) -> None:
                 f"config key '{prefix}task_timeout' must be more than 0 seconds (or null for no "
                 f"limit), got {settings.task_timeout}"
             )
-    elif isinstance(settings, Settings) and settings.num_workers is not None:
-        _at_least(prefix, "num_workers", settings.num_workers, 1)
+    elif isinstance(settings, Settings):
+        if settings.num_workers is not None:
+            _at_least(prefix, "num_workers", settings.num_workers, 1)
+        if settings.worker_nodes is not None:
+            _at_least(prefix, "worker_nodes", settings.worker_nodes, 1)
     elif isinstance(settings, MonitoringAlerts):
         for key in ("memory_threshold", "error_rate_threshold"):
             value = getattr(settings, key)
@@ -392,6 +454,14 @@ def _check_ranges(settings: object, prefix: str) -> None:
                 )
     elif isinstance(settings, Monitoring):
         _at_least(prefix, "history", settings.history, 2)
+    elif isinstance(settings, Scaling):
+        _at_least(prefix, "minimum", settings.minimum, 0)
+        if settings.maximum is not None:
+            _at_least(prefix, "maximum", settings.maximum, max(1, settings.minimum))
+    elif isinstance(settings, ResourceAllocation):
+        if settings.cpu_per_worker is not None:
+            _at_least(prefix, "cpu_per_worker", settings.cpu_per_worker, 1)
+        _at_least(prefix, "gpu_per_worker", settings.gpu_per_worker, 0)
 
 
 def _at_least(prefix: str, key: str, value: float, minimum: float) -> None:
