@@ -57,7 +57,9 @@ def test_distributed_mode_owns_and_closes_its_local_cluster() -> None:
         assert failed.tasks["b"].attempts == 3
         assert isinstance(failed.tasks["b"].error, ZeroDivisionError)
         assert "in b" in failed.tasks["b"].traceback
-        assert failed.results == {"a": 1, "d": 2}
+        # on a cluster only the final tasks' results come back (keep_results: final)...
+        assert failed.results == {"d": 2}
+        assert failed.tasks["a"].status == "succeeded" and failed.tasks["a"].attempts == 1
     assert client.status == "closed"
     assert cluster.status.name == "closed"
 
@@ -119,3 +121,17 @@ def test_client_and_address_together_is_a_config_error() -> None:
 
     with pytest.raises(ConfigError, match="pass one"):
         PipelineManager({"scheduler_address": "tcp://127.0.0.1:1"}, client=object())  # type: ignore[arg-type]
+
+
+def test_keep_results_all_brings_every_result_back_from_a_cluster() -> None:
+    with PipelineManager({"distributed_mode": True, "keep_results": "all"}) as pm:
+        result = pm.execute_pipeline(failing())
+    assert result.results == {"a": 1, "d": 2}
+
+
+def test_keep_results_final_on_the_embedded_backend() -> None:
+    with PipelineManager({"keep_results": "final"}) as pm:
+        result = pm.execute_pipeline(etl())
+    assert set(result.results) == {"where", "total"}
+    assert result.states == {n: "succeeded" for n in ("extract", "square", "where", "total")}
+    assert result.tasks["extract"].duration is not None

@@ -235,14 +235,15 @@ def test_closed_manager_refuses_to_run() -> None:
         pm.execute_pipeline(p)
 
 
-def test_pending_task_option_warns_once(pm: PipelineManager, caplog) -> None:
+def test_resources_on_the_embedded_backend_warn_once(pm: PipelineManager, caplog) -> None:
     p = Pipeline("res")
     p.task("big", resource_requirements={"memory_mb": 4096})(lambda: 1)
     with caplog.at_level(logging.WARNING, logger="xlibrary.pipeline"):
-        pm.execute_pipeline(p)
+        assert pm.execute_pipeline(p).success
         pm.execute_pipeline(p)
     warnings = [r.getMessage() for r in caplog.records if "resource_requirements" in r.getMessage()]
-    assert len(warnings) == 1 and "no effect yet" in warnings[0] and "'big'" in warnings[0]
+    assert len(warnings) == 1 and "take effect on dask.distributed" in warnings[0]
+    assert "'big'" in warnings[0]
 
 
 def test_concurrent_runs_from_many_threads(pm: PipelineManager) -> None:

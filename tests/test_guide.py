@@ -48,7 +48,11 @@ BLOCKS: dict[str, list[str] | str] = {
         "Memory peak:",
         "dashboard: http://",
     ],
-    "Resource Management": [],
+    "Resource Management": [
+        "succeeded: True",
+        "workers offer: {'cpu_cores': 4, 'memory_mb': 8192}",
+        "restricted: {'cpu_cores': 4}",
+    ],
     "Caching and Optimization": [
         "Performing expensive computation...",
         "second run: cached in",
@@ -96,6 +100,12 @@ def _transform(rows):
 """,
 }
 AFTER = {
+    "Resource Management": """
+print("succeeded:", result.success)
+_info = optimized_pm.client.scheduler_info()["workers"]
+print("workers offer:", next(iter(_info.values()))["resources"])
+print("restricted:", result.tasks["cpu_intensive"].status == "succeeded" and {"cpu_cores": 4})
+""",
     "Batch Processing Pipeline": """
 print("dashboard:", pm.dashboard_link)
 assert performance_report["peak_memory"] > 10, performance_report
@@ -167,12 +177,9 @@ def test_guide_block_runs_as_written(heading: str) -> None:
         assert "Endpoint: https://api.example.com/predict" in proc.stdout
     if heading == "Basic Configuration":
         # keys whose feature is not built yet say so, once each
-        assert proc.stderr.count("'auto_scaling' is accepted but has no effect yet") == 1
-        assert "monitoring_enabled" not in proc.stderr
+        assert "no effect yet" not in proc.stderr  # every key of this block is built
     if heading == "Caching and Optimization":
         assert proc.stdout.count("Performing expensive computation...") == 1
-    if heading == "Resource Management":
-        assert "resource_requirements, which has no effect yet" in proc.stderr
 
 
 def test_quick_setup_check() -> None:

@@ -111,17 +111,18 @@ def test_config_must_be_a_mapping() -> None:
 
 def test_keys_without_their_feature_yet_warn_once_each(caplog) -> None:
     with caplog.at_level(logging.WARNING, logger="xlibrary.pipeline"):
-        PipelineManager(GUIDE_CONFIGS[0])
+        PipelineManager({**GUIDE_CONFIGS[0], **GUIDE_CONFIGS[-1]})
     warned = [r.getMessage() for r in caplog.records]
-    assert any("'auto_scaling'" in m and "no effect yet" in m for m in warned)
+    assert any("'interactive_mode'" in m and "no effect yet" in m for m in warned)
+    assert any("'inline_results'" in m and "no effect yet" in m for m in warned)
     # built keys do not warn
-    assert not any("distributed_mode" in m or "max_retries" in m for m in warned)
-    assert len(warned) == 1
+    assert not any("distributed_mode" in m or "auto_scaling" in m for m in warned)
+    assert len(warned) == 2
 
 
 def test_a_pending_key_at_its_default_does_not_warn(caplog) -> None:
     with caplog.at_level(logging.WARNING, logger="xlibrary.pipeline"):
-        load_settings({"auto_scaling": False, "caching": {"enabled": False}})
+        load_settings({"interactive_mode": False, "caching": {"enabled": False}})
     assert caplog.records == []
 
 

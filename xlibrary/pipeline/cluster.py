@@ -128,13 +128,13 @@ def _default_workers(threads: int | None) -> int:
 
 def _check_caps(settings: Settings, workers: int, threads: int | None, memory: int | None) -> None:
     limits = settings.resource_limits
-    if limits.max_cpu_cores is not None and threads is not None:
-        if threads * workers > limits.max_cpu_cores:
-            raise ConfigError(
-                f"{workers} workers of {threads} cores make {threads * workers} cores, over "
-                f"resource_limits.max_cpu_cores={limits.max_cpu_cores}; lower worker_nodes or "
-                "resource_allocation.cpu_per_worker"
-            )
+    cores = limits.max_cpu_cores
+    if cores is not None and threads is not None and threads * workers > cores:
+        raise ConfigError(
+            f"{workers} workers of {threads} cores make {threads * workers} cores, over "
+            f"resource_limits.max_cpu_cores={limits.max_cpu_cores}; lower worker_nodes or "
+            "resource_allocation.cpu_per_worker"
+        )
     if limits.max_memory_gb is not None and memory is not None:
         total = memory * workers / 2**30
         if total > limits.max_memory_gb * 1.0001:
@@ -172,4 +172,3 @@ def check_resources(plan: Plan, offered: Iterable[Mapping[str, float]], where: s
 
 def _num(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
-

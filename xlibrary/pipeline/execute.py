@@ -27,7 +27,7 @@ from .observe import collect, log_result, run_record, start_record
 from .plan import Action, Plan, prepare_run
 from .recovery import RecoveryPlan
 from .result import PipelineResult
-from .runner import SKIPPED, STALE, Monitor, Outcome
+from .runner import DONE, SKIPPED, STALE, Monitor, Outcome
 from .store import Cache, RunStore
 
 __all__ = ["Persistence", "RunMonitor", "RunObserver", "execute", "new_run_id"]
@@ -81,8 +81,13 @@ def execute(
     monitor: RunMonitor | None = None,
     observers: Sequence[RunObserver] = (),
     progress: bool = False,
+    keep_results: str = "all",
 ) -> PipelineResult:
-    """Run ``plan`` on ``backend`` and return its result (see the module docstring)."""
+    """Run ``plan`` on ``backend`` and return its result (see the module docstring).
+
+    ``keep_results="final"`` brings back only the final tasks' results; the others are
+    released as soon as no later task needs them.
+    """
     persistence = persistence or Persistence()
     restore = recovery.restore if recovery else None
     force = recovery.force if recovery else frozenset()
@@ -102,6 +107,8 @@ def execute(
     if progress:
         bar = Progress(sum(s.action is not Action.PRUNE for s in steps), plan.pipeline)
     outcomes: dict[str, Outcome] = {}
+    wanted = set(targets or plan.sinks) if keep_results == "final" else None
+    fetched: set[str] = set()  # tasks whose outcomes came back with their values
     try:
         for round_ in range(2):
             graph, keys = lower(
@@ -114,7 +121,21 @@ def execute(
                 known=outcomes,
                 monitor=measure,
             )
-            outcomes.update(backend.run(graph, keys, parallel=parallel, progress=bar))
+            restrictions = {
+                keys[s.name]: s.task.spec.resource_requirements
+                for s in steps
+                if s.action is Action.RUN and s.task.spec.resource_requirements
+            }
+            got = backend.run(
+                graph,
+                keys,
+                parallel=parallel,
+                progress=bar,
+                wanted=wanted,
+                restrictions=restrictions,
+            )
+            outcomes.update(got)
+            fetched.update(got if wanted is None else wanted & set(got))
             stale = {name for name, outcome in outcomes.items() if outcome.status == STALE}
             if not stale or round_:
                 break
@@ -126,10 +147,12 @@ def execute(
             }
             for name in redo:
                 del outcomes[name]
+            # a task known without its value (keep_results final) cannot feed one that reruns
+            usable = {n: o for n, o in outcomes.items() if n in fetched or o.status not in DONE}
             steps = prepare_run(
                 plan,
                 cache=persistence.cache,
-                known={name: o.token for name, o in outcomes.items()},
+                known={name: o.token for name, o in usable.items()},
                 restore={k: v for k, v in (restore or {}).items() if k not in stale},
                 force=set(force) | stale,
                 targets=targets,
@@ -137,7 +160,9 @@ def execute(
     finally:
         if bar is not None:
             bar.close()
-    result = collect(plan, run_id, outcomes, steps, started=started, finished=time.time())
+    result = collect(
+        plan, run_id, outcomes, steps, started=started, finished=time.time(), fetched=fetched
+    )
     if monitor is not None:
         result = monitor.finish(result)
     log_result(result)

@@ -170,6 +170,8 @@ class PipelineManager:
         self._warn_pending(plan)
         backend = self._backend(self._wants_distributed() if distributed is None else distributed)
         local = backend.name == "local" or not parallel
+        self._check_resources(plan, backend, local)
+        keep = self.settings.keep_results or ("all" if local else "final")
         result = execute(
             plan,
             backend,
@@ -185,6 +187,7 @@ class PipelineManager:
             ),
             observers=self._observers(local),
             progress=progress_wanted(self.settings.display_progress, display_progress),
+            keep_results=keep,
         )
         if raise_on_failure is None:
             raise_on_failure = self.settings.debug_mode or self.settings.raise_on_failure
@@ -222,17 +225,15 @@ class PipelineManager:
 
     def _warn_pending(self, plan: Plan) -> None:
         for task_name, option, feature in plan.pending_options:
-            marker = (plan.pipeline, task_name, option)
-            if marker not in self._warned:
-                self._warned.add(marker)
-                logger.warning(
-                    "task %r of pipeline %r sets %s, which has no effect yet: %s is not built "
-                    "in this version of xlibrary.pipeline; the task runs without it",
-                    task_name,
-                    plan.pipeline,
-                    option,
-                    feature,
-                )
+            self._warn_once(
+                (plan.pipeline, task_name, option),
+                "task %r of pipeline %r sets %s, which has no effect yet: %s is not built in "
+                "this version of xlibrary.pipeline; the task runs without it",
+                task_name,
+                plan.pipeline,
+                option,
+                feature,
+            )
 
     # -- caching and the store -----------------------------------------------------------
     @overload
@@ -535,6 +536,85 @@ class PipelineManager:
                 self._backends[kind] = backend
             return backend
 
+    def _check_resources(self, plan: Plan, backend: Backend, local: bool) -> None:
+        """Fail before the run when a task asks what no worker can ever give it."""
+        asking = [t.name for t in plan.tasks if t.spec.resource_requirements]
+        if not asking:
+            return
+        if local:
+            for name in asking:
+                self._warn_once(
+                    (plan.pipeline, name, "resources"),
+                    "task %r of pipeline %r sets resource_requirements, which take effect on "
+                    "dask.distributed; the embedded backend runs every task on this machine's "
+                    "threads",
+                    name,
+                    plan.pipeline,
+                )
+            return
+        from .backends.distributed import DistributedBackend
+        from .cluster import check_resources, layout
+
+        assert isinstance(backend, DistributedBackend)
+        if backend.owns_cluster:
+            offered = [layout(self.settings).resources]
+            where = "the cluster this manager starts"
+        else:
+            offered = backend.offered_resources()
+            where = f"the cluster at {backend.client.scheduler_info().get('address')}"
+            if not offered:
+                logger.warning(
+                    "the cluster has no workers yet, so the resources tasks ask for cannot be "
+                    "checked before the run"
+                )
+                return
+        check_resources(plan, offered, where)
+
+    def _warn_once(self, marker: tuple[str, str, str], message: str, *args: object) -> None:
+        if marker not in self._warned:
+            self._warned.add(marker)
+            logger.warning(message, *args)
+
+    def _start_cluster(self) -> Any:
+        """The cluster this manager starts: on Kubernetes, or a LocalCluster laid out from
+        the settings (its workers offer the layout's resources)."""
+        settings = self.settings
+        if settings.cluster_mode == "kubernetes":
+            from .backends.kubernetes import start_cluster
+
+            return start_cluster(settings)
+        import psutil
+        from distributed import LocalCluster
+
+        from .cluster import layout
+
+        plan = layout(settings, machine_memory=int(psutil.virtual_memory().total))
+        cluster = LocalCluster(  # type: ignore[no-untyped-call]
+            n_workers=plan.adaptive[0] if plan.adaptive else plan.workers,
+            threads_per_worker=plan.threads,
+            memory_limit=plan.memory or "auto",
+            resources=plan.resources,
+            # dashboard=True alone: an in-process cluster (threads), so a script needs no
+            # `if __name__ == "__main__":` guard; the cluster settings ask for processes
+            processes=settings.is_distributed,
+        )
+        if plan.adaptive:
+            cluster.adapt(minimum=plan.adaptive[0], maximum=plan.adaptive[1])
+        return cluster
+
+    def _security(self) -> Any:
+        tls = self.settings.security
+        if not (tls.tls_ca_file or tls.tls_client_cert):
+            return None
+        from distributed import Security
+
+        return Security(  # type: ignore[no-untyped-call]
+            tls_ca_file=tls.tls_ca_file,
+            tls_client_cert=tls.tls_client_cert,
+            tls_client_key=tls.tls_client_key,
+            require_encryption=tls.require_encryption,
+        )
+
     def _make_backend(self, kind: str) -> Backend:
         if kind == "local":
             return LocalBackend(self.settings.num_workers)
@@ -549,14 +629,14 @@ class PipelineManager:
                 url,
             )
 
-        return DistributedBackend(
-            client=self._client,
-            address=self.settings.scheduler_address,
-            on_connect=self._connected,
-            # dashboard=True alone: an in-process cluster (threads), so a script needs no
-            # `if __name__ == "__main__":` guard; distributed_mode asks for worker processes
-            processes=self.settings.distributed_mode,
-        )
+        if self._client is not None or self.settings.scheduler_address is not None:
+            return DistributedBackend(
+                client=self._client,
+                address=self.settings.scheduler_address,
+                security=self._security(),
+                on_connect=self._connected,
+            )
+        return DistributedBackend(cluster_factory=self._start_cluster, on_connect=self._connected)
 
     def _connected(self, client: Client) -> None:
         """A cluster client is ready: add the Pipelines page and the metrics feed."""

@@ -10,7 +10,7 @@ belongs to the first failed task in topological order.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from .errors import PipelineExecutionError
@@ -38,8 +38,10 @@ def collect(
     *,
     started: float,
     finished: float,
+    fetched: Collection[str] | None = None,
 ) -> PipelineResult:
-    """Assemble the result of run ``run_id`` of ``plan`` from each task's outcome."""
+    """Assemble the result of run ``run_id`` of ``plan`` from each task's outcome; only the
+    tasks in ``fetched`` (default: all) brought their values back."""
     tasks: dict[str, TaskRun] = {}
     results: dict[str, Any] = {}
     first_failure: tuple[str, Outcome] | None = None
@@ -68,7 +70,8 @@ def collect(
         if outcome.status == STALE:
             outcome = _stale_failure(name)
         if outcome.status in (SUCCEEDED, CACHED):
-            results[name] = outcome.value
+            if fetched is None or name in fetched:
+                results[name] = outcome.value
             tasks[name] = TaskRun(  # positional: thousands of these per run
                 name,
                 _STATUS[outcome.status],

@@ -55,7 +55,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # Task options that are kept on the spec but whose feature is not built yet, by option name.
-PENDING_TASK_OPTIONS = {"resource_requirements": "resource-aware scheduling"}
+PENDING_TASK_OPTIONS: dict[str, str] = {}
 
 
 @dataclass(frozen=True, slots=True)

@@ -193,6 +193,14 @@ class Outcome:
     def __repr__(self) -> str:
         return f"<Outcome {self.status} attempts={self.attempts}>"
 
+    def without_value(self) -> Outcome:
+        """The same outcome with its value left out: how the task went, for reports."""
+        return Outcome(
+            self.status, None, self.attempts, self.started, self.finished, self.failure,
+            self.cause, self.token, self.source, self.saved, self.metrics, self.peak_memory,
+            self.worker,
+        )  # fmt: skip
+
     @property
     def root_cause(self) -> str | None:
         """The failed task that this outcome (failed or skipped) goes back to."""

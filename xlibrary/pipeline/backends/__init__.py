@@ -16,7 +16,7 @@ dependency order, so a debugger works inside tasks.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, Protocol
 
 from ..lower import Key
@@ -44,9 +44,13 @@ class Backend(Protocol):
         *,
         parallel: bool = True,
         progress: Progress | None = None,
+        wanted: Collection[str] | None = None,
+        restrictions: Mapping[Key, Mapping[str, float]] | None = None,
     ) -> dict[str, Outcome]:
         """Compute ``graph`` and return the outcome of each key in ``keys`` by task name,
-        telling ``progress`` as tasks start and finish."""
+        telling ``progress`` as tasks start and finish. Only the tasks in ``wanted`` (default:
+        all) return their values; the others return how they went. ``restrictions`` are the
+        Dask resources tasks ask for (clusters honour them)."""
         ...
 
     def close(self) -> None:

@@ -1,35 +1,49 @@
-"""Runs on ``dask.distributed``: a LocalCluster we own, a scheduler address, or a user's Client.
+"""Runs on ``dask.distributed``: a cluster we start, a scheduler address, or a user's Client.
 
 Ownership: a cluster or client this backend creates, it closes (``close()``); a ``Client`` the
 user hands in is used as it is and never closed. The client is created on first use, so a
 manager configured for a cluster costs nothing until it runs something.
 
-On a scheduler we did not start, the first run checks that the workers have xlibrary
-installed: they import the task wrapper, and without it every task would fail.
+* Clusters we start come from a factory (a LocalCluster laid out from the settings, or a
+  KubeCluster); their workers offer the resources of their layout.
+* A scheduler address connects a client, with TLS when ``security`` is configured.
+* On a scheduler we did not start, the first run checks that the workers have xlibrary
+  installed: they import the task wrapper, and without it every task would fail.
+
+Tasks with ``resource_requirements`` carry them as Dask resource restrictions (a layer of the
+graph per distinct request). With ``wanted`` (``keep_results: final``) only the final tasks'
+results travel to the client; the other tasks' outcomes, without their values, come through
+Dask's event channel (a worker plugin reports each one on topic ``xlibrary-outcomes``), so
+their results are released on the workers as soon as no later task needs them.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
-import dask.local
+import cloudpickle
 
 from ..errors import ClusterError, missing_extra
 from ..lower import Key
-from ..monitoring.progress import Progress, dask_callbacks
+from ..monitoring.progress import Progress
 from ..runner import FAILED, Failure, Outcome
+from .reporting import OUTCOMES_TOPIC, OutcomeReporter
 
 if TYPE_CHECKING:
-    from distributed import Client, LocalCluster
+    from distributed import Client
+    from distributed.deploy.cluster import Cluster
 
 __all__ = ["DistributedBackend"]
 
 logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = "10s"
+REPORT_WAIT = 30.0
+"""Seconds to wait, after the final tasks finish, for the last outcome reports."""
 
 
 def _import_distributed() -> Any:
@@ -50,22 +64,27 @@ class DistributedBackend:
         *,
         client: Client | None = None,
         address: str | None = None,
+        security: Any = None,
+        cluster_factory: Callable[[], Cluster] | None = None,
         on_connect: Callable[[Client], None] | None = None,
-        processes: bool = True,
     ) -> None:
-        self._on_connect = on_connect
-        self._processes = processes
         self._user_client = client
         self._address = address
+        self._security = security
+        self._cluster_factory = cluster_factory
+        self._on_connect = on_connect
         self._client: Client | None = client
-        self._cluster: LocalCluster | None = None
+        self._cluster: Cluster | None = None
         self._checked_workers = client is None and address is None  # our own cluster
+        self._reports: dict[str, dict[str, bytes]] = {}
+        self._progress: dict[str, Progress] = {}
+        self._reporting = False
         self._lock = threading.Lock()
         self._closed = False
 
     @property
     def owns_cluster(self) -> bool:
-        """Whether this backend started (and will close) a LocalCluster."""
+        """Whether this backend started (and will close) its cluster."""
         return self._user_client is None and self._address is None
 
     @property
@@ -83,36 +102,47 @@ class DistributedBackend:
         return client
 
     @property
-    def cluster(self) -> LocalCluster | None:
-        """The LocalCluster this backend started, if any."""
+    def cluster(self) -> Cluster | None:
+        """The cluster this backend started, if any."""
         return self._cluster
+
+    def start(self) -> None:
+        client = self.client  # connects, or starts the cluster
+        if self._on_connect is not None:
+            self._on_connect(client)
 
     def _connect(self) -> Client:
         distributed = _import_distributed()
         if self._address is not None:
             try:
                 return distributed.Client(
-                    self._address, timeout=CONNECT_TIMEOUT, set_as_default=False
+                    self._address,
+                    timeout=CONNECT_TIMEOUT,
+                    set_as_default=False,
+                    security=self._security,
                 )
             except (OSError, TimeoutError) as exc:
                 raise ClusterError(
                     f"cannot reach the Dask scheduler at {self._address!r} within "
-                    f"{CONNECT_TIMEOUT}: {exc}; check the address and that `dask scheduler` "
-                    "is running there"
+                    f"{CONNECT_TIMEOUT}: {exc}; check the address (tls:// when it uses TLS, "
+                    "with the security settings) and that `dask scheduler` is running there"
                 ) from exc
+        factory = self._cluster_factory or (lambda: distributed.LocalCluster())
         try:
-            self._cluster = distributed.LocalCluster(processes=self._processes)
+            self._cluster = factory()
             client = distributed.Client(self._cluster, set_as_default=False)
         except Exception as exc:
             if self._cluster is not None:
                 self._cluster.close()
                 self._cluster = None
+            if isinstance(exc, ClusterError | ImportError):
+                raise
             raise ClusterError(
-                f"could not start a local Dask cluster: {exc}. If this ran at import time of "
-                'a script, put the run under `if __name__ == "__main__":` (worker processes '
+                f"could not start the Dask cluster: {exc}. If this ran at import time of a "
+                'script, put the run under `if __name__ == "__main__":` (worker processes '
                 "re-import the script)"
             ) from exc
-        logger.info("started a local Dask cluster; dashboard at %s", client.dashboard_link)
+        logger.info("started a Dask cluster; dashboard at %s", client.dashboard_link)
         return client
 
     def _check_workers(self, client: Client) -> None:
@@ -133,10 +163,28 @@ class DistributedBackend:
                 '(pip install "xlibrary[pipeline]") or use the image built from deploy/'
             )
 
-    def start(self) -> None:
-        client = self.client  # connects, or starts the LocalCluster
-        if self._on_connect is not None:
-            self._on_connect(client)
+    def offered_resources(self) -> list[dict[str, float]]:
+        """The resources each worker declares now."""
+        info = self.client.scheduler_info()
+        return [dict(w.get("resources") or {}) for w in info.get("workers", {}).values()]
+
+    def _ensure_reporting(self, client: Client) -> None:
+        if self._reporting:
+            return
+        client.subscribe_topic(OUTCOMES_TOPIC, self._on_report)
+        client.register_plugin(OutcomeReporter())
+        self._reporting = True
+
+    def _on_report(self, event: Any) -> None:
+        _, msg = event
+        if not isinstance(msg, dict) or not isinstance(msg.get("run"), str):
+            return
+        runs = self._reports.get(msg["run"])
+        if runs is not None:
+            runs[msg["task"]] = msg["meta"]
+            progress = self._progress.get(msg["run"])
+            if progress is not None:
+                progress.done(str(msg["task"]))
 
     def run(
         self,
@@ -145,38 +193,83 @@ class DistributedBackend:
         *,
         parallel: bool = True,
         progress: Progress | None = None,
+        wanted: Collection[str] | None = None,
+        restrictions: Mapping[Key, Mapping[str, float]] | None = None,
     ) -> dict[str, Outcome]:
         names = list(keys)
-        wanted = [keys[name] for name in names]
         if not parallel:
-            callbacks = [dask_callbacks(progress)] if progress is not None else None
-            values = dask.local.get_sync(graph, wanted, callbacks=callbacks)
-            return dict(zip(names, values, strict=True))
+            from .local import run_locally
+
+            return run_locally(graph, keys, None, progress=progress, wanted=wanted)
         distributed = _import_distributed()
         client = self.client
-        futures = client.get(graph, wanted, sync=False)
+        fetch = names if wanted is None else [name for name in names if name in wanted]
+        rest = [name for name in names if name not in set(fetch)]
+        run_id = next(iter(keys.values()))[1]
+        if rest:
+            self._ensure_reporting(client)
+            self._reports[run_id] = {}
+            if progress is not None:
+                self._progress[run_id] = progress
         try:
-            with client.as_current():
-                if progress is None:
-                    distributed.wait(futures)
+            futures = client.get(
+                _with_restrictions(graph, restrictions), [keys[n] for n in fetch], sync=False
+            )
+            try:
+                with client.as_current():
+                    if progress is None:
+                        distributed.wait(futures)
+                    else:
+                        for future in distributed.as_completed(futures):
+                            progress.done(str(future.key[0]))
+                done = [f for f in futures if f.status == "finished"]
+                values = dict(zip([f.key for f in done], client.gather(done), strict=True))
+            except BaseException:
+                client.cancel(futures)  # interrupted: do not leave the run going on the cluster
+                raise
+            outcomes: dict[str, Outcome] = {}
+            lost: BaseException | None = None
+            for name, future in zip(fetch, futures, strict=True):
+                if future.key in values:
+                    outcomes[name] = values[future.key]
                 else:
-                    for future in distributed.as_completed(futures):
-                        progress.done(str(future.key[0]))
-            done = [f for f in futures if f.status == "finished"]
-            values = dict(zip([f.key for f in done], client.gather(done), strict=True))
-        except BaseException:
-            client.cancel(futures)  # interrupted: do not leave the run going on the cluster
-            raise
+                    # Dask itself failed the task (a worker died too often, the result could
+                    # not be sent, the run was cancelled): the task wrapper never reported.
+                    lost = _error_of(future)
+                    outcomes[name] = Outcome(
+                        FAILED, attempts=1, failure=Failure.from_exception(name, lost)
+                    )
+            if rest:
+                outcomes.update(self._reported(run_id, rest, lost))
+            return outcomes
+        finally:
+            self._reports.pop(run_id, None)
+            self._progress.pop(run_id, None)
+
+    def _reported(
+        self, run_id: str, names: list[str], lost: BaseException | None
+    ) -> dict[str, Outcome]:
+        """Outcomes of tasks whose results stayed on the cluster, from their reports."""
+        reports = self._reports[run_id]
+        # when Dask lost a task its report never comes: wait only for the others in flight
+        deadline = time.monotonic() + (1.0 if lost is not None else REPORT_WAIT)
+        while len(reports) < len(names) and time.monotonic() < deadline:
+            time.sleep(0.005)
         outcomes: dict[str, Outcome] = {}
-        for name, future in zip(names, futures, strict=True):
-            if future.key in values:
-                outcomes[name] = values[future.key]
+        for name in names:
+            meta = reports.get(name)
+            if meta is not None:
+                outcomes[name] = cloudpickle.loads(meta)
+            elif lost is not None:
+                outcomes[name] = Outcome(
+                    FAILED, attempts=1, failure=Failure.from_exception(name, lost)
+                )
             else:
-                # Dask itself failed the task (a worker died too often, the result could not
-                # be sent, the run was cancelled): the task wrapper never reported.
-                failure = Failure.from_exception(name, _error_of(future))
-                outcomes[name] = Outcome(FAILED, attempts=1, failure=failure)
-        return outcomes  # dropping the futures releases the results held on the cluster
+                raise ClusterError(
+                    f"task {name!r} finished on the cluster but its outcome never reached the "
+                    f"client within {REPORT_WAIT:g}s; rerun, or set keep_results: all"
+                )
+        return outcomes
 
     def close(self) -> None:
         with self._lock:
@@ -189,6 +282,26 @@ class DistributedBackend:
             cluster.close()
 
 
+def _with_restrictions(
+    graph: Mapping[Key, Any], restrictions: Mapping[Key, Mapping[str, float]] | None
+) -> Any:
+    """The graph with Dask resource restrictions: one layer per distinct request."""
+    if not restrictions:
+        return graph
+    from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
+
+    groups: dict[tuple[tuple[str, float], ...], dict[Key, Any]] = {}
+    for key, request in restrictions.items():
+        groups.setdefault(tuple(sorted(request.items())), {})[key] = graph[key]
+    plain = {key: task for key, task in graph.items() if key not in restrictions}
+    layers: dict[str, Any] = {"xlibrary-tasks": MaterializedLayer(plain)}
+    for i, (asked, tasks) in enumerate(groups.items()):
+        layers[f"xlibrary-resources-{i}"] = MaterializedLayer(
+            tasks, annotations={"resources": dict(asked)}
+        )
+    return HighLevelGraph(layers, {name: set() for name in layers})
+
+
 def _error_of(future: Any) -> BaseException:
     if future.status == "cancelled":
         from concurrent.futures import CancelledError
@@ -198,4 +311,10 @@ def _error_of(future: Any) -> BaseException:
         exc = future.exception()
     except Exception as err:  # the exception itself could not be fetched
         return err
+    if type(exc).__name__ == "KilledWorker":
+        return ClusterError(
+            f"{exc}: the task crashed or lost the Dask worker running it each time it ran "
+            "(distributed.scheduler.allowed-failures); look for a crash, os._exit or "
+            "running out of memory in that task"
+        )
     return exc if isinstance(exc, BaseException) else RuntimeError(repr(exc))

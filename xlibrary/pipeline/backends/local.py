@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -20,7 +20,7 @@ from ..lower import Key
 from ..monitoring.progress import Progress, dask_callbacks
 from ..runner import Outcome
 
-__all__ = ["LocalBackend", "default_num_workers"]
+__all__ = ["LocalBackend", "default_num_workers", "run_locally"]
 
 
 def default_num_workers() -> int:
@@ -61,15 +61,11 @@ class LocalBackend:
         *,
         parallel: bool = True,
         progress: Progress | None = None,
+        wanted: Collection[str] | None = None,
+        restrictions: Mapping[Key, Mapping[str, float]] | None = None,
     ) -> dict[str, Outcome]:
-        names = list(keys)
-        wanted = [keys[name] for name in names]
-        callbacks = [dask_callbacks(progress)] if progress is not None else None
-        if parallel:
-            values = dask.threaded.get(graph, wanted, pool=self.pool, callbacks=callbacks)
-        else:
-            values = dask.local.get_sync(graph, wanted, callbacks=callbacks)
-        return dict(zip(names, values, strict=True))
+        pool = self.pool if parallel else None
+        return run_locally(graph, keys, pool, progress=progress, wanted=wanted)
 
     def close(self) -> None:
         with self._lock:
@@ -77,3 +73,38 @@ class LocalBackend:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
+
+
+def run_locally(
+    graph: Mapping[Key, Any],
+    keys: Mapping[str, Key],
+    pool: ThreadPoolExecutor | None,
+    *,
+    progress: Progress | None = None,
+    wanted: Collection[str] | None = None,
+) -> dict[str, Outcome]:
+    """Compute ``graph`` in this process: on ``pool``'s threads, or in this thread when
+    ``pool`` is None. With ``wanted``, only those tasks' outcomes keep their values; the
+    others are taken, without their values, as each task finishes, so Dask releases the
+    values as soon as no later task needs them."""
+    names = list(keys) if wanted is None else [name for name in keys if name in wanted]
+    seen: dict[str, Outcome] = {}
+    callbacks: list[tuple[Any, ...]] = []
+    if progress is not None:
+        callbacks.append(dask_callbacks(progress))
+    if wanted is not None:
+        fetched = {keys[name] for name in names}
+
+        def keep(key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
+            if key not in fetched and type(result) is Outcome:
+                seen[key[0]] = result.without_value()
+
+        callbacks.append((None, None, None, keep, None))
+    wanted_keys = [keys[name] for name in names]
+    if pool is not None:
+        values = dask.threaded.get(graph, wanted_keys, pool=pool, callbacks=callbacks or None)
+    else:
+        values = dask.local.get_sync(graph, wanted_keys, callbacks=callbacks or None)
+    outcomes = dict(zip(names, values, strict=True))
+    outcomes.update(seen)
+    return outcomes

@@ -1,0 +1,38 @@
+"""Outcome reports from workers, for runs that keep only the final tasks' results.
+
+:class:`OutcomeReporter` is a worker plugin: when a task of a run finishes on a worker, it
+sends the task's outcome without its value (status, attempts, timings, failure, metrics) on
+the Dask event topic ``xlibrary-outcomes``. The client that runs the pipeline subscribes to
+the topic, so it learns how every task went while their results stay on the workers and are
+released as soon as no later task needs them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cloudpickle
+from distributed.diagnostics.plugin import WorkerPlugin
+
+from ..runner import Outcome
+
+__all__ = ["OUTCOMES_TOPIC", "OutcomeReporter"]
+
+OUTCOMES_TOPIC = "xlibrary-outcomes"
+
+
+class OutcomeReporter(WorkerPlugin):
+    name = "xlibrary-outcome-reporter"
+    idempotent = True
+
+    def setup(self, worker: Any) -> None:
+        self.worker = worker
+
+    def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
+        if finish != "memory" or start != "executing" or type(key) is not tuple or len(key) != 2:
+            return
+        value = self.worker.data.get(key)
+        if type(value) is not Outcome:
+            return
+        meta = cloudpickle.dumps(value.without_value())
+        self.worker.log_event(OUTCOMES_TOPIC, {"run": key[1], "task": key[0], "meta": meta})
