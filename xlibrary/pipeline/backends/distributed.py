@@ -217,7 +217,7 @@ class DistributedBackend:
             )
             try:
                 with client.as_current():
-                    if progress is None:
+                    if progress is None or rest:  # with reports, they count the progress
                         distributed.wait(futures)
                     else:
                         for future in distributed.as_completed(futures):
