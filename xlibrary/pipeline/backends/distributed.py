@@ -121,7 +121,7 @@ class DistributedBackend:
                     set_as_default=False,
                     security=self._security,
                 )
-            except (OSError, TimeoutError) as exc:
+            except Exception as exc:  # OSError, TimeoutError; TypeError for TLS without keys
                 raise ClusterError(
                     f"cannot reach the Dask scheduler at {self._address!r} within "
                     f"{CONNECT_TIMEOUT}: {exc}; check the address (tls:// when it uses TLS, "
@@ -313,7 +313,8 @@ def _error_of(future: Any) -> BaseException:
         return err
     if type(exc).__name__ == "KilledWorker":
         return ClusterError(
-            f"{exc}: the task crashed or lost the Dask worker running it each time it ran "
+            f"Dask gave up on the task (KilledWorker): {exc} In short: the task crashed or "
+            "lost the Dask worker running it each time it ran "
             "(distributed.scheduler.allowed-failures); look for a crash, os._exit or "
             "running out of memory in that task"
         )

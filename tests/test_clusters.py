@@ -1,0 +1,338 @@
+"""Cluster modes, worker layout, task resources with pre-flight checks, adaptive scaling, TLS,
+and surviving the loss of workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, dask_command, free_port, stop, wait_for_port
+from xlibrary.pipeline import ConfigError, Pipeline, PipelineManager, ResourceError
+from xlibrary.pipeline.cluster import check_resources, layout, parse_memory
+from xlibrary.pipeline.plan import make_plan
+from xlibrary.pipeline.settings import FaultTolerance, load_settings
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("4Gi", 4 * 2**30), ("512Mi", 512 * 2**20), ("4GB", 4 * 10**9), ("1.5 GiB", 3 * 2**29),
+     (1024, 1024), ("2048", 2048)],
+)  # fmt: skip
+def test_parse_memory(text: str | int, expected: int) -> None:
+    assert parse_memory(text) == expected
+
+
+@pytest.mark.parametrize("bad", ["four gigs", "4Qi", "-1Gi", 0])
+def test_bad_memory_sizes(bad: object) -> None:
+    with pytest.raises(ConfigError, match="memory"):
+        parse_memory(bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("strategy", "workers", "threads", "memory_mb"),
+    [("throughput", 8, 1, 2048), ("balanced", 2, 4, 8192), ("memory", 1, 8, 16384)],
+)
+def test_optimization_strategy_lays_workers_out(strategy, workers, threads, memory_mb) -> None:
+    settings = load_settings(
+        {"resource_limits": {"max_cpu_cores": 8, "max_memory_gb": 16,
+                             "optimization_strategy": strategy}}
+    )  # fmt: skip
+    plan = layout(settings)
+    assert (plan.workers, plan.threads, plan.memory) == (workers, threads, memory_mb * 2**20)
+    assert plan.resources == {"cpu_cores": threads, "memory_mb": memory_mb}
+
+
+def test_allocation_over_the_limits_is_a_config_error() -> None:
+    settings = load_settings(
+        {"worker_nodes": 4, "resource_allocation": {"cpu_per_worker": 4},
+         "resource_limits": {"max_cpu_cores": 8}}
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="16 cores, over resource_limits.max_cpu_cores=8"):
+        layout(settings)
+
+
+def test_adaptive_bounds_and_gpus() -> None:
+    settings = load_settings(
+        {"auto_scaling": True, "scaling": {"minimum": 0, "maximum": 5}, "worker_nodes": 2,
+         "resource_allocation": {"cpu_per_worker": 1, "gpu_per_worker": 1}}
+    )  # fmt: skip
+    plan = layout(settings)
+    assert plan.adaptive == (0, 5) and plan.resources == {"cpu_cores": 1, "gpu": 1}
+    assert layout(load_settings({"auto_scaling": True, "worker_nodes": 3})).adaptive == (1, 3)
+
+
+def _asking(resources: dict[str, float]) -> Pipeline:
+    p = Pipeline("asking")
+    p.task("light")(lambda: 1)
+    p.task("heavy", depends_on=["light"], resource_requirements=resources)(lambda x: x + 1)
+    return p
+
+
+def test_pre_flight_names_the_task_the_ask_and_the_largest_worker() -> None:
+    plan = make_plan(_asking({"cpu_cores": 16, "memory_mb": 1024}), FaultTolerance())
+    offered = [{"cpu_cores": 4, "memory_mb": 8192}, {"cpu_cores": 2, "memory_mb": 16384}]
+    with pytest.raises(ResourceError) as info:
+        check_resources(plan, offered, "the test cluster")
+    message = str(info.value)
+    assert "task 'heavy' of pipeline 'asking' asks for cpu_cores=16, memory_mb=1024" in message
+    assert "largest worker of the test cluster offers cpu_cores=4, memory_mb=16384" in message
+    check_resources(make_plan(_asking({"cpu_cores": 4}), FaultTolerance()), offered, "x")
+
+
+def test_local_cluster_mode_lays_out_workers_and_runs_restricted_tasks(tmp_path: Path) -> None:
+    config = {
+        "cluster_mode": "local",
+        "worker_nodes": 2,
+        "resource_allocation": {"cpu_per_worker": 2, "memory_per_worker": "1Gi"},
+        "store": {"url": str(tmp_path)},
+    }
+    with PipelineManager(config) as pm:
+        result = pm.execute_pipeline(_asking({"cpu_cores": 2, "memory_mb": 1024}))
+        assert result.success and result.final_result == 2
+        workers = pm.client.scheduler_info()["workers"].values()
+        assert len(workers) == 2
+        for worker in workers:
+            assert worker["nthreads"] == 2 and worker["memory_limit"] == 2**30
+            assert worker["resources"] == {"cpu_cores": 2, "memory_mb": 1024}
+        marker = tmp_path / "ran"
+        p = Pipeline("too_big")
+        p.task("first")(lambda: marker.write_text("x"))
+        p.task("huge", depends_on=["first"], resource_requirements={"cpu_cores": 64})(lambda _: 1)
+        with pytest.raises(ResourceError, match=r"'huge'.*cpu_cores=64.*offers cpu_cores=2"):
+            pm.execute_pipeline(p)
+        assert not marker.exists()  # nothing ran
+
+
+def test_execute_distributed_and_adaptive_scaling(tmp_path: Path) -> None:
+    config = {
+        "auto_scaling": True,
+        "scaling": {"minimum": 1, "maximum": 2},
+        "resource_allocation": {"cpu_per_worker": 1},
+        "store": {"url": str(tmp_path)},
+    }
+    with PipelineManager(config) as pm:
+        p = Pipeline("adaptive")
+        p.task("a")(lambda: 20)
+        p.task("b", depends_on=["a"])(lambda x: x + 1)
+        assert pm.execute_distributed(p).final_result == 21
+        adaptive = pm.client.cluster._adaptive
+        assert adaptive is not None and (adaptive.minimum, adaptive.maximum) == (1, 2)
+
+
+def test_guide_resource_management_config_on_an_adaptive_cluster(tmp_path: Path) -> None:
+    pm = PipelineManager(
+        {
+            "resource_optimization": True,
+            "auto_scaling": True,
+            "resource_limits": {"max_cpu_cores": 8, "max_memory_gb": 16,
+                                "optimization_strategy": "balanced"},
+            "store": {"url": str(tmp_path)},
+        }
+    )  # fmt: skip
+    with pm:
+        result = pm.execute_pipeline(_asking({"cpu_cores": 4, "memory_mb": 4096}))
+        assert result.success
+        with pytest.raises(ResourceError, match="asks for memory_mb=9000.*offers memory_mb=8192"):
+            pm.execute_pipeline(_asking({"memory_mb": 9000}))
+
+
+# -- remote clusters --------------------------------------------------------------------------
+@pytest.fixture
+def gpu_worker(dask_scheduler_cli: str) -> Iterator[str]:
+    """A third worker, declaring a gpu, on the shared test scheduler."""
+    proc = subprocess.Popen(
+        [*dask_command(), "worker", dask_scheduler_cli, "--nthreads", "1", "--no-dashboard",
+         "--host", "127.0.0.1", "--resources", "gpu=1", "--name", "gpu-worker"],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    from distributed import Client
+
+    try:
+        with Client(dask_scheduler_cli, timeout="30s") as client:
+            client.wait_for_workers(3, timeout=60)
+        yield dask_scheduler_cli
+    finally:
+        stop(proc)
+        with Client(dask_scheduler_cli, timeout="30s") as client:
+            deadline = time.time() + 30
+            while len(client.scheduler_info()["workers"]) > 2 and time.time() < deadline:
+                time.sleep(0.2)
+
+
+def test_remote_resources_read_from_the_workers(gpu_worker: str) -> None:
+    from distributed import get_worker
+
+    with PipelineManager({"scheduler_address": gpu_worker}) as pm:
+        p = Pipeline("gpu_job")
+        p.task("train", resource_requirements={"gpu": 1})(lambda: get_worker().name)
+        result = pm.execute_pipeline(p)
+        assert result.success and result.final_result == "gpu-worker"
+        with pytest.raises(ResourceError, match=r"'train'.*gpu=2.*offers gpu=1"):
+            q = Pipeline("two_gpus")
+            q.task("train", resource_requirements={"gpu": 2})(lambda: 1)
+            pm.execute_pipeline(q)
+
+
+def test_remote_cluster_without_the_resource(dask_scheduler_cli: str) -> None:
+    with PipelineManager({"scheduler_address": dask_scheduler_cli}) as pm:
+        with pytest.raises(ResourceError, match=r"asks for license=1.*offers license=0"):
+            pm.execute_pipeline(_asking({"license": 1}))
+
+
+def _certificates(directory: Path) -> tuple[Path, Path]:
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+def test_remote_scheduler_over_tls(tmp_path: Path) -> None:
+    cert, key = _certificates(tmp_path)
+    port = free_port()
+    address = f"tls://127.0.0.1:{port}"
+    tls = ["--tls-ca-file", str(cert), "--tls-cert", str(cert), "--tls-key", str(key)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    scheduler = subprocess.Popen(
+        [*dask_command(), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+         "--protocol", "tls", "--no-dashboard", *tls],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    worker = None
+    try:
+        wait_for_port(port, scheduler)
+        worker = subprocess.Popen(
+            [*dask_command(), "worker", address, "--nthreads", "1", "--no-dashboard",
+             "--host", "127.0.0.1", *tls],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        security = {"tls_ca_file": str(cert), "tls_client_cert": str(cert),
+                    "tls_client_key": str(key)}  # fmt: skip
+        with PipelineManager({"scheduler_address": address, "security": security}) as pm:
+            pm.client.wait_for_workers(1, timeout=60)
+            p = Pipeline("secure")
+            p.task("a")(lambda: 41)
+            p.task("b", depends_on=["a"])(lambda x: x + 1)
+            assert pm.execute_pipeline(p).final_result == 42
+        from xlibrary.pipeline import ClusterError
+
+        with PipelineManager({"scheduler_address": address}) as plain:  # no certificates
+            with pytest.raises(ClusterError, match="tls://"):
+                plain.execute_pipeline(p)
+    finally:
+        for proc in (worker, scheduler):
+            if proc is not None:
+                stop(proc)
+
+
+# -- faults -------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def fault_cluster() -> Iterator[tuple[str, list[subprocess.Popen[bytes]]]]:
+    """A scheduler that gives up on a task after its second lost worker, and two workers, each
+    in its own process group so a test can kill one outright."""
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "1",
+    }
+    scheduler = subprocess.Popen(
+        [*dask_command(), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+         "--no-dashboard"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    workers: list[subprocess.Popen[bytes]] = []
+    try:
+        wait_for_port(port, scheduler)
+        for i in range(2):
+            workers.append(
+                subprocess.Popen(
+                    [
+                        *dask_command(),
+                        "worker",
+                        address,
+                        "--nthreads",
+                        "2",
+                        "--no-dashboard",
+                        "--host",
+                        "127.0.0.1",
+                        "--name",
+                        f"w{i}",
+                    ],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )  # fmt: skip
+            )
+        from distributed import Client
+
+        with Client(address, timeout="30s") as client:
+            client.wait_for_workers(2, timeout=60)
+        yield address, workers
+    finally:
+        for proc in [*workers, scheduler]:
+            stop(proc)
+
+
+def slow_square(x: int) -> int:
+    time.sleep(3)
+    return x * x
+
+
+def test_a_pipeline_survives_losing_a_worker(fault_cluster) -> None:
+    address, workers = fault_cluster
+    p = Pipeline("resilient")
+    p.task("seed")(lambda: 3)
+    for i in range(4):
+        p.task(f"square_{i}", depends_on=["seed"])(lambda x, i=i: slow_square(x + i))
+    p.task("total", depends_on=[f"square_{i}" for i in range(4)])(lambda *xs: sum(xs))
+
+    import threading
+
+    with PipelineManager({"scheduler_address": address}) as pm:
+        results: list = []
+        runner = threading.Thread(target=lambda: results.append(pm.execute_pipeline(p)))
+        runner.start()
+        time.sleep(1.5)  # the squares are running on both workers
+        os.killpg(workers[0].pid, signal.SIGKILL)  # the worker and its nanny, at once
+        runner.join(120)
+    (result,) = results
+    assert result.success, result.error
+    assert result.final_result == 9 + 16 + 25 + 36
+
+
+def test_a_task_that_kills_its_worker_fails_with_a_clear_error(fault_cluster) -> None:
+    address, _ = fault_cluster
+    p = Pipeline("crashing")
+    p.task("fine")(lambda: 1)
+    p.task("crash", depends_on=["fine"])(lambda _: os._exit(1))
+    p.task("after", depends_on=["crash"])(lambda x: x)
+    started = time.time()
+    with PipelineManager({"scheduler_address": address}) as pm:
+        result = pm.execute_pipeline(p)
+    assert time.time() - started < 120
+    assert result.failed_task == "crash"
+    assert result.states["after"] == "skipped"
+    message = str(result.error)
+    assert "KilledWorker" in message and "'crash'" in message
+    assert "crashed or lost the Dask worker" in message
+
+
+def test_unreachable_tls_address_names_the_fix() -> None:
+    with PipelineManager({"scheduler_address": f"tls://127.0.0.1:{free_port()}"}) as pm:
+        from xlibrary.pipeline import ClusterError
+
+        with pytest.raises(ClusterError, match="security settings"):
+            pm.execute_pipeline(_asking({}))
