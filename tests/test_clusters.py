@@ -53,7 +53,7 @@ def test_allocation_over_the_limits_is_a_config_error() -> None:
         {"worker_nodes": 4, "resource_allocation": {"cpu_per_worker": 4},
          "resource_limits": {"max_cpu_cores": 8}}
     )  # fmt: skip
-    with pytest.raises(ConfigError, match="16 cores, over resource_limits.max_cpu_cores=8"):
+    with pytest.raises(ConfigError, match=r"16 cores, over resource_limits\.max_cpu_cores=8"):
         layout(settings)
 
 
@@ -138,7 +138,7 @@ def test_guide_resource_management_config_on_an_adaptive_cluster(tmp_path: Path)
     with pm:
         result = pm.execute_pipeline(_asking({"cpu_cores": 4, "memory_mb": 4096}))
         assert result.success
-        with pytest.raises(ResourceError, match="asks for memory_mb=9000.*offers memory_mb=8192"):
+        with pytest.raises(ResourceError, match=r"asks for memory_mb=9000.*offers memory_mb=8192"):
             pm.execute_pipeline(_asking({"memory_mb": 9000}))
 
 
@@ -274,7 +274,7 @@ def fault_cluster() -> Iterator[tuple[str, list[subprocess.Popen[bytes]]]]:
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                     start_new_session=True,
-                )  # fmt: skip
+                )
             )
         from distributed import Client
 
