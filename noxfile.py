@@ -38,3 +38,4 @@ def bench(session: nox.Session) -> None:
     session.install("-e", ".[pipeline]")
     session.run("python", "benchmarks/bench_core.py", *session.posargs)
     session.run("python", "benchmarks/bench_store.py")
+    session.run("python", "benchmarks/bench_scale.py")
