@@ -5,6 +5,10 @@ pipeline's name or its variable name when the file holds several), runs it and p
 task's state and the final result. The file's own ``PipelineManager`` is used when it defines
 exactly one; ``--config``/``--scheduler`` make a new one instead.
 
+``xlibrary-pipeline deploy render [--config FILE] [-o DIR]`` writes the Kubernetes manifests of
+a JSON config (default ``DIR/config.json``) into ``DIR`` (default ``deploy/kubernetes``): the
+same DaskCluster that ``cluster_mode "kubernetes"`` creates.
+
 Exit codes: 0 the run succeeded, 1 the pipeline failed, 2 bad usage (a missing file, an
 unknown pipeline, a bad config). Bad input gets one clear line, not a traceback.
 """
@@ -28,10 +32,12 @@ from .manager import PipelineManager
 from .pipeline import Pipeline
 from .plan import did_you_mean
 from .result import PipelineResult
+from .settings import load_settings
 
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+DEFAULT_DEPLOY_DIR = Path("deploy/kubernetes")
 
 _T = TypeVar("_T")
 
@@ -71,6 +77,27 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--scheduler", metavar="ADDRESS", help="a dask.distributed scheduler")
     run.add_argument("--config", metavar="FILE", type=Path, help="PipelineManager config (JSON)")
     run.set_defaults(handler=_run)
+
+    deploy = commands.add_parser("deploy", help="Kubernetes manifests of a config")
+    actions = deploy.add_subparsers(dest="action", required=True, metavar="ACTION")
+    render = actions.add_parser(
+        "render", help="write the DaskCluster (and DaskAutoscaler) manifests of a config"
+    )
+    render.add_argument(
+        "--config",
+        metavar="FILE",
+        type=Path,
+        help="PipelineManager config (JSON); default DIR/config.json",
+    )
+    render.add_argument(
+        "-o",
+        "--output",
+        metavar="DIR",
+        type=Path,
+        default=DEFAULT_DEPLOY_DIR,
+        help=f"where to write the manifests (default {DEFAULT_DEPLOY_DIR})",
+    )
+    render.set_defaults(handler=_deploy_render)
     return parser
 
 
@@ -91,6 +118,26 @@ def _run(args: argparse.Namespace) -> int:
             pm.close()
     _report(result)
     return EXIT_OK if result.success else EXIT_FAILED
+
+
+def _deploy_render(args: argparse.Namespace) -> int:
+    from .backends.kubernetes import HEADER, render_manifests
+
+    folder: Path = args.output
+    config = _read_config(args.config or folder / "config.json")
+    manifests = render_manifests(load_settings(config))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, text in manifests.items():
+            (folder / name).write_text(text)
+            print(folder / name)
+        for stale in sorted(folder.glob("*.yaml")):
+            if stale.name not in manifests and stale.read_text().startswith(HEADER):
+                stale.unlink()  # rendered before, no longer wanted (e.g. auto_scaling off)
+                print(f"removed {stale}")
+    except OSError as exc:
+        raise UsageError(f"cannot write the manifests into {folder}: {exc}") from exc
+    return EXIT_OK
 
 
 def load_file(path: Path) -> ModuleType:

@@ -30,14 +30,14 @@ from .errors import ConfigError
 
 __all__ = [
     "Caching",
-    "KubernetesSettings",
-    "Scaling",
-    "SecuritySettings",
     "FaultTolerance",
+    "KubernetesSettings",
     "Monitoring",
     "MonitoringAlerts",
     "ResourceAllocation",
     "ResourceLimits",
+    "Scaling",
+    "SecuritySettings",
     "Settings",
     "StoreSettings",
     "load_settings",
