@@ -120,3 +120,9 @@ def test_realtime_monitoring_example() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "'records_extracted': 10000.0" in proc.stdout
     assert "'monitored_etl': {'runs':" in proc.stdout
+
+
+def test_distributed_example_on_a_local_cluster_of_the_same_layout() -> None:
+    proc = run(str(EXAMPLES / "distributed_etl.py"))
+    assert proc.returncode == 0, proc.stderr
+    assert "Processed 10000000 records" in proc.stdout
