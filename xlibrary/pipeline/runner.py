@@ -18,12 +18,14 @@ These classes are imported by workers, so workers need xlibrary installed.
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import logging
 import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import cloudpickle
@@ -217,115 +219,40 @@ def _sizeof_outcome(outcome: Outcome) -> int:
 sizeof.register(Outcome)(_sizeof_outcome)  # type: ignore[no-untyped-call]
 
 
+@dataclass(frozen=True, slots=True)
 class Persist:
     """What a task needs of the store and cache in one run (absent when it needs nothing)."""
 
-    __slots__ = ("cache", "cache_checked", "cache_key", "code", "pipeline", "run_id", "runs", "ttl")
-
-    def __init__(
-        self,
-        pipeline: str,
-        run_id: str,
-        *,
-        cache: Cache | None = None,
-        cache_key: str | None = None,
-        cache_checked: bool = False,
-        code: str = "",
-        ttl: float | None = None,
-        runs: RunStore | None = None,
-    ) -> None:
-        self.pipeline = pipeline
-        self.run_id = run_id
-        self.cache = cache
-        self.cache_key = cache_key
-        self.cache_checked = cache_checked
-        self.code = code
-        self.ttl = ttl
-        self.runs = runs
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (
-            _make_persist,
-            (
-                self.pipeline,
-                self.run_id,
-                self.cache,
-                self.cache_key,
-                self.cache_checked,
-                self.code,
-                self.ttl,
-                self.runs,
-            ),
-        )
+    pipeline: str
+    run_id: str
+    cache: Cache | None = None
+    cache_key: str | None = None
+    cache_checked: bool = False
+    code: str = ""
+    """The task's code fingerprint, for derived cache keys ("" for explicit ones)."""
+    ttl: float | None = None
+    runs: RunStore | None = None
+    """Where to save the task's result, when intermediates are saved."""
 
 
-def _make_persist(
-    pipeline: str,
-    run_id: str,
-    cache: Cache | None,
-    cache_key: str | None,
-    cache_checked: bool,
-    code: str,
-    ttl: float | None,
-    runs: RunStore | None,
-) -> Persist:
-    return Persist(
-        pipeline,
-        run_id,
-        cache=cache,
-        cache_key=cache_key,
-        cache_checked=cache_checked,
-        code=code,
-        ttl=ttl,
-        runs=runs,
-    )
-
-
+@dataclass(frozen=True, slots=True)
 class Monitor:
     """What a task reports about itself in a monitored run (absent when unmonitored)."""
 
-    __slots__ = ("cpu", "detailed", "exact_memory", "memory", "real_time", "run_id")
-
-    def __init__(
-        self,
-        run_id: str,
-        *,
-        memory: bool = False,
-        cpu: bool = False,
-        exact_memory: bool = False,
-        real_time: bool = False,
-        detailed: bool = False,
-    ) -> None:
-        self.run_id = run_id
-        self.memory = memory or exact_memory
-        """Record the peak memory of the process while the task ran (from the sampler)."""
-        self.cpu = cpu
-        """Record the CPU seconds the task's thread used, as metric ``cpu_seconds``."""
-        self.exact_memory = exact_memory
-        """Also read memory exactly at start and end (tasks tracked by a decorator)."""
-        self.real_time = real_time
-        self.detailed = detailed
-        """Log one line when the task starts and one when it ends."""
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        fields = (self.memory, self.cpu, self.exact_memory, self.real_time, self.detailed)
-        return (_make_monitor, (self.run_id, *fields))
+    run_id: str
+    memory: bool = False
+    """Record the peak memory of the process while the task ran (from the sampler)."""
+    cpu: bool = False
+    """Record the CPU seconds the task's thread used, as metric ``cpu_seconds``."""
+    exact_memory: bool = False
+    """Also read memory exactly at start and end (tasks tracked by a decorator)."""
+    real_time: bool = False
+    detailed: bool = False
+    """Log one line when the task starts and one when it ends."""
 
     def tracking(self) -> Monitor:
         """The same, for a task tracked by ``@pm.track_performance``: everything measured."""
-        return Monitor(
-            self.run_id, memory=True, cpu=True, exact_memory=True, real_time=self.real_time,
-            detailed=self.detailed,
-        )  # fmt: skip
-
-
-def _make_monitor(
-    run_id: str, memory: bool, cpu: bool, exact_memory: bool, real_time: bool, detailed: bool
-) -> Monitor:
-    return Monitor(
-        run_id, memory=memory, cpu=cpu, exact_memory=exact_memory, real_time=real_time,
-        detailed=detailed,
-    )  # fmt: skip
+        return dataclasses.replace(self, memory=True, cpu=True, exact_memory=True)
 
 
 def _where() -> str:
