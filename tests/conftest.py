@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -86,34 +87,43 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=15)
 
 
-@pytest.fixture(scope="session")
-def dask_scheduler_cli() -> Iterator[str]:
-    """A real `dask scheduler` and two `dask worker` processes on 127.0.0.1; yields the address."""
+@contextlib.contextmanager
+def dask_processes(
+    *,
+    workers: int = 2,
+    env: dict[str, str] | None = None,
+    protocol: str = "tcp",
+    scheduler_args: Sequence[str] = (),
+    worker_args: Sequence[str] = (),
+    own_sessions: bool = False,
+) -> Iterator[tuple[str, list[subprocess.Popen[bytes]]]]:
+    """A real `dask scheduler` and `dask worker` processes on 127.0.0.1, started from the
+    command line; yields the address and the worker processes (each in its own process
+    group with ``own_sessions``, so a test can kill one outright), and stops them all."""
     port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    scheduler = subprocess.Popen(
-        [
-            *dask_command(),
-            "scheduler",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-dashboard",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    workers: list[subprocess.Popen[bytes]] = []
+    address = f"{protocol}://127.0.0.1:{port}"
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+
+    def start(args: Sequence[str], new_session: bool = False) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [*dask_command(), *args],
+            env=full_env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=new_session,
+        )
+
+    scheduler = start(
+        ["scheduler", "--host", "127.0.0.1", "--port", str(port), "--protocol", protocol,
+         "--no-dashboard", *scheduler_args]
+    )  # fmt: skip
+    procs: list[subprocess.Popen[bytes]] = []
     try:
         wait_for_port(port, scheduler)
-        for _ in range(2):
-            workers.append(
-                subprocess.Popen(
+        for i in range(workers):
+            procs.append(
+                start(
                     [
-                        *dask_command(),
                         "worker",
                         address,
                         "--nthreads",
@@ -121,17 +131,25 @@ def dask_scheduler_cli() -> Iterator[str]:
                         "--no-dashboard",
                         "--host",
                         "127.0.0.1",
+                        "--name",
+                        f"w{i}",
+                        *worker_args,
                     ],
-                    env=env,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
+                    own_sessions,
                 )
             )
+        yield address, procs
+    finally:
+        for proc in [*procs, scheduler]:
+            stop(proc)
+
+
+@pytest.fixture(scope="session")
+def dask_scheduler_cli() -> Iterator[str]:
+    """A real `dask scheduler` and two `dask worker` processes on 127.0.0.1; yields the address."""
+    with dask_processes() as (address, _):
         from distributed import Client
 
         with Client(address, timeout="30s") as client:
             client.wait_for_workers(2, timeout=60)
         yield address
-    finally:
-        for proc in [*workers, scheduler]:
-            stop(proc)

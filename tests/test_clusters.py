@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, dask_command, free_port, stop, wait_for_port
-from xlibrary.pipeline import ConfigError, Pipeline, PipelineManager, ResourceError
+from tests.conftest import ROOT, dask_command, dask_processes, free_port, stop
+from xlibrary.pipeline import ClusterError, ConfigError, Pipeline, PipelineManager, ResourceError
 from xlibrary.pipeline.cluster import check_resources, layout, parse_memory
 from xlibrary.pipeline.plan import make_plan
 from xlibrary.pipeline.settings import FaultTolerance, load_settings
@@ -199,23 +199,11 @@ def _certificates(directory: Path) -> tuple[Path, Path]:
 
 def test_remote_scheduler_over_tls(tmp_path: Path) -> None:
     cert, key = _certificates(tmp_path)
-    port = free_port()
-    address = f"tls://127.0.0.1:{port}"
     tls = ["--tls-ca-file", str(cert), "--tls-cert", str(cert), "--tls-key", str(key)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    scheduler = subprocess.Popen(
-        [*dask_command(), "scheduler", "--host", "127.0.0.1", "--port", str(port),
-         "--protocol", "tls", "--no-dashboard", *tls],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    worker = None
-    try:
-        wait_for_port(port, scheduler)
-        worker = subprocess.Popen(
-            [*dask_command(), "worker", address, "--nthreads", "1", "--no-dashboard",
-             "--host", "127.0.0.1", *tls],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+    with dask_processes(workers=1, protocol="tls", scheduler_args=tls, worker_args=tls) as (
+        address,
+        _,
+    ):
         security = {"tls_ca_file": str(cert), "tls_client_cert": str(cert),
                     "tls_client_key": str(key)}  # fmt: skip
         with PipelineManager({"scheduler_address": address, "security": security}) as pm:
@@ -224,15 +212,9 @@ def test_remote_scheduler_over_tls(tmp_path: Path) -> None:
             p.task("a")(lambda: 41)
             p.task("b", depends_on=["a"])(lambda x: x + 1)
             assert pm.execute_pipeline(p).final_result == 42
-        from xlibrary.pipeline import ClusterError
-
         with PipelineManager({"scheduler_address": address}) as plain:  # no certificates
             with pytest.raises(ClusterError, match="tls://"):
                 plain.execute_pipeline(p)
-    finally:
-        for proc in (worker, scheduler):
-            if proc is not None:
-                stop(proc)
 
 
 # -- faults -------------------------------------------------------------------------------------
@@ -240,50 +222,13 @@ def test_remote_scheduler_over_tls(tmp_path: Path) -> None:
 def fault_cluster() -> Iterator[tuple[str, list[subprocess.Popen[bytes]]]]:
     """A scheduler that gives up on a task after its second lost worker, and two workers, each
     in its own process group so a test can kill one outright."""
-    port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "1",
-    }
-    scheduler = subprocess.Popen(
-        [*dask_command(), "scheduler", "--host", "127.0.0.1", "--port", str(port),
-         "--no-dashboard"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    workers: list[subprocess.Popen[bytes]] = []
-    try:
-        wait_for_port(port, scheduler)
-        for i in range(2):
-            workers.append(
-                subprocess.Popen(
-                    [
-                        *dask_command(),
-                        "worker",
-                        address,
-                        "--nthreads",
-                        "2",
-                        "--no-dashboard",
-                        "--host",
-                        "127.0.0.1",
-                        "--name",
-                        f"w{i}",
-                    ],
-                    env=env,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
-            )
+    env = {"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "1"}
+    with dask_processes(env=env, own_sessions=True) as (address, workers):
         from distributed import Client
 
         with Client(address, timeout="30s") as client:
             client.wait_for_workers(2, timeout=60)
         yield address, workers
-    finally:
-        for proc in [*workers, scheduler]:
-            stop(proc)
 
 
 def slow_square(x: int) -> int:
@@ -332,7 +277,5 @@ def test_a_task_that_kills_its_worker_fails_with_a_clear_error(fault_cluster) ->
 
 def test_unreachable_tls_address_names_the_fix() -> None:
     with PipelineManager({"scheduler_address": f"tls://127.0.0.1:{free_port()}"}) as pm:
-        from xlibrary.pipeline import ClusterError
-
         with pytest.raises(ClusterError, match="security settings"):
             pm.execute_pipeline(_asking({}))
