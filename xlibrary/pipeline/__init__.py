@@ -43,6 +43,7 @@ from .errors import (
 from .manager import PipelineManager
 from .pipeline import Pipeline, RetryPolicy, Task, task
 from .result import PipelineResult, TaskRun, TaskStatus
+from .stream import StreamError, StreamPipeline, StreamTask
 
 try:
     __version__ = version("xlibrary")
@@ -65,6 +66,9 @@ __all__ = [
     "PipelineResult",
     "ResourceError",
     "RetryPolicy",
+    "StreamError",
+    "StreamPipeline",
+    "StreamTask",
     "Task",
     "TaskError",
     "TaskRun",

@@ -1,0 +1,548 @@
+"""The stream runner: micro-batches from a source, through the stages, into the sinks.
+
+Threads and their order:
+
+* the **source thread** reads micro-batches (``batch_size`` records, or fewer once
+  ``batch_timeout`` passes) and is the only thread that touches the source: it also commits;
+* one **stage thread** per stage takes batches in order and passes them on in order. A stage of
+  ``parallelism=N`` splits each batch into N contiguous chunks, processed at once by N copies of
+  the task (threads here, or Dask tasks on a cluster) and put back together in order; a stage of
+  parallelism 1 is one instance seeing every batch in order, so its state is exact;
+* the **sink thread** writes each batch to every sink, then asks the source to commit it.
+
+Guarantees:
+
+* **Order**: records leave in the order they arrived, batch after batch, chunk after chunk.
+* **At-least-once**: a batch is committed at the source only after every sink has written it
+  durably, and batches are committed in order. A crash between the sink and the commit makes
+  the source deliver the batch again after a restart (a sink with an upsert key then writes the
+  same rows again, leaving no duplicates).
+* **Bounded memory**: at most ``max_in_flight`` batches exist between reading and committing;
+  when a sink is slow the source waits (backpressure).
+* **Stop drains**: ``stop()`` stops reading; the batches in flight go through and are committed.
+* **Bad records**: with ``on_error="fail"`` (default) a batch whose processing raises stops the
+  stream and neither it nor any later batch is committed (they are read again next time); with
+  ``"skip"`` the batch is retried record by record and the records that raise are dropped,
+  counted and logged; with ``"dead_letter"`` they also go to the dead-letter sink, with the
+  stage and the error. A stateful stage's state is restored before the retry, so a failed
+  record leaves no trace in it.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import queue
+import threading
+import time
+import traceback
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from .base import Batch, Sink, Source, StreamError, StreamTask
+
+__all__ = ["Stage", "StreamRun"]
+
+logger = logging.getLogger("xlibrary.pipeline.stream")
+
+_END = object()
+SINK_RETRIES = 3
+
+
+@dataclass
+class Stage:
+    task: StreamTask
+    parallelism: int = 1
+    name: str = ""
+
+
+@dataclass
+class Counter:
+    records_in: int = 0
+    records_out: int = 0
+    batches: int = 0
+    busy: float = 0.0
+    last_latency: float = 0.0
+    skipped: int = 0
+
+    def add(self, records_in: int, records_out: int, seconds: float) -> None:
+        self.records_in += records_in
+        self.records_out += records_out
+        self.batches += 1
+        self.busy += seconds
+        self.last_latency = seconds
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "records_in": self.records_in,
+            "records_out": self.records_out,
+            "batches": self.batches,
+            "batch_latency": self.last_latency,
+            "mean_batch_latency": self.busy / self.batches if self.batches else 0.0,
+            "throughput": self.records_out / self.busy if self.busy else 0.0,
+            "skipped": self.skipped,
+        }
+
+
+@dataclass
+class _Dead:
+    record: Any
+    stage: str
+    error: str
+
+
+class _LocalParallel:
+    """N copies of a stateless stage, each chunk of a batch on its own thread."""
+
+    def __init__(self, stage: Stage) -> None:
+        self.copies = [copy.deepcopy(stage.task) for _ in range(stage.parallelism)]
+        self.pool = ThreadPoolExecutor(stage.parallelism, thread_name_prefix=f"stream-{stage.name}")
+
+    def setup(self) -> None:
+        for task in self.copies:
+            task.setup()
+
+    def process(self, records: list[Any]) -> list[Any]:
+        chunks = split(records, len(self.copies))
+        # chunks may be fewer than copies (a short batch): the spare copies sit this one out
+        pairs = zip(self.copies, chunks, strict=False)
+        futures = [self.pool.submit(task.process_batch, chunk) for task, chunk in pairs]
+        out: list[Any] = []
+        for future in futures:
+            out.extend(_as_list(future.result()))
+        return out
+
+    def teardown(self) -> None:
+        for task in self.copies:
+            task.teardown()
+        self.pool.shutdown(wait=False)
+
+    def snapshot(self) -> None:  # parallel stages hold no state
+        return None
+
+    def restore(self, state: None) -> None:
+        pass
+
+
+class DaskParallel:
+    """N chunks of each batch as Dask tasks on a cluster; each worker keeps its set-up copies
+    of the stage (one per chunk slot), made on first use."""
+
+    def __init__(self, stage: Stage, client: Any, prefix: str) -> None:
+        self.client = client
+        self.parallelism = stage.parallelism
+        self.prefix = f"{prefix}-{stage.name}"
+        self.task = client.scatter(stage.task, broadcast=True, hash=False)
+
+    def setup(self) -> None:
+        pass  # on each worker, at the first chunk
+
+    def process(self, records: list[Any]) -> list[Any]:
+        chunks = split(records, self.parallelism)
+        futures = [
+            self.client.submit(_dask_chunk, self.task, chunk, f"{self.prefix}-{slot}", pure=False)
+            for slot, chunk in enumerate(chunks)
+        ]
+        out: list[Any] = []
+        for part in self.client.gather(futures):
+            out.extend(part)
+        return out
+
+    def teardown(self) -> None:
+        self.client.run(_dask_teardown, self.prefix)
+
+    def snapshot(self) -> None:
+        return None
+
+    def restore(self, state: None) -> None:
+        pass
+
+
+_worker_copies: dict[str, StreamTask] = {}
+
+
+def _dask_chunk(task: StreamTask, chunk: list[Any], slot: str) -> list[Any]:
+    """Run on a Dask worker: this slot's set-up copy of the stage processes ``chunk``."""
+    copy_ = _worker_copies.get(slot)
+    if copy_ is None:
+        copy_ = _worker_copies[slot] = copy.deepcopy(task)
+        copy_.setup()
+    return _as_list(copy_.process_batch(chunk))
+
+
+def _dask_teardown(prefix: str) -> None:
+    for slot in [s for s in _worker_copies if s.startswith(prefix)]:
+        _worker_copies.pop(slot).teardown()
+
+
+def split(records: list[Any], parts: int) -> list[list[Any]]:
+    """``records`` in ``parts`` contiguous chunks of near-equal size (empty ones left out)."""
+    size, extra = divmod(len(records), parts)
+    chunks, start = [], 0
+    for i in range(parts):
+        end = start + size + (1 if i < extra else 0)
+        if end > start:
+            chunks.append(records[start:end])
+        start = end
+    return chunks
+
+
+def _as_list(value: Any) -> list[Any]:
+    if isinstance(value, list):
+        return value
+    if value is None:
+        return []
+    if isinstance(value, tuple):
+        return list(value)
+    raise StreamError(f"process_batch must return a list of records, got {type(value).__name__}")
+
+
+class StreamRun:
+    """One run of a stream pipeline (see the module docstring)."""
+
+    def __init__(
+        self,
+        pipeline: str,
+        source: Source,
+        stages: Sequence[Stage],
+        sinks: Sequence[Sink],
+        *,
+        batch_size: int,
+        batch_timeout: float,
+        max_in_flight: int,
+        on_error: str,
+        dead_letter: Sink | None,
+        parallel: Any = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.source = source
+        self.stages = list(stages)
+        self.sinks = list(sinks)
+        self.batch_size = batch_size
+        self.batch_timeout = batch_timeout
+        self.max_in_flight = max_in_flight
+        self.on_error = on_error
+        self.dead_letter = dead_letter
+        self._parallel_factory = parallel or _LocalParallel
+        self._stop = threading.Event()
+        self._done = threading.Event()
+        self._slots = threading.Semaphore(max_in_flight)
+        self._queues: list[queue.Queue[Any]] = [queue.Queue() for _ in range(len(stages) + 1)]
+        self._commits: queue.Queue[Batch] = queue.Queue()
+        self._sink_done = threading.Event()
+        self._lock = threading.Lock()
+        self._failed_seq: int | None = None
+        self.error: BaseException | None = None
+        self.in_flight = 0
+        self.max_seen_in_flight = 0
+        self.counters = {stage.name: Counter() for stage in self.stages}
+        self.source_counter = Counter()
+        self.sink_counter = Counter()
+        self.dead_letters = 0
+        self.lag: int | None = None
+        self.started = 0.0
+        self.finished: float | None = None
+        self._threads: list[threading.Thread] = []
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> StreamRun:
+        self.started = time.time()
+        runners = [self._stage_runner(stage) for stage in self.stages]
+        for sink in [*self.sinks, *([self.dead_letter] if self.dead_letter else [])]:
+            sink.open()
+        for runner in runners:
+            runner.setup()
+        self._runners = runners
+        self._threads = [threading.Thread(target=self._read_loop, name="stream-source")]
+        for i, stage in enumerate(self.stages):
+            self._threads.append(
+                threading.Thread(
+                    target=self._stage_loop, args=(i, stage), name=f"stream-stage-{stage.name}"
+                )
+            )
+        self._threads.append(threading.Thread(target=self._sink_loop, name="stream-sink"))
+        for thread in self._threads:
+            thread.daemon = True
+            thread.start()
+        return self
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop reading; the batches in flight go through and are committed."""
+        self._stop.set()
+        self.join(timeout)
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the run to end; True when it has."""
+        return self._done.wait(timeout)
+
+    @property
+    def running(self) -> bool:
+        return not self._done.is_set()
+
+    def _finish(self) -> None:
+        for runner in getattr(self, "_runners", []):
+            try:
+                runner.teardown()
+            except Exception:
+                logger.exception("stream %r: a stage's teardown failed", self.pipeline)
+        for sink in [*self.sinks, *([self.dead_letter] if self.dead_letter else [])]:
+            try:
+                sink.close()
+            except Exception:
+                logger.exception("stream %r: closing sink %r failed", self.pipeline, sink.name)
+        self.finished = time.time()
+        self._done.set()
+
+    def _fail(self, seq: int, error: BaseException, cause: BaseException | None = None) -> None:
+        error.__cause__ = cause
+        with self._lock:
+            if self._failed_seq is None or seq < self._failed_seq:
+                self._failed_seq = seq
+            if self.error is None:
+                self.error = error
+        self._stop.set()
+
+    def _abandoned(self, batch: Batch) -> bool:
+        """A batch after a failed one: it must not be committed (it is read again later)."""
+        failed = self._failed_seq
+        return failed is not None and batch.seq >= failed
+
+    # -- source -------------------------------------------------------------------------------
+    def _read_loop(self) -> None:
+        source = self.source
+        try:
+            source.open()
+            seq = 0
+            last_lag = 0.0
+            while not self._stop.is_set():
+                self._commit_ready()
+                if not self._slots.acquire(timeout=0.05):
+                    continue  # backpressure: max_in_flight batches are still on their way
+                started = time.time()
+                batch = source.read(self.batch_size, self.batch_timeout)
+                if batch is None or not batch.records:
+                    self._slots.release()
+                    if batch is None:
+                        break
+                    continue
+                batch.seq, batch.read_at = seq, started
+                seq += 1
+                with self._lock:
+                    self.in_flight += 1
+                    self.max_seen_in_flight = max(self.max_seen_in_flight, self.in_flight)
+                self.source_counter.add(0, len(batch.records), time.time() - started)
+                self._queues[0].put(batch)
+                if time.time() - last_lag > 1.0:
+                    self.lag, last_lag = source.lag(), time.time()
+        except BaseException as exc:
+            self._fail(-1, StreamError(f"source {source.name!r} failed: {exc}"), exc)
+            logger.error("stream %r: source %r failed: %s", self.pipeline, source.name, exc)
+        finally:
+            self._queues[0].put(_END)
+            while not (self._sink_done.is_set() and self._commits.empty()):
+                self._commit_ready(wait=0.05)
+            try:
+                self.lag = source.lag()
+                source.close()
+            except Exception:
+                logger.exception("stream %r: closing source %r failed", self.pipeline, source.name)
+            self._finish()
+
+    def _commit_ready(self, wait: float = 0.0) -> None:
+        """Commit, in order, the batches the sinks have written."""
+        while True:
+            try:
+                batch = self._commits.get(timeout=wait) if wait else self._commits.get_nowait()
+            except queue.Empty:
+                return
+            wait = 0.0
+            try:
+                if batch.meta.get("commit", True):
+                    self.source.commit(batch)
+            except Exception as exc:
+                self._fail(batch.seq, StreamError(f"committing batch {batch.seq} failed: {exc}"))
+            finally:
+                with self._lock:
+                    self.in_flight -= 1
+                self._slots.release()
+
+    # -- stages -------------------------------------------------------------------------------
+    def _stage_runner(self, stage: Stage) -> Any:
+        if stage.parallelism > 1:
+            return self._parallel_factory(stage)
+        return _Single(stage.task)
+
+    def _stage_loop(self, index: int, stage: Stage) -> None:
+        inbox, outbox = self._queues[index], self._queues[index + 1]
+        while True:
+            batch = inbox.get()
+            if batch is _END:
+                outbox.put(_END)
+                return
+            try:
+                if not self._abandoned(batch):
+                    self._process(index, stage, batch)
+            except BaseException as exc:  # a bug, not a record: stop, but keep draining
+                self._fail(batch.seq, StreamError(f"stage {stage.name!r} broke: {exc}"), exc)
+            outbox.put(batch)  # an abandoned batch goes on too: the sink thread releases it
+
+    def _process(self, index: int, stage: Stage, batch: Batch) -> None:
+        runner = self._runners[index]
+        started = time.time()
+        records = batch.records
+        state = runner.snapshot() if self.on_error != "fail" else None
+        try:
+            batch.records = runner.process(records)
+        except Exception as exc:
+            if self.on_error == "fail":
+                self._fail(
+                    batch.seq,
+                    StreamError(
+                        f"stage {stage.name!r} of stream {self.pipeline!r} failed on batch "
+                        f"{batch.seq}: {type(exc).__name__}: {exc}; nothing of it was "
+                        "committed (on_error='skip' or 'dead_letter' keeps going)"
+                    ),
+                    exc,
+                )
+                return
+            runner.restore(state)
+            batch.records = self._isolate(runner, stage, batch, records)
+        self.counters[stage.name].add(len(records), len(batch.records), time.time() - started)
+
+    def _isolate(self, runner: Any, stage: Stage, batch: Batch, records: list[Any]) -> list[Any]:
+        """Process ``records`` one by one, setting aside those that raise; a stateful stage's
+        state is put back as it was before each record that raised."""
+        out: list[Any] = []
+        dead = batch.meta.setdefault("dead", [])
+        for record in records:
+            state = runner.snapshot()
+            try:
+                out.extend(runner.process([record]))
+            except Exception as exc:
+                runner.restore(state)
+                dead.append(_Dead(record, stage.name, f"{type(exc).__name__}: {exc}"))
+                self.counters[stage.name].skipped += 1
+                logger.warning(
+                    "stream %r: stage %r %s a record that raised %s: %s",
+                    self.pipeline,
+                    stage.name,
+                    "dead-lettered" if self.on_error == "dead_letter" else "skipped",
+                    type(exc).__name__,
+                    exc,
+                )
+        return out
+
+    # -- sinks --------------------------------------------------------------------------------
+    def _sink_loop(self) -> None:
+        inbox = self._queues[-1]
+        try:
+            while True:
+                batch = inbox.get()
+                if batch is _END:
+                    return
+                if self._abandoned(batch):
+                    batch.meta["commit"] = False
+                    self._commits.put(batch)
+                    continue
+                started = time.time()
+                try:
+                    self._write(batch)
+                except Exception as exc:
+                    self._fail(
+                        batch.seq,
+                        StreamError(
+                            f"writing batch {batch.seq} of stream {self.pipeline!r} failed "
+                            f"after {SINK_RETRIES} attempts: {exc}; it was not committed"
+                        ),
+                    )
+                    batch.meta["commit"] = False
+                    self._commits.put(batch)
+                    continue
+                self.sink_counter.add(len(batch.records), len(batch.records), time.time() - started)
+                self._commits.put(batch)
+        finally:
+            self._sink_done.set()
+
+    def _write(self, batch: Batch) -> None:
+        dead = batch.meta.get("dead") or []
+        if dead and self.dead_letter is not None:
+            letters = [
+                {"record": d.record, "stage": d.stage, "error": d.error, "batch": batch.seq}
+                for d in dead
+            ]
+            _retrying(self.dead_letter, letters)
+            self.dead_letters += len(letters)
+        if batch.records:
+            for sink in self.sinks:
+                _retrying(sink, batch.records)
+
+    # -- metrics ------------------------------------------------------------------------------
+    def metrics(self) -> dict[str, Any]:
+        end = self.finished or time.time()
+        elapsed = max(end - self.started, 1e-9) if self.started else 0.0
+        written = self.sink_counter.records_in
+        return {
+            "pipeline": self.pipeline,
+            "running": self.running,
+            "elapsed": elapsed,
+            "records_read": self.source_counter.records_out,
+            "records_written": written,
+            "throughput": written / elapsed if elapsed else 0.0,
+            "batches_committed": self.sink_counter.batches,
+            "batches_in_flight": self.in_flight,
+            "max_batches_in_flight": self.max_seen_in_flight,
+            "consumer_lag": self.lag,
+            "dead_letters": self.dead_letters,
+            "stages": {name: counter.to_dict() for name, counter in self.counters.items()},
+            "error": None if self.error is None else str(self.error),
+        }
+
+
+class _Single:
+    """A stage of parallelism 1: one instance, every batch in order, its state exact."""
+
+    def __init__(self, task: StreamTask) -> None:
+        self.task = task
+
+    def setup(self) -> None:
+        self.task.setup()
+
+    def process(self, records: list[Any]) -> list[Any]:
+        return _as_list(self.task.process_batch(records))
+
+    def snapshot(self) -> dict[str, Any]:
+        return copy.deepcopy(vars(self.task))
+
+    def restore(self, state: dict[str, Any] | None) -> None:
+        if state is not None:
+            vars(self.task).clear()
+            vars(self.task).update(state)
+
+    def teardown(self) -> None:
+        self.task.teardown()
+
+
+def _retrying(sink: Sink, records: list[Any]) -> None:
+    for attempt in range(1, SINK_RETRIES + 1):
+        try:
+            sink.write(records)
+            return
+        except Exception as exc:
+            if attempt == SINK_RETRIES:
+                raise
+            logger.warning(
+                "sink %r failed (%s: %s); attempt %d of %d in %.1fs",
+                sink.name,
+                type(exc).__name__,
+                exc,
+                attempt + 1,
+                SINK_RETRIES,
+                0.5 * attempt,
+            )
+            time.sleep(0.5 * attempt)
+
+
+def format_error(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))

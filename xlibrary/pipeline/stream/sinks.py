@@ -1,0 +1,303 @@
+"""Sinks of a stream: a database (SQLAlchemy), Kafka, files (fsspec), or a callable.
+
+``make_sink(name, config)`` turns what ``StreamPipeline.add_sink`` was given into a
+:class:`~.base.Sink`. Every sink's ``write`` returns only once the records are durable: the
+database transaction committed, the Kafka producer flushed, the file in place (written to a
+temporary name and renamed, one file per batch). The runner commits the source only then.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import io
+import json
+import logging
+import posixpath
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from ..errors import missing_extra
+from .base import Sink, StreamError
+from .sources import check_keys
+
+__all__ = ["CallableSink", "DatabaseSink", "FileSink", "make_sink"]
+
+logger = logging.getLogger("xlibrary.pipeline.stream")
+
+SINK_TYPES = ("database", "kafka", "file", "callable")
+
+
+def make_sink(name: str, config: Any) -> Sink:
+    """The sink ``add_sink(name, config)`` describes."""
+    if callable(config) and not isinstance(config, Mapping):
+        return CallableSink(name, config)
+    if not isinstance(config, Mapping):
+        raise StreamError(
+            f"sink {name!r} must be a config dict with a 'type' (database, kafka, file) or a "
+            f"callable taking a list of records, got {type(config).__name__}"
+        )
+    kind = config.get("type")
+    if kind == "database":
+        return DatabaseSink(name, config)
+    if kind == "kafka":
+        from .kafka import KafkaSink
+
+        return KafkaSink(name, config)
+    if kind == "file":
+        return FileSink(name, config)
+    if kind == "callable":
+        check_keys(config, ("type", "function"), f"sink {name!r}")
+        return CallableSink(name, config["function"])
+    close = difflib.get_close_matches(str(kind), SINK_TYPES, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise StreamError(
+        f"sink {name!r}: unknown type {kind!r}{hint}; use one of {', '.join(SINK_TYPES)}"
+    )
+
+
+class CallableSink:
+    """Calls a function with each batch's list of records (``results.extend`` works)."""
+
+    def __init__(self, name: str, function: Callable[[list[Any]], object]) -> None:
+        if not callable(function):
+            raise StreamError(f"sink {name!r}: 'function' must be callable")
+        self.name = name
+        self.function = function
+
+    def open(self) -> None:
+        pass
+
+    def write(self, records: list[Any]) -> None:
+        self.function(records)
+
+    def close(self) -> None:
+        pass
+
+
+# -- databases --------------------------------------------------------------------------------
+def _engine_url(url: str) -> str:
+    """``postgresql://`` means psycopg (3) here: SQLAlchemy's default driver is psycopg2."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+class DatabaseSink:
+    """Rows into a table through SQLAlchemy: ``postgresql://...``, ``sqlite:///...``, any URL.
+
+    Config: ``connection`` (the URL, required), ``table`` (default: the sink's name),
+    ``schema`` (``{"column": "integer" | "float" | "text" | "boolean" | "json" | "timestamp"}``;
+    default: inferred from the first batch), ``upsert_key`` (a column or list of columns:
+    rows with the same key replace each other, so a batch written twice leaves no duplicate).
+    Each batch is one transaction of batched inserts.
+    """
+
+    KEYS = ("type", "connection", "table", "schema", "upsert_key")
+
+    def __init__(self, name: str, config: Mapping[str, Any]) -> None:
+        check_keys(config, self.KEYS, f"sink {name!r}")
+        url = config.get("connection")
+        if not isinstance(url, str):
+            raise StreamError(f"sink {name!r}: 'connection' (a database URL) is required")
+        self.name = name
+        self.url = url
+        self.table_name: str = config.get("table") or name
+        self.schema: dict[str, str] | None = config.get("schema")
+        key = config.get("upsert_key")
+        self.upsert_key: list[str] = [key] if isinstance(key, str) else list(key or [])
+        self._engine: Any = None
+        self._table: Any = None
+
+    def open(self) -> None:
+        try:
+            import sqlalchemy
+        except ImportError as exc:
+            raise missing_extra("sqlalchemy", "sql", "database sinks") from exc
+        try:
+            self._engine = sqlalchemy.create_engine(_engine_url(self.url))
+        except ImportError as exc:  # the URL's driver is missing
+            driver = str(exc.name or "the database driver")
+            if driver.startswith("psycopg"):  # PostgreSQL's driver comes with the sql extra
+                raise missing_extra("psycopg", "sql", "PostgreSQL sinks") from exc
+            raise StreamError(
+                f"sink {self.name!r}: the driver of {self.url.split('://')[0]!r} is not "
+                f"installed ({driver}); pip install {driver}"
+            ) from exc
+        if self.schema is not None:
+            self._ensure_table(self.schema)
+
+    def _ensure_table(self, schema: Mapping[str, str]) -> None:
+        import sqlalchemy as sa
+
+        metadata = sa.MetaData()
+        columns = [
+            sa.Column(column, _sql_type(kind, self._engine.dialect.name),
+                      primary_key=column in self.upsert_key)
+            for column, kind in schema.items()
+        ]  # fmt: skip
+        missing = [k for k in self.upsert_key if k not in schema]
+        if missing:
+            raise StreamError(f"sink {self.name!r}: upsert_key {missing} not among the columns")
+        self._table = sa.Table(self.table_name, metadata, *columns)
+        metadata.create_all(self._engine)
+        self._table = sa.Table(self.table_name, sa.MetaData(), autoload_with=self._engine)
+
+    def write(self, records: list[Any]) -> None:
+        if not records:
+            return
+        rows = [_row(self.name, record) for record in records]
+        if self._table is None:
+            self._ensure_table(self.schema or _infer_schema(rows))
+        import sqlalchemy as sa
+
+        known = {c.name for c in self._table.columns}
+        extra = sorted({key for row in rows for key in row} - known)
+        if extra:
+            raise StreamError(
+                f"sink {self.name!r}: records have columns {extra} that table "
+                f"{self.table_name!r} does not; declare them in 'schema'"
+            )
+        with self._engine.begin() as connection:  # one transaction: all of the batch or none
+            if self.upsert_key:
+                connection.execute(self._upsert(rows))
+            else:
+                columns = [c.name for c in self._table.columns]
+                connection.execute(
+                    sa.insert(self._table), [{c: row.get(c) for c in columns} for row in rows]
+                )
+
+    def _upsert(self, rows: list[dict[str, Any]]) -> Any:
+        dialect = self._engine.dialect.name
+        if dialect not in ("postgresql", "sqlite"):
+            raise StreamError(f"sink {self.name!r}: upsert_key needs PostgreSQL or SQLite")
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        # one row per key: the last one wins, as it would have row by row
+        latest = {tuple(row.get(k) for k in self.upsert_key): row for row in rows}
+        columns = [c.name for c in self._table.columns]
+        values = [{c: row.get(c) for c in columns} for row in latest.values()]
+        statement = insert(self._table).values(values)
+        update = {c: statement.excluded[c] for c in columns if c not in self.upsert_key}
+        if not update:
+            return statement.on_conflict_do_nothing(index_elements=self.upsert_key)
+        return statement.on_conflict_do_update(index_elements=self.upsert_key, set_=update)
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+
+def _row(sink: str, record: Any) -> dict[str, Any]:
+    if not isinstance(record, Mapping):
+        raise StreamError(
+            f"sink {sink!r} writes rows: records must be dicts of column values, got "
+            f"{type(record).__name__}"
+        )
+    return dict(record)
+
+
+def _infer_schema(rows: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    schema: dict[str, str] = {}
+    for row in rows:
+        for column, value in row.items():
+            if value is None or column in schema:
+                continue
+            schema[column] = _kind_of(value)
+    for row in rows:  # columns only ever None
+        for column in row:
+            schema.setdefault(column, "text")
+    return schema
+
+
+def _kind_of(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, dt.datetime):
+        return "timestamp"
+    if isinstance(value, dict | list):
+        return "json"
+    return "text"
+
+
+def _sql_type(kind: str, dialect: str) -> Any:
+    import sqlalchemy as sa
+
+    types: dict[str, Any] = {
+        "integer": sa.BigInteger(),
+        "float": sa.Float(),
+        "text": sa.Text(),
+        "boolean": sa.Boolean(),
+        "timestamp": sa.DateTime(timezone=True),
+        "json": sa.JSON(),
+    }
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import JSONB
+
+        types["json"] = JSONB()
+    if kind not in types:
+        raise StreamError(f"unknown column type {kind!r}; use one of {', '.join(types)}")
+    return types[kind]
+
+
+# -- files ------------------------------------------------------------------------------------
+class FileSink:
+    """One file per batch under an fsspec folder: JSON lines (default) or Parquet.
+
+    Config: ``path`` (a folder URL, required), ``format`` (``jsonl`` or ``parquet``),
+    ``storage_options``. Each batch is written as ``part-<stream run>-<batch>.<ext>`` under a
+    temporary name and moved into place, so a reader never sees half a file.
+    """
+
+    KEYS = ("type", "path", "format", "storage_options")
+
+    def __init__(self, name: str, config: Mapping[str, Any]) -> None:
+        check_keys(config, self.KEYS, f"sink {name!r}")
+        if not isinstance(config.get("path"), str):
+            raise StreamError(f"sink {name!r}: 'path' (an fsspec folder) is required")
+        self.name = name
+        self.format = config.get("format", "jsonl")
+        if self.format not in ("jsonl", "parquet"):
+            raise StreamError(f"sink {name!r}: format must be 'jsonl' or 'parquet'")
+        self.path: str = config["path"]
+        self.storage_options = dict(config.get("storage_options") or {})
+        self._fs: Any = None
+        self._root = ""
+        self._run = uuid.uuid4().hex[:8]
+        self._count = 0
+
+    def open(self) -> None:
+        import fsspec
+
+        self._fs, self._root = fsspec.core.url_to_fs(self.path, **self.storage_options)
+        self._fs.makedirs(self._root, exist_ok=True)
+
+    def write(self, records: list[Any]) -> None:
+        if not records:
+            return
+        data = self._encode(records)
+        name = f"part-{self._run}-{self._count:08d}.{self.format}"
+        target = posixpath.join(self._root, name)
+        temporary = posixpath.join(self._root, f".tmp-{name}")
+        self._fs.pipe_file(temporary, data)
+        self._fs.mv(temporary, target)
+        self._count += 1
+
+    def _encode(self, records: list[Any]) -> bytes:
+        if self.format == "jsonl":
+            return "".join(json.dumps(r, default=str) + "\n" for r in records).encode()
+        import pandas as pd
+
+        buffer = io.BytesIO()
+        pd.DataFrame.from_records(records).to_parquet(buffer, index=False)
+        return buffer.getvalue()
+
+    def close(self) -> None:
+        self._fs = None
