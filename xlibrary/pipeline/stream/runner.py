@@ -453,8 +453,8 @@ class StreamRun:
                     self._fail(
                         batch.seq,
                         StreamError(
-                            f"writing batch {batch.seq} of stream {self.pipeline!r} failed "
-                            f"after {SINK_RETRIES} attempts: {exc}; it was not committed"
+                            f"writing batch {batch.seq} of stream {self.pipeline!r} failed: "
+                            f"{exc}; it was not committed"
                         ),
                     )
                     batch.meta["commit"] = False
@@ -525,12 +525,14 @@ class _Single:
 
 
 def _retrying(sink: Sink, records: list[Any]) -> None:
+    """Write, trying again after a failure that may pass (a dropped connection); our own
+    StreamError (a record the sink cannot take) fails at once."""
     for attempt in range(1, SINK_RETRIES + 1):
         try:
             sink.write(records)
             return
         except Exception as exc:
-            if attempt == SINK_RETRIES:
+            if attempt == SINK_RETRIES or isinstance(exc, StreamError):
                 raise
             logger.warning(
                 "sink %r failed (%s: %s); attempt %d of %d in %.1fs",
