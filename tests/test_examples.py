@@ -126,3 +126,13 @@ def test_distributed_example_on_a_local_cluster_of_the_same_layout() -> None:
     proc = run(str(EXAMPLES / "distributed_etl.py"))
     assert proc.returncode == 0, proc.stderr
     assert "Processed 10000000 records" in proc.stdout
+
+
+def test_stream_processing_example() -> None:
+    proc = run(str(EXAMPLES / "stream_processing.py"))
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("average")]
+    assert len(lines) == 10 and lines[-1].endswith("over 10000 readings")
+    average = float(lines[-1].split()[1])
+    assert 16.5 < average < 27.5  # readings in [15, 25], times 1.1
+    assert "10000 readings at" in proc.stdout

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.brokers import kafka_bootstrap_fixture  # noqa: F401 - a fixture
+
 ROOT = Path(__file__).resolve().parent.parent
 GUIDE = ROOT / "docs" / "user-guide.md"
 
@@ -34,7 +36,7 @@ BLOCKS: dict[str, list[str] | str] = {
         "Final result: {'status': 'loaded', 'count': 5}",
     ],
     "2. Parallel Task Execution": ["Best model: neural_net"],
-    "3. Stream Processing": "issue 6 (stream processing)",
+    "3. Stream Processing": "test_stream_processing_block_against_kafka_and_postgres",
     "4. Distributed Execution": ["Processed 10000000 records"],
     "Data Pipeline": [
         "Loading 2 customers",
@@ -214,3 +216,47 @@ def test_distributed_example_as_written() -> None:
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("xlibrary.pipeline.errors.ClusterError: cannot start the Kubernetes")
     assert "KUBECONFIG" in last and "deploy/README.md" in last
+
+
+def test_stream_processing_block_against_kafka_and_postgres(kafka_bootstrap: str) -> None:
+    """The guide's stream, as written: Kafka topic sensor_data -> DataProcessor x2 ->
+    Aggregator -> PostgreSQL database analytics; it runs until interrupted (Ctrl-C)."""
+    import os
+    import signal
+
+    import psycopg
+
+    from tests.brokers import create_topic, produce
+
+    with psycopg.connect("host=127.0.0.1 dbname=postgres", autocommit=True) as conn:
+        if not conn.execute("select 1 from pg_database where datname = 'analytics'").fetchone():
+            conn.execute("create database analytics")
+    with psycopg.connect("host=127.0.0.1 dbname=analytics", autocommit=True) as conn:
+        conn.execute("drop table if exists results")
+    n = 1000
+    create_topic(kafka_bootstrap, "sensor_data")
+    produce(kafka_bootstrap, "sensor_data", [{"id": i, "value": i} for i in range(n)])
+    env = {**os.environ, "XLIBRARY_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
+    code = PRELUDE + guide_blocks()["3. Stream Processing"]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    last = None
+    deadline = time.time() + 90
+    while time.time() < deadline and proc.poll() is None:
+        with psycopg.connect("host=127.0.0.1 dbname=analytics") as conn:
+            try:
+                last = conn.execute(
+                    "select average, count from results order by count desc limit 1"
+                ).fetchone()
+            except psycopg.errors.UndefinedTable:
+                last = None
+        if last is not None and last[1] == n:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert last is not None and last[1] == n, err
+    assert last[0] == pytest.approx(sum(i * 1.1 for i in range(n)) / n)

@@ -257,7 +257,9 @@ def test_a_sink_that_keeps_failing_stops_the_stream_without_committing(monkeypat
     stream = StreamPipeline("sink_down", max_in_flight=1)
     stream._source = ("committing", source)
     stream.add_sink("db", broken)
-    with pytest.raises(StreamError, match=r"writing batch 1 of stream .sink_down. failed: database went away"):
+    with pytest.raises(
+        StreamError, match=r"writing batch 1 of stream .sink_down. failed: database went away"
+    ):
         stream.start()
     assert source.committed == [10]
 

@@ -1,0 +1,348 @@
+"""Kafka topics as a stream source and sink, through confluent-kafka (``xlibrary[kafka]``).
+
+What they guarantee:
+
+* **At-least-once in**: :class:`KafkaSource` joins the consumer group ``group_id`` and never
+  commits on its own (``enable.auto.commit`` is off and cannot be turned on). ``commit(batch)``
+  commits exactly the batch's next offsets, one per partition, synchronously; so a batch read but
+  not committed is read again by the group's next consumer after a restart or a rebalance.
+* **Order within a partition**: records of one partition arrive in offset order, batch after
+  batch; there is no order across partitions.
+* **A new group starts at the beginning** of the topic (``auto.offset.reset=earliest``).
+* **No record is dropped silently**: with ``format: "json"`` (default) a value that is not JSON
+  stops the stream with a :class:`StreamError` naming its topic, partition and offset (use
+  ``format: "raw"`` to get bytes instead); a null value (a tombstone) becomes ``None``.
+* **Durable out**: :meth:`KafkaSink.write` returns only once the broker has acknowledged every
+  record (``acks=all``, idempotent producer); if any delivery failed it raises
+  :class:`StreamError`, so the runner does not commit the batch at its source.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from ..errors import missing_extra
+from .base import Batch, StreamError, option
+from .sources import check_keys
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+
+__all__ = ["DEFAULT_BOOTSTRAP_SERVERS", "KafkaSink", "KafkaSource"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BOOTSTRAP_SERVERS = "localhost:9092"
+BOOTSTRAP_ENV = "XLIBRARY_KAFKA_BOOTSTRAP_SERVERS"
+FORMATS = ("json", "raw")
+_COMMON_KEYS = ("type", "topic", "bootstrap_servers")
+_BROKER_TIMEOUT = 10.0
+"""Seconds to wait for the broker when asking it for offsets (for ``lag()``)."""
+
+
+def _confluent_kafka() -> ModuleType:
+    try:
+        import confluent_kafka
+    except ImportError as exc:
+        raise missing_extra("confluent-kafka", "kafka", "Kafka sources and sinks") from exc
+    return confluent_kafka
+
+
+def _settings(config: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
+    extra = option(config, key, dict, None, where) or {}
+    return {str(name): value for name, value in extra.items()}
+
+
+def _topic(config: Mapping[str, Any], where: str) -> str:
+    topic = option(config, "topic", str, None, where)
+    if not topic:
+        raise StreamError(f"{where}: 'topic' (the Kafka topic's name) is required")
+    return str(topic)
+
+
+def _bootstrap(config: Mapping[str, Any], where: str) -> str:
+    default = os.environ.get(BOOTSTRAP_ENV) or DEFAULT_BOOTSTRAP_SERVERS
+    return str(option(config, "bootstrap_servers", str, default, where))
+
+
+class KafkaSource:
+    """Records from a Kafka topic, read by a consumer group; see the module docstring.
+
+    Config: ``topic`` (required); ``bootstrap_servers`` (default
+    ``$XLIBRARY_KAFKA_BOOTSTRAP_SERVERS``, else ``localhost:9092``); ``group_id`` (default
+    ``xlibrary-<name>``); ``format`` (``"json"`` or ``"raw"``); ``consumer``, extra
+    confluent-kafka consumer settings, applied last.
+    ``batch_size`` and ``batch_timeout`` belong to the runner.
+
+    ::
+
+        source = KafkaSource("orders", {"topic": "orders", "bootstrap_servers": "kafka:9092"})
+        source.open()
+        batch = source.read(500, timeout=1.0)   # records: decoded JSON values
+        ...                                     # the sinks write them durably
+        source.commit(batch)                    # this group will not read them again
+        source.close()
+    """
+
+    KEYS = (*_COMMON_KEYS, "group_id", "format", "consumer", "batch_size", "batch_timeout")
+
+    def __init__(self, name: str, config: Mapping[str, Any]) -> None:
+        where = f"source {name!r}"
+        check_keys(config, self.KEYS, where)
+        self.name = name
+        self.topic = _topic(config, where)
+        self.format: str = option(config, "format", str, "json", where)
+        if self.format not in FORMATS:
+            raise StreamError(f"{where}: 'format' must be 'json' or 'raw', got {self.format!r}")
+        self.settings: dict[str, Any] = {
+            "bootstrap.servers": _bootstrap(config, where),
+            "group.id": option(config, "group_id", str, f"xlibrary-{name}", where),
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            # a stream notices a dead consumer (and hands its partitions over) in seconds, not
+            # librdkafka's 45 s; 6000 ms is the least a Kafka broker accepts by default
+            "session.timeout.ms": 6000,
+            "heartbeat.interval.ms": 1000,
+            **_settings(config, "consumer", where),
+        }
+        if str(self.settings["enable.auto.commit"]).lower() not in ("false", "0"):
+            raise StreamError(
+                f"{where}: 'consumer' cannot turn on 'enable.auto.commit': offsets are committed "
+                "only once the sinks hold the batch"
+            )
+        _confluent_kafka()  # fail here, not at open(), when the extra is missing
+        self._consumer: Consumer | None = None
+
+    def open(self) -> None:
+        ck = _confluent_kafka()
+        try:
+            consumer = ck.Consumer(self.settings)
+            consumer.subscribe([self.topic])
+        except ck.KafkaException as exc:
+            raise StreamError(
+                f"source {self.name!r}: cannot start a Kafka consumer: {exc}"
+            ) from exc
+        self._consumer = consumer
+
+    def read(self, max_records: int, timeout: float) -> Batch:
+        """Up to ``max_records`` records: waits at most ``timeout`` seconds for the first, then
+        takes the ones already fetched. Never ``None``: a topic does not end."""
+        consumer = self._open_consumer()
+        ck = _confluent_kafka()
+        try:
+            messages = consumer.consume(num_messages=1, timeout=max(timeout, 0.0))
+            if messages and max_records > 1:
+                messages += consumer.consume(num_messages=max_records - 1, timeout=0)
+        except ck.KafkaException as exc:
+            raise StreamError(f"source {self.name!r}: reading topic {self.topic!r}: {exc}") from exc
+        records: list[Any] = []
+        position: dict[tuple[str, int], int] = {}
+        for message in messages:
+            if not self._usable(message, ck):
+                continue
+            topic, partition, offset = message.topic(), message.partition(), message.offset()
+            assert topic is not None and partition is not None and offset is not None
+            records.append(self._decode(message.value(), topic, partition, offset))
+            position[(topic, partition)] = offset + 1
+        return Batch(records, position=position, read_at=time.time())
+
+    def _usable(self, message: Message, ck: ModuleType) -> bool:
+        """True for a record; False for an event to skip; raises on a real error."""
+        error: KafkaError | None = message.error()
+        if error is None:
+            return True
+        if error.code() == ck.KafkaError._PARTITION_EOF:
+            return False
+        if error.retriable() and not error.fatal():
+            logger.warning("source %r: Kafka reports %s; retrying", self.name, error.str())
+            return False
+        raise StreamError(
+            f"source {self.name!r}: Kafka error on topic {self.topic!r}: {error.str()} "
+            f"({error.name()})"
+        )
+
+    def _decode(self, value: bytes | None, topic: str, partition: int, offset: int) -> Any:
+        if self.format == "raw" or value is None:
+            return value
+        try:
+            return json.loads(value)
+        except ValueError as exc:
+            raise StreamError(
+                f"source {self.name!r}: the record at offset {offset} of partition {partition} "
+                f"of topic {topic!r} is not JSON ({exc}); use format 'raw' to read bytes"
+            ) from exc
+
+    def commit(self, batch: Batch) -> None:
+        """Commit the batch's offsets synchronously; raises StreamError if the broker refuses."""
+        if not batch.position:
+            return
+        consumer = self._open_consumer()
+        ck = _confluent_kafka()
+        offsets = [
+            ck.TopicPartition(topic, partition, offset)
+            for (topic, partition), offset in batch.position.items()
+        ]
+        try:
+            committed = consumer.commit(offsets=offsets, asynchronous=False)
+        except ck.KafkaException as exc:
+            raise StreamError(f"source {self.name!r}: committing {batch.position}: {exc}") from exc
+        failed = [tp for tp in committed if tp.error is not None]
+        if failed:
+            raise StreamError(
+                f"source {self.name!r}: committing partition {failed[0].partition} of "
+                f"{failed[0].topic!r} failed: {failed[0].error}"
+            )
+
+    def lag(self) -> int | None:
+        """Records of this consumer's partitions not yet read: high watermark - position.
+
+        The high watermarks are those of the consumer's latest fetch (no broker round trip
+        once a partition has been fetched). ``None`` before the group has assigned partitions.
+        """
+        consumer = self._consumer
+        if consumer is None:
+            return None
+        ck = _confluent_kafka()
+        try:
+            assigned = consumer.assignment()
+            if not assigned:
+                return None
+            return sum(self._partition_lag(consumer, tp) for tp in consumer.position(assigned))
+        except ck.KafkaException as exc:
+            logger.debug("source %r: lag unknown: %s", self.name, exc)
+            return None
+
+    def _partition_lag(self, consumer: Consumer, tp: TopicPartition) -> int:
+        low, high = consumer.get_watermark_offsets(tp, cached=True)
+        if high < 0 or (tp.offset < 0 and low < 0):
+            low, high = consumer.get_watermark_offsets(tp, timeout=_BROKER_TIMEOUT)
+        position = tp.offset
+        if position < 0:  # nothing read from it yet: the group's offset, else where reset goes
+            position = consumer.committed([tp], timeout=_BROKER_TIMEOUT)[0].offset
+        if position < 0:
+            reset = str(self.settings["auto.offset.reset"]).lower()
+            position = high if reset in ("latest", "largest", "end") else low
+        return max(0, high - position)
+
+    def close(self) -> None:
+        """Leave the group (nothing is committed here)."""
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            consumer.close()
+
+    def _open_consumer(self) -> Consumer:
+        if self._consumer is None:
+            raise StreamError(f"source {self.name!r}: call open() before reading or committing")
+        return self._consumer
+
+
+class KafkaSink:
+    """Writes each record as one JSON message to a Kafka topic; see the module docstring.
+
+    Config: ``topic`` (required); ``bootstrap_servers`` (as for :class:`KafkaSource`); ``key``,
+    a record field whose value becomes the message key (so records with one key stay in one
+    partition, in order); ``producer``, extra confluent-kafka producer settings, applied last
+    (``message.timeout.ms`` bounds how long a write waits for an unreachable broker).
+
+    ::
+
+        sink = KafkaSink("alerts", {"topic": "alerts", "key": "sensor_id"})
+        sink.open()
+        sink.write([{"sensor_id": "s1", "level": 3}])   # returns once the broker has it
+        sink.close()
+    """
+
+    KEYS = (*_COMMON_KEYS, "key", "producer")
+
+    def __init__(self, name: str, config: Mapping[str, Any]) -> None:
+        where = f"sink {name!r}"
+        check_keys(config, self.KEYS, where)
+        self.name = name
+        self.topic = _topic(config, where)
+        self.key: str | None = option(config, "key", str, None, where)
+        self.settings: dict[str, Any] = {
+            "bootstrap.servers": _bootstrap(config, where),
+            "acks": "all",
+            "enable.idempotence": True,
+            **_settings(config, "producer", where),
+        }
+        _confluent_kafka()
+        self._producer: Producer | None = None
+
+    def open(self) -> None:
+        ck = _confluent_kafka()
+        try:
+            self._producer = ck.Producer(self.settings)
+        except ck.KafkaException as exc:
+            raise StreamError(f"sink {self.name!r}: cannot start a Kafka producer: {exc}") from exc
+
+    def write(self, records: list[Any]) -> None:
+        """Produce every record, then wait until the broker has acknowledged all of them."""
+        if self._producer is None:
+            raise StreamError(f"sink {self.name!r}: call open() before writing")
+        producer = self._producer
+        ck = _confluent_kafka()
+        messages = [(self._key_of(r, i), self._encode(r, i)) for i, r in enumerate(records)]
+        failures: list[KafkaError] = []
+
+        def delivered(error: KafkaError | None, _message: Message) -> None:
+            if error is not None:
+                failures.append(error)
+
+        try:
+            for key, value in messages:
+                self._produce(producer, key, value, delivered)
+            unsent = producer.flush()
+        except ck.KafkaException as exc:
+            raise StreamError(f"sink {self.name!r}: producing to {self.topic!r}: {exc}") from exc
+        if failures or unsent:
+            cause = failures[0].str() if failures else "flush gave up"
+            raise StreamError(
+                f"sink {self.name!r}: {len(failures) + unsent} of {len(records)} records were "
+                f"not delivered to topic {self.topic!r}: {cause}"
+            )
+
+    def _produce(
+        self, producer: Producer, key: bytes | None, value: bytes, on_delivery: Any
+    ) -> None:
+        while True:
+            try:
+                producer.produce(self.topic, value, key, on_delivery=on_delivery)
+                return
+            except BufferError:  # the local queue is full: serve deliveries to drain it
+                producer.poll(0.1)
+
+    def _key_of(self, record: Any, index: int) -> bytes | None:
+        if self.key is None:
+            return None
+        if not isinstance(record, Mapping) or self.key not in record:
+            raise StreamError(
+                f"sink {self.name!r}: record {index} of the batch has no field {self.key!r} "
+                f"(the sink's 'key'): {record!r:.200}"
+            )
+        value = record[self.key]
+        if value is None or isinstance(value, bytes):
+            return value
+        return (value if isinstance(value, str) else json.dumps(value)).encode()
+
+    def _encode(self, record: Any, index: int) -> bytes:
+        try:
+            return json.dumps(record, separators=(",", ":")).encode()
+        except (TypeError, ValueError) as exc:
+            raise StreamError(
+                f"sink {self.name!r}: record {index} of the batch cannot be written as JSON: {exc}"
+            ) from exc
+
+    def close(self) -> None:
+        """Deliver what is still queued, then let the producer go."""
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.flush()
