@@ -11,7 +11,8 @@ Cases (batches of 1,000 records):
   manager on the cluster (the parallel stage's chunks are Dask tasks) against streamz's Dask
   pipeline on the same client (``scatter().map(stage1).buffer(4).gather().map(stage2)``);
 * with ``--kafka``: Kafka (a Tansu broker started here) -> PostgreSQL on the embedded default,
-  against streamz's ``from_kafka_batched`` into the same table.
+  against streamz's ``from_kafka`` (partitioned into the same batches) into the same table;
+  both timed from their first record, so the consumer group join does not count.
 
 Targets: at least streamz's throughput, and 50,000 records/s iterable -> memory.
 """
@@ -147,12 +148,14 @@ def _ours_kafka(bootstrap: str, topic: str, n: int) -> float:
         "db", {"type": "database", "connection": "postgresql://127.0.0.1/test", "table": table}
     )
     run = stream.start(background=True)
-    started = time.perf_counter()
+    while not run.metrics()["records_read"]:  # the consumer group join is not throughput
+        time.sleep(0.001)
+    started, first = time.perf_counter(), run.metrics()["records_read"]
     while run.metrics()["records_read"] < n:
         time.sleep(0.005)
     while run.metrics()["batches_in_flight"]:
         time.sleep(0.005)
-    rate = n / (time.perf_counter() - started)
+    rate = (n - first) / (time.perf_counter() - started)
     run.stop()
     return rate
 
@@ -176,18 +179,21 @@ def _streamz_kafka(bootstrap: str, topic: str, n: int) -> float:
             c.execute(sa.text(f'insert into "{table}" values (:average, :count)'), rows)
 
     def decode(messages: list[bytes]) -> list[dict[str, Any]]:
+        if "started" not in done:  # the consumer group join is not throughput
+            done["started"] = time.perf_counter()
         done["n"] += len(messages)
         return [json.loads(m) for m in messages]
 
     consumer = {"bootstrap.servers": bootstrap, "group.id": f"streamz-{time.time_ns()}",
                 "auto.offset.reset": "earliest", **KAFKA_TEST_CONSUMER}  # fmt: skip
-    source = Stream.from_kafka_batched(topic, consumer, poll_interval="10ms", max_batch_size=BATCH)
-    source.map(decode).map(stage1).map(Running()).sink(write)
-    started = time.perf_counter()
+    # from_kafka, not from_kafka_batched: the batched source plans its reads from partition
+    # watermarks, which Tansu (the test broker) reports wrong, so it never sees the end
+    source = Stream.from_kafka([topic], consumer, poll_interval=0.001)
+    source.partition(BATCH).map(decode).map(stage1).map(Running()).sink(write)
     source.start()
     while done["n"] < n:
         time.sleep(0.005)
-    rate = n / (time.perf_counter() - started)
+    rate = (n - BATCH) / (time.perf_counter() - done["started"])
     source.stop()
     return rate
 
@@ -225,7 +231,7 @@ def main() -> int:
     print(f"  {'iterable -> memory, dask.distributed':<42}{rate:>12,.0f}{theirs:>12,.0f}"
           f"{rate / theirs:>8.2f}")  # fmt: skip
     if args.kafka:
-        kafka_to_postgres(min(n, 50_000))
+        kafka_to_postgres(min(n, 100_000))
     print("  (targets: ratio >= 1, and >= 50,000 records/s iterable -> memory, embedded)")
     return 0
 

@@ -120,6 +120,9 @@ class KafkaSource:
             )
         _confluent_kafka()  # fail here, not at open(), when the extra is missing
         self._consumer: Consumer | None = None
+        self._committed: dict[tuple[str, int], int] = {}
+        self._commit_error: str | None = None
+        self.settings["on_commit"] = self._on_commit
 
     def open(self) -> None:
         ck = _confluent_kafka()
@@ -133,26 +136,48 @@ class KafkaSource:
         self._consumer = consumer
 
     def read(self, max_records: int, timeout: float) -> Batch:
-        """Up to ``max_records`` records: waits at most ``timeout`` seconds for the first, then
-        takes the ones already fetched. Never ``None``: a topic does not end."""
+        """Up to ``max_records`` records: a full batch as soon as there is one, else what came
+        within ``timeout`` seconds (the batch timeout). Never ``None``: a topic does not end."""
         consumer = self._open_consumer()
         ck = _confluent_kafka()
+        deadline = time.monotonic() + max(timeout, 0.0)
+        messages: list[Message] = []
         try:
-            messages = consumer.consume(num_messages=1, timeout=max(timeout, 0.0))
-            if messages and max_records > 1:
-                messages += consumer.consume(num_messages=max_records - 1, timeout=0)
+            while len(messages) < max_records:
+                left = deadline - time.monotonic()
+                if left <= 0 and messages:
+                    break
+                got = consumer.consume(
+                    num_messages=max_records - len(messages), timeout=max(left, 0)
+                )
+                messages += got
+                if not got and left <= 0:
+                    break
         except ck.KafkaException as exc:
             raise StreamError(f"source {self.name!r}: reading topic {self.topic!r}: {exc}") from exc
-        records: list[Any] = []
+        usable = [m for m in messages if m.error() is None or self._usable(m, ck)]
         position: dict[tuple[str, int], int] = {}
-        for message in messages:
-            if not self._usable(message, ck):
-                continue
-            topic, partition, offset = message.topic(), message.partition(), message.offset()
-            assert topic is not None and partition is not None and offset is not None
-            records.append(self._decode(message.value(), topic, partition, offset))
-            position[(topic, partition)] = offset + 1
-        return Batch(records, position=position, read_at=time.time())
+        for message in usable:  # in order: the last offset of each partition wins
+            position[(message.topic(), message.partition())] = message.offset() + 1  # type: ignore[index,operator]
+        return Batch(self._decode_all(usable), position=position, read_at=time.time())
+
+    def _decode_all(self, messages: list[Message]) -> list[Any]:
+        """The records of ``messages``: JSON values are parsed as one array (one pass of the C
+        parser for the whole batch); when that fails, one by one, to name the bad record."""
+        values = [message.value() for message in messages]
+        if self.format == "raw":
+            return values
+        if values and None not in values:
+            try:
+                decoded: list[Any] = json.loads(b"[" + b",".join(values) + b"]")  # type: ignore[arg-type]
+                if len(decoded) == len(values):
+                    return decoded
+            except ValueError:
+                pass
+        return [
+            self._decode(m.value(), m.topic(), m.partition(), m.offset())  # type: ignore[arg-type]
+            for m in messages
+        ]
 
     def _usable(self, message: Message, ck: ModuleType) -> bool:
         """True for a record; False for an event to skip; raises on a real error."""
@@ -181,20 +206,50 @@ class KafkaSource:
             ) from exc
 
     def commit(self, batch: Batch) -> None:
-        """Commit the batch's offsets synchronously; raises StreamError if the broker refuses."""
+        """Commit the batch's offsets, without waiting for the broker's answer.
+
+        Commits are sent in order, each covering everything before it, and ``close()`` commits
+        the last ones again and waits: a commit lost to a crash only means those records come
+        again (at-least-once), never that a record is skipped. An answer that reports a failure
+        is raised by the next commit or by ``close()``.
+        """
+        self._raise_failed_commit()
         if not batch.position:
             return
         consumer = self._open_consumer()
         ck = _confluent_kafka()
-        offsets = [
-            ck.TopicPartition(topic, partition, offset)
-            for (topic, partition), offset in batch.position.items()
-        ]
+        self._committed.update(batch.position)
         try:
-            committed = consumer.commit(offsets=offsets, asynchronous=False)
+            consumer.commit(offsets=self._offsets(batch.position), asynchronous=True)
         except ck.KafkaException as exc:
             raise StreamError(f"source {self.name!r}: committing {batch.position}: {exc}") from exc
-        failed = [tp for tp in committed if tp.error is not None]
+
+    def _offsets(self, position: Mapping[tuple[str, int], int]) -> list[Any]:
+        ck = _confluent_kafka()
+        return [ck.TopicPartition(t, p, offset) for (t, p), offset in position.items()]
+
+    def _on_commit(self, error: KafkaError | None, partitions: list[Any]) -> None:
+        failed = [tp for tp in partitions or [] if tp.error is not None]
+        if error is not None or failed:
+            self._commit_error = str(error or failed[0].error)
+
+    def _raise_failed_commit(self) -> None:
+        if self._commit_error is not None:
+            error, self._commit_error = self._commit_error, None
+            raise StreamError(
+                f"source {self.name!r}: a commit of topic {self.topic!r} failed: {error}"
+            )
+
+    def _commit_for_good(self, consumer: Consumer) -> None:
+        """Commit the last positions and wait for the broker (before leaving the group)."""
+        if not self._committed:
+            return
+        ck = _confluent_kafka()
+        try:
+            committed = consumer.commit(offsets=self._offsets(self._committed), asynchronous=False)
+        except ck.KafkaException as exc:
+            raise StreamError(f"source {self.name!r}: committing {self._committed}: {exc}") from exc
+        failed = [tp for tp in committed or [] if tp.error is not None]
         if failed:
             raise StreamError(
                 f"source {self.name!r}: committing partition {failed[0].partition} of "
@@ -233,10 +288,14 @@ class KafkaSource:
         return max(0, high - position)
 
     def close(self) -> None:
-        """Leave the group (nothing is committed here)."""
+        """Commit for good what was committed, then leave the group."""
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
-            consumer.close()
+            try:
+                self._commit_for_good(consumer)
+                self._raise_failed_commit()
+            finally:
+                consumer.close()
 
     def _open_consumer(self) -> Consumer:
         if self._consumer is None:

@@ -98,7 +98,10 @@ class _LocalParallel:
 
     def __init__(self, stage: Stage) -> None:
         self.copies = [copy.deepcopy(stage.task) for _ in range(stage.parallelism)]
-        self.pool = ThreadPoolExecutor(stage.parallelism, thread_name_prefix=f"stream-{stage.name}")
+        # the stage's own thread takes the first chunk: N-1 helpers, one hand-off fewer
+        self.pool = ThreadPoolExecutor(
+            stage.parallelism - 1, thread_name_prefix=f"stream-{stage.name}"
+        )
 
     def setup(self) -> None:
         for task in self.copies:
@@ -107,9 +110,9 @@ class _LocalParallel:
     def process(self, records: list[Any]) -> list[Any]:
         chunks = split(records, len(self.copies))
         # chunks may be fewer than copies (a short batch): the spare copies sit this one out
-        pairs = zip(self.copies, chunks, strict=False)
-        futures = [self.pool.submit(task.process_batch, chunk) for task, chunk in pairs]
-        out: list[Any] = []
+        pairs = list(zip(self.copies, chunks, strict=False))
+        futures = [self.pool.submit(task.process_batch, chunk) for task, chunk in pairs[1:]]
+        out = _as_list(pairs[0][0].process_batch(pairs[0][1])) if pairs else []
         for future in futures:
             out.extend(_as_list(future.result()))
         return out
@@ -318,8 +321,11 @@ class StreamRun:
             last_lag = 0.0
             while not self._stop.is_set():
                 self._commit_ready()
-                if not self._slots.acquire(timeout=0.05):
-                    continue  # backpressure: max_in_flight batches are still on their way
+                if not self._slots.acquire(blocking=False):
+                    # backpressure: max_in_flight batches are on their way; only this thread
+                    # commits (and so frees a slot), so wait for the next one to be written
+                    self._commit_ready(wait=0.05)
+                    continue
                 started = time.time()
                 batch = source.read(self.batch_size, self.batch_timeout)
                 if batch is None or not batch.records:
