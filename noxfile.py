@@ -16,6 +16,8 @@ nox.options.reuse_existing_virtualenvs = True
 def tests(session: nox.Session) -> None:
     """The whole test suite, against real schedulers and workers on 127.0.0.1."""
     session.install("-e", ".[dev]")
+    # The notebook test runs examples/notebook.ipynb on a kernel named python3 from this venv.
+    session.run("python", "-m", "ipykernel", "install", "--sys-prefix", "--name", "python3")
     session.run("pytest", *session.posargs)
 
 

@@ -33,9 +33,15 @@ import inspect
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from .errors import DuplicateTaskError, PipelineDefinitionError, TaskSignatureError
+
+if TYPE_CHECKING:  # for the annotations of visualize()
+    import os
+    import pathlib
+
+    from .result import PipelineResult
 
 __all__ = ["CachePolicy", "Pipeline", "RetryPolicy", "Task", "build_pipeline", "task"]
 
@@ -428,6 +434,24 @@ class Pipeline:
 
     def __repr__(self) -> str:
         return f"Pipeline({self.name!r}, tasks={list(self._tasks)})"
+
+    def visualize(
+        self, filename: str | os.PathLike[str], *, result: PipelineResult | None = None
+    ) -> pathlib.Path:
+        """Draw the task graph into ``filename`` (``.svg``, or ``.png`` with Graphviz), coloured
+        by a run's ``result`` when given; returns the path. See :mod:`~xlibrary.pipeline.pictures`.
+
+        >>> pipeline.visualize("etl.svg", result=pm.execute_pipeline(pipeline))  # doctest: +SKIP
+        """
+        from .pictures import visualize
+
+        return visualize(self, filename, result=result)
+
+    def _repr_html_(self) -> str:
+        """The task graph as inline SVG, for notebooks."""
+        from .pictures import pipeline_html
+
+        return pipeline_html(self)
 
     # -- internals ----------------------------------------------------------------------
     @property
