@@ -109,21 +109,11 @@ def test_config_must_be_a_mapping() -> None:
         PipelineManager(["distributed_mode"])  # type: ignore[arg-type]
 
 
-def test_keys_without_their_feature_yet_warn_once_each(caplog) -> None:
+def test_every_guide_key_is_built_and_none_warns(caplog) -> None:
     with caplog.at_level(logging.WARNING, logger="xlibrary.pipeline"):
-        PipelineManager({**GUIDE_CONFIGS[0], **GUIDE_CONFIGS[-1]})
-    warned = [r.getMessage() for r in caplog.records]
-    assert any("'interactive_mode'" in m and "no effect yet" in m for m in warned)
-    assert any("'inline_results'" in m and "no effect yet" in m for m in warned)
-    # built keys do not warn
-    assert not any("distributed_mode" in m or "auto_scaling" in m for m in warned)
-    assert len(warned) == 2
-
-
-def test_a_pending_key_at_its_default_does_not_warn(caplog) -> None:
-    with caplog.at_level(logging.WARNING, logger="xlibrary.pipeline"):
-        load_settings({"interactive_mode": False, "caching": {"enabled": False}})
-    assert caplog.records == []
+        for config in GUIDE_CONFIGS:
+            PipelineManager(config).close()
+    assert [r.getMessage() for r in caplog.records] == []
 
 
 def test_scheduler_address_from_the_environment(monkeypatch) -> None:

@@ -11,6 +11,7 @@
     │   ├── EmptyPipelineError                   the pipeline has no tasks
     │   └── TaskSignatureError (TypeError)       the function cannot take its dependencies' results
     ├── PipelineExecutionError (RuntimeError)    a task failed during a run
+    ├── RunCancelled                             a run was cancelled before it finished
     ├── TaskTimeoutError (TimeoutError)          a task ran longer than its timeout
     ├── ClusterError (ConnectionError)           the Dask cluster cannot be started or reached
     ├── ResourceError (ValueError)               no worker can ever give a task what it asks
@@ -36,6 +37,7 @@ __all__ = [
     "PipelineError",
     "PipelineExecutionError",
     "ResourceError",
+    "RunCancelled",
     "TaskError",
     "TaskSignatureError",
     "TaskTimeoutError",
@@ -142,6 +144,10 @@ def _rebuild_execution_error(
     )
     error.__cause__ = exception
     return error
+
+
+class RunCancelled(PipelineError):
+    """A run was cancelled (``handle.cancel()``) before it finished."""
 
 
 class TaskTimeoutError(PipelineError, TimeoutError):

@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .backends import Backend
+from .errors import RunCancelled
 from .lower import lower
-from .monitoring.progress import Progress
+from .monitoring.progress import Listener, Progress, RunWatch
 from .observe import collect, log_result, run_record, start_record
 from .plan import Action, Plan, prepare_run
 from .recovery import RecoveryPlan
@@ -82,18 +84,22 @@ def execute(
     observers: Sequence[RunObserver] = (),
     progress: bool = False,
     keep_results: str = "all",
+    run_id: str | None = None,
+    listeners: Sequence[Listener] = (),
+    cancel: threading.Event | None = None,
 ) -> PipelineResult:
     """Run ``plan`` on ``backend`` and return its result (see the module docstring).
 
     ``keep_results="final"`` brings back only the final tasks' results; the others are
-    released as soon as no later task needs them.
+    released as soon as no later task needs them. ``listeners`` hear of tasks starting and
+    finishing; once ``cancel`` is set no further task starts, and RunCancelled is raised.
     """
     persistence = persistence or Persistence()
     restore = recovery.restore if recovery else None
     force = recovery.force if recovery else frozenset()
     targets = recovery.targets if recovery else None
     resumed_from = recovery.run_id if recovery else None
-    run_id = new_run_id()
+    run_id = run_id or new_run_id()
     started = time.time()
     steps = prepare_run(
         plan, cache=persistence.cache, restore=restore, force=force, targets=targets
@@ -103,9 +109,10 @@ def execute(
         for observer in observers:
             observer.run_started(record)
     measure = monitor.for_run(run_id) if monitor is not None else None
-    bar = None
+    heard = list(listeners)
     if progress:
-        bar = Progress(sum(s.action is not Action.PRUNE for s in steps), plan.pipeline)
+        heard.append(Progress(sum(s.action is not Action.PRUNE for s in steps), plan.pipeline))
+    bar = RunWatch(heard, cancel) if heard or cancel is not None else None
     outcomes: dict[str, Outcome] = {}
     wanted = set(targets or plan.sinks) if keep_results == "final" else None
     fetched: set[str] = set()  # tasks whose outcomes came back with their values
@@ -157,6 +164,16 @@ def execute(
                 force=set(force) | stale,
                 targets=targets,
             )
+    except RunCancelled:
+        if observers:
+            record = {
+                **start_record(plan, run_id, steps, started, resumed_from),
+                "status": "cancelled",
+                "finished": time.time(),
+            }
+            for observer in observers:
+                observer.run_started(record)
+        raise
     finally:
         if bar is not None:
             bar.close()

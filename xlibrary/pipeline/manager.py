@@ -7,12 +7,15 @@ import dataclasses
 import logging
 import threading
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from .backends import Backend, LocalBackend
 from .errors import ConfigError, PipelineDefinitionError, PipelineError
-from .execute import Persistence, RunObserver, execute
+from .execute import Persistence, RunObserver, execute, new_run_id
+from .handles import RunHandle, status_of_record
 from .monitoring import hooks as monitoring_hooks
 from .monitoring.alerts import Alert
 from .monitoring.config import MonitorConfig
@@ -41,6 +44,11 @@ __all__ = ["PipelineManager"]
 logger = logging.getLogger("xlibrary.pipeline")
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+KEEP_HANDLES = 1000
+"""Submitted runs whose handles ``get_pipeline_status`` keeps (older ones: from the store)."""
+SUBMIT_THREADS = 32
+"""Runs started with ``submit`` that go at once; more wait their turn (``pending``)."""
 
 
 class PipelineManager:
@@ -79,6 +87,8 @@ class PipelineManager:
         self._warned: set[tuple[str, str, str]] = set()
         self._finalizer = weakref.finalize(self, _close_backends, self._backends)
         self._default_store = default_store_url()  # fixed now: a later chdir does not move it
+        self._handles: OrderedDict[str, RunHandle] = OrderedDict()
+        self._submit_pool: ThreadPoolExecutor | None = None
         self._monitor_config = MonitorConfig.from_settings(self.settings)
         self._monitoring = monitoring_hooks.MonitoringState()
         self._pages = False  # the dashboard's Pipelines page is registered on our client
@@ -127,6 +137,7 @@ class PipelineManager:
         *,
         raise_on_failure: bool | None = None,
         display_progress: bool | None = None,
+        show_intermediate: bool | None = None,
     ) -> PipelineResult:
         """Run ``pipeline`` once and return its :class:`PipelineResult`.
 
@@ -136,14 +147,102 @@ class PipelineManager:
         independent branches run to the end. With ``raise_on_failure=True`` (or the config's
         ``debug_mode`` / ``raise_on_failure``) a failure raises ``PipelineExecutionError``.
         ``display_progress`` shows a progress bar (default: the config's, when the output is a
-        terminal or a notebook).
+        terminal or a notebook); ``show_intermediate`` shows each task's result once the run
+        ends (default: on in a notebook with ``interactive_mode``), and ``inline_results``
+        shows the result table in a notebook.
         """
-        return self._run(
+        result = self._run(
             pipeline,
             parallel=parallel,
             raise_on_failure=raise_on_failure,
             display_progress=display_progress,
         )
+        self._show(result, show_intermediate)
+        return result
+
+    def _show(self, result: PipelineResult, show_intermediate: bool | None) -> None:
+        """The notebook conveniences: each task's result, the result table."""
+        settings = self.settings
+        if show_intermediate is None and not (settings.interactive_mode or settings.inline_results):
+            return
+        from .integrations.notebook import in_notebook, show_task
+
+        notebook = in_notebook()
+        if show_intermediate or (
+            show_intermediate is None and settings.interactive_mode and notebook
+        ):
+            for name, value in result.results.items():
+                show_task(name, value)
+        if settings.inline_results and notebook:
+            result.display_results()
+
+    # -- non-blocking runs ------------------------------------------------------------------
+    def submit(self, pipeline: Pipeline | str, parallel: bool = True) -> RunHandle:
+        """Start a run and return its :class:`RunHandle` at once (``run_id``, ``status()``,
+        ``result(timeout=)``, ``cancel()``). The pipeline is checked before this returns."""
+        target = self._resolve(pipeline)
+        plan = self.plan(target)
+        handle = RunHandle(target.name, new_run_id(), [t.name for t in plan.tasks])
+        with self._lock:
+            if self._closed:
+                raise PipelineError("this PipelineManager is closed; create a new one to run")
+            self._handles[handle.run_id] = handle
+            while len(self._handles) > KEEP_HANDLES:
+                self._handles.pop(next(iter(self._handles)))
+            if self._submit_pool is None:
+                self._submit_pool = ThreadPoolExecutor(
+                    SUBMIT_THREADS, thread_name_prefix="xlibrary-submit"
+                )
+            pool = self._submit_pool
+
+        def work() -> None:
+            if not handle.future.set_running_or_notify_cancel():
+                return  # cancelled while pending
+            try:
+                result = self._run(
+                    target,
+                    parallel=parallel,
+                    raise_on_failure=False,
+                    run_id=handle.run_id,
+                    listeners=[handle.tracker],
+                    cancel=handle.cancel_event,
+                )
+            except BaseException as exc:
+                handle.future.set_exception(exc)
+            else:
+                handle.future.set_result(result)
+
+        pool.submit(work)
+        return handle
+
+    def handle(self, run_id: str) -> RunHandle | None:
+        """The handle of a run this manager submitted (the last 1,000 are kept)."""
+        return self._handles.get(run_id)
+
+    def get_pipeline_status(self, pipeline_id: str) -> dict[str, Any]:
+        """The status of a run (by run id) or of a pipeline's latest run (by name): ``pending``,
+        ``running``, ``succeeded``, ``failed`` or ``cancelled``, with each task's state and
+        timings. Runs recorded in the store by other processes are answered too."""
+        handle = self._handles.get(pipeline_id)
+        if handle is not None:
+            described: dict[str, Any] = handle.describe()
+            return described
+        latest = None
+        for candidate in reversed(list(self._handles.values())):
+            if candidate.pipeline == pipeline_id:
+                latest = candidate
+                break
+        store = self.store
+        record = store.find_record(pipeline_id) or store.read_record(pipeline_id)
+        if latest is not None and (record is None or latest.run_id >= record["run_id"]):
+            newest: dict[str, Any] = latest.describe()
+            return newest
+        if record is None:
+            raise PipelineError(
+                f"no run or pipeline {pipeline_id!r} is known here or recorded in the store "
+                f"{store.url}"
+            )
+        return status_of_record(record)
 
     def execute_distributed(
         self, pipeline: Pipeline | str, *, raise_on_failure: bool | None = None
@@ -163,11 +262,13 @@ class PipelineManager:
         distributed: bool | None = None,
         recovery: RecoveryPlan | None = None,
         display_progress: bool | None = None,
+        run_id: str | None = None,
+        listeners: Collection[Any] = (),
+        cancel: threading.Event | None = None,
     ) -> PipelineResult:
         pipeline = self._resolve(pipeline)
         plan = self.plan(pipeline)
         self._pipelines[pipeline.name] = pipeline  # the latest pipeline run under a name
-        self._warn_pending(plan)
         backend = self._backend(self._wants_distributed() if distributed is None else distributed)
         local = backend.name == "local" or not parallel
         self._check_resources(plan, backend, local)
@@ -188,6 +289,9 @@ class PipelineManager:
             observers=self._observers(local),
             progress=progress_wanted(self.settings.display_progress, display_progress),
             keep_results=keep,
+            run_id=run_id,
+            listeners=list(listeners),
+            cancel=cancel,
         )
         if raise_on_failure is None:
             raise_on_failure = self.settings.debug_mode or self.settings.raise_on_failure
@@ -222,18 +326,6 @@ class PipelineManager:
                 'decorate the builder with @pm.pipeline("name") or pass a Pipeline'
             )
         raise PipelineDefinitionError(f"execute_pipeline takes a Pipeline, got {pipeline!r}")
-
-    def _warn_pending(self, plan: Plan) -> None:
-        for task_name, option, feature in plan.pending_options:
-            self._warn_once(
-                (plan.pipeline, task_name, option),
-                "task %r of pipeline %r sets %s, which has no effect yet: %s is not built in "
-                "this version of xlibrary.pipeline; the task runs without it",
-                task_name,
-                plan.pipeline,
-                option,
-                feature,
-            )
 
     # -- caching and the store -----------------------------------------------------------
     @overload
@@ -677,6 +769,11 @@ class PipelineManager:
         """
         with self._lock:
             self._closed = True
+            pool, self._submit_pool = self._submit_pool, None
+        for handle in list(self._handles.values()):
+            handle.cancel()
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
         self._finalizer()
         self.store.flush()  # records written in the background are in the store
 

@@ -54,9 +54,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Task options that are kept on the spec but whose feature is not built yet, by option name.
-PENDING_TASK_OPTIONS: dict[str, str] = {}
-
 
 @dataclass(frozen=True, slots=True)
 class CacheRule:
@@ -91,7 +88,6 @@ class Plan:
     """In topological order."""
     sinks: tuple[str, ...]
     """Tasks nothing depends on; their results make ``final_result``."""
-    pending_options: tuple[tuple[str, str, str], ...] = ()
     """``(task, option, feature)`` for options set on tasks whose feature is not built yet."""
 
     @functools.cached_property
@@ -168,7 +164,6 @@ def make_plan(
         else None
     )
     planned = []
-    pending = []
     depended_on: set[str] = set()
     for spec in order:
         depended_on.update(spec.depends_on)
@@ -185,11 +180,8 @@ def make_plan(
                 code=code_fingerprint(spec.func),
             )
         planned.append(PlannedTask(spec, retry, timeout, rule))
-        for option, feature in PENDING_TASK_OPTIONS.items():
-            if getattr(spec, option) is not None:
-                pending.append((spec.name, option, feature))
     sinks = tuple(spec.name for spec in order if spec.name not in depended_on)
-    return Plan(pipeline.name, tuple(planned), sinks, tuple(pending))
+    return Plan(pipeline.name, tuple(planned), sinks)
 
 
 # -- one run ----------------------------------------------------------------------------------

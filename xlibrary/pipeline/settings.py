@@ -5,10 +5,6 @@ a config mapping against them. An unknown or misspelt key raises :class:`ConfigE
 key and the closest valid one; a value of the wrong type raises :class:`ConfigError` naming the
 type expected. Nothing below the manager reads a dict.
 
-Some keys of the guide belong to features that are not built yet. They are accepted, and
-setting one to anything but its default logs one warning saying it has no effect yet: never a
-silent no-op. Such fields carry ``metadata={"pending": "<feature>"}``.
-
 Environment, used when the config does not set the key: ``XLIBRARY_SCHEDULER_ADDRESS``
 (``scheduler_address``), ``XLIBRARY_STORE`` (``store.url``), ``XLIBRARY_CACHE_SECRET``
 (``caching.secret``).
@@ -18,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import logging
 import os
 import types
 import typing
@@ -43,15 +38,10 @@ __all__ = [
     "load_settings",
 ]
 
-logger = logging.getLogger(__name__)
 
 SCHEDULER_ADDRESS_ENV = "XLIBRARY_SCHEDULER_ADDRESS"
 STORE_ENV = "XLIBRARY_STORE"
 SECRET_ENV = "XLIBRARY_CACHE_SECRET"
-
-
-def _pending(feature: str) -> dict[str, str]:
-    return {"pending": feature}
 
 
 @dataclass(frozen=True)
@@ -254,10 +244,12 @@ class Settings:
     detailed_logging: bool = False
     """Log one line per task start and end, with timing and a summary of inputs and output
     (also on with ``debug_mode``)."""
-    interactive_mode: bool = field(default=False, metadata=_pending("notebook display"))
+    interactive_mode: bool = False
+    """In a notebook: show each task's result after a run (``show_intermediate``)."""
     display_progress: bool = False
     """Show a progress bar while a run goes (in a terminal or a notebook)."""
-    inline_results: bool = field(default=False, metadata=_pending("notebook display"))
+    inline_results: bool = False
+    """In a notebook: show the result table after each run."""
 
     @property
     def monitored(self) -> bool:
@@ -295,16 +287,7 @@ def load_settings(config: Mapping[str, Any] | Settings | None = None) -> Setting
         values["scheduler_address"] = os.environ[SCHEDULER_ADDRESS_ENV]
     values = _from_env(values, "store", "url", STORE_ENV)
     values = _from_env(values, "caching", "secret", SECRET_ENV)
-    pending: list[tuple[str, str]] = []
-    settings = _build(Settings, values, "", pending)
-    for key, feature in pending:
-        logger.warning(
-            "config key %r is accepted but has no effect yet: %s is not built in this "
-            "version of xlibrary.pipeline; the run goes on without it",
-            key,
-            feature,
-        )
-    return settings
+    return _build(Settings, values, "")
 
 
 def _from_env(values: dict[str, Any], section: str, key: str, env: str) -> dict[str, Any]:
@@ -321,9 +304,7 @@ def _from_env(values: dict[str, Any], section: str, key: str, env: str) -> dict[
 _T = typing.TypeVar("_T")
 
 
-def _build(
-    cls: type[_T], values: Mapping[str, Any], prefix: str, pending: list[tuple[str, str]]
-) -> _T:
+def _build(cls: type[_T], values: Mapping[str, Any], prefix: str) -> _T:
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
@@ -338,13 +319,9 @@ def _build(
                     f"config key {dotted!r} must be a dict of settings, got "
                     f"{type(value).__name__} {value!r}"
                 )
-            kwargs[key] = _build(hint, value, f"{dotted}.", pending)  # type: ignore[arg-type]
+            kwargs[key] = _build(hint, value, f"{dotted}.")  # type: ignore[arg-type]
             continue
-        converted = _convert(dotted, value, hint)
-        kwargs[key] = converted
-        feature = fields[key].metadata.get("pending")
-        if feature is not None and converted != fields[key].default:
-            pending.append((dotted, feature))
+        kwargs[key] = _convert(dotted, value, hint)
     settings = cls(**kwargs)
     _check_ranges(settings, prefix)
     return settings

@@ -20,7 +20,7 @@ from collections.abc import Collection, Mapping
 from typing import Any, Protocol
 
 from ..lower import Key
-from ..monitoring.progress import Progress
+from ..monitoring.progress import RunWatch
 from ..runner import Outcome
 from .local import LocalBackend
 
@@ -43,7 +43,7 @@ class Backend(Protocol):
         keys: Mapping[str, Key],
         *,
         parallel: bool = True,
-        progress: Progress | None = None,
+        progress: RunWatch | None = None,
         wanted: Collection[str] | None = None,
         restrictions: Mapping[Key, Mapping[str, float]] | None = None,
     ) -> dict[str, Outcome]:

@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
-from ..errors import ClusterError, missing_extra
+from ..errors import ClusterError, RunCancelled, missing_extra
 from ..lower import Key
-from ..monitoring.progress import Progress
+from ..monitoring.progress import RunWatch
 from ..runner import FAILED, Failure, Outcome
 from .reporting import OUTCOMES_TOPIC, OutcomeReporter
 
@@ -77,7 +77,7 @@ class DistributedBackend:
         self._cluster: Cluster | None = None
         self._checked_workers = client is None and address is None  # our own cluster
         self._reports: dict[str, dict[str, bytes]] = {}
-        self._progress: dict[str, Progress] = {}
+        self._progress: dict[str, RunWatch] = {}
         self._reporting = False
         self._lock = threading.Lock()
         self._closed = False
@@ -192,7 +192,7 @@ class DistributedBackend:
         keys: Mapping[str, Key],
         *,
         parallel: bool = True,
-        progress: Progress | None = None,
+        progress: RunWatch | None = None,
         wanted: Collection[str] | None = None,
         restrictions: Mapping[Key, Mapping[str, float]] | None = None,
     ) -> dict[str, Outcome]:
@@ -217,11 +217,15 @@ class DistributedBackend:
             )
             try:
                 with client.as_current():
-                    if progress is None or rest:  # with reports, they count the progress
+                    if progress is None:
                         distributed.wait(futures)
+                    elif rest or not progress.listeners:  # reports count; watch for a cancel
+                        _wait(distributed, futures, progress)
                     else:
                         for future in distributed.as_completed(futures):
                             progress.done(str(future.key[0]))
+                            if progress.cancelled:
+                                raise RunCancelled("the run was cancelled")
                 done = [f for f in futures if f.status == "finished"]
                 values = dict(zip([f.key for f in done], client.gather(done), strict=True))
             except BaseException:
@@ -280,6 +284,17 @@ class DistributedBackend:
             client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _wait(distributed: Any, futures: list[Any], watch: RunWatch) -> None:
+    """Wait for ``futures``; raise RunCancelled as soon as the run is cancelled."""
+    while True:
+        try:
+            distributed.wait(futures, timeout=0.2)
+            return
+        except TimeoutError:
+            if watch.cancelled:
+                raise RunCancelled("the run was cancelled") from None
 
 
 def _with_restrictions(

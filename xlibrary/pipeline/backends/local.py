@@ -17,7 +17,7 @@ import dask.local
 import dask.threaded
 
 from ..lower import Key
-from ..monitoring.progress import Progress, dask_callbacks
+from ..monitoring.progress import RunWatch, dask_callbacks
 from ..runner import Outcome
 
 __all__ = ["LocalBackend", "default_num_workers", "run_locally"]
@@ -60,7 +60,7 @@ class LocalBackend:
         keys: Mapping[str, Key],
         *,
         parallel: bool = True,
-        progress: Progress | None = None,
+        progress: RunWatch | None = None,
         wanted: Collection[str] | None = None,
         restrictions: Mapping[Key, Mapping[str, float]] | None = None,
     ) -> dict[str, Outcome]:
@@ -80,7 +80,7 @@ def run_locally(
     keys: Mapping[str, Key],
     pool: ThreadPoolExecutor | None,
     *,
-    progress: Progress | None = None,
+    progress: RunWatch | None = None,
     wanted: Collection[str] | None = None,
 ) -> dict[str, Outcome]:
     """Compute ``graph`` in this process: on ``pool``'s threads, or in this thread when

@@ -8,11 +8,13 @@ asks for it (``execute_pipeline(..., display_progress=True)``).
 from __future__ import annotations
 
 import sys
-from typing import Any
+import threading
+from collections.abc import Sequence
+from typing import Any, Protocol
 
-from ..errors import missing_extra
+from ..errors import RunCancelled, missing_extra
 
-__all__ = ["Progress", "dask_callbacks", "wanted"]
+__all__ = ["Progress", "RunWatch", "dask_callbacks", "wanted"]
 
 
 def wanted(setting: bool, asked: bool | None) -> bool:
@@ -45,7 +47,45 @@ class Progress:
         self._bar.close()
 
 
-def dask_callbacks(progress: Progress) -> tuple[Any, ...]:
+class Listener(Protocol):
+    def started(self, task: str) -> None: ...
+
+    def done(self, task: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class RunWatch:
+    """What a backend reports while a run goes (tasks starting, tasks done), passed on to its
+    listeners (a progress bar, a run handle's tracker); and whether the run was cancelled: a
+    task about to start in a cancelled run raises RunCancelled instead."""
+
+    def __init__(
+        self, listeners: Sequence[Listener] = (), cancel: threading.Event | None = None
+    ) -> None:
+        self.listeners = list(listeners)
+        self.cancel = cancel
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel is not None and self.cancel.is_set()
+
+    def started(self, task: str) -> None:
+        if self.cancelled:
+            raise RunCancelled(f"the run was cancelled before task {task!r} started")
+        for listener in self.listeners:
+            listener.started(task)
+
+    def done(self, task: str) -> None:
+        for listener in self.listeners:
+            listener.done(task)
+
+    def close(self) -> None:
+        for listener in self.listeners:
+            listener.close()
+
+
+def dask_callbacks(progress: Progress | RunWatch) -> tuple[Any, ...]:
     """Callbacks for one call of Dask's local scheduler (``get(..., callbacks=[...])``):
     ``(start, start_state, pretask, posttask, finish)``, feeding ``progress``."""
 

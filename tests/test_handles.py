@@ -1,0 +1,197 @@
+"""Runs in the background: pm.submit, RunHandle, get_pipeline_status and cancelling."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from distributed import Client, LocalCluster
+
+from xlibrary.pipeline import Pipeline, PipelineManager
+from xlibrary.pipeline.errors import PipelineDefinitionError, PipelineError, RunCancelled
+
+
+def gated(name: str, gate: threading.Event, ran: list[str]) -> Pipeline:
+    """first waits for ``gate``; second runs after it and notes that it ran."""
+    pipeline = Pipeline(name)
+
+    @pipeline.task("first")
+    def first() -> int:
+        assert gate.wait(30), "the test never opened the gate"
+        return 1
+
+    @pipeline.task("second", depends_on=["first"])
+    def second(x: int) -> int:
+        ran.append("second")
+        return x + 1
+
+    return pipeline
+
+
+def wait_for(predicate, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def pm(tmp_path: Path):
+    with PipelineManager({"store": {"url": str(tmp_path / "store")}}) as manager:
+        yield manager
+
+
+def test_submit_returns_at_once_and_the_status_follows_the_run(pm, tmp_path) -> None:
+    gate, ran = threading.Event(), []
+    started = time.perf_counter()
+    handle = pm.submit(gated("gated", gate, ran))
+    assert time.perf_counter() - started < 1.0
+    wait_for(lambda: handle.status() == "running")
+    status = pm.get_pipeline_status(handle.run_id)
+    assert status["status"] == "running" and status["pipeline"] == "gated"
+    wait_for(lambda: pm.get_pipeline_status(handle.run_id)["tasks"]["first"]["status"] == "running")
+    assert pm.get_pipeline_status(handle.run_id)["tasks"]["second"]["status"] == "pending"
+    # another process (here: another manager on the same store) sees the run going
+    with PipelineManager({"store": {"url": str(tmp_path / "store")}}) as other:
+        wait_for(lambda: other.get_pipeline_status("gated")["status"] == "running")
+    with pytest.raises(TimeoutError, match="still running after 0.1s"):
+        handle.result(timeout=0.1)
+    gate.set()
+    result = handle.result(timeout=30)
+    assert result.success and result.final_result == 2 and result.run_id == handle.run_id
+    assert handle.status() == "succeeded" and handle.done()
+    status = pm.get_pipeline_status("gated")  # by name: the latest run
+    assert status["run_id"] == handle.run_id and status["status"] == "succeeded"
+    assert {t: s["status"] for t, s in status["tasks"].items()} == {
+        "first": "succeeded",
+        "second": "succeeded",
+    }
+    pm.store.flush()
+    with PipelineManager({"store": {"url": str(tmp_path / "store")}}) as other:
+        assert other.get_pipeline_status(handle.run_id)["status"] == "succeeded"
+
+
+def test_a_bad_pipeline_raises_in_the_caller(pm) -> None:
+    pipeline = Pipeline("broken")
+
+    @pipeline.task("a", depends_on=["missing"])
+    def a(x: int) -> int:
+        return x
+
+    with pytest.raises(PipelineDefinitionError, match="missing"):
+        pm.submit(pipeline)
+
+
+def test_a_failed_run_is_failed_not_raised(pm) -> None:
+    pipeline = Pipeline("fails")
+
+    @pipeline.task("boom")
+    def boom() -> None:
+        raise ValueError("no")
+
+    handle = pm.submit(pipeline)
+    result = handle.result(timeout=30)
+    assert not result.success and handle.status() == "failed"
+    status = pm.get_pipeline_status(handle.run_id)
+    assert status["failed_task"] == "boom" and "ValueError: no" in status["error"]
+
+
+def test_cancel_a_running_run_starts_no_further_task(pm, tmp_path) -> None:
+    gate, ran = threading.Event(), []
+    handle = pm.submit(gated("cancelled", gate, ran))
+    wait_for(lambda: handle.tracker.states["first"] == "running")
+    assert handle.cancel()
+    gate.set()  # the running task finishes; the next one must not start
+    with pytest.raises(RunCancelled):
+        handle.result(timeout=30)
+    assert handle.status() == "cancelled" and ran == []
+    assert not handle.cancel()  # already over
+    pm.store.flush()
+    with PipelineManager({"store": {"url": str(tmp_path / "store")}}) as other:
+        assert other.get_pipeline_status("cancelled")["status"] == "cancelled"
+
+
+def test_cancel_a_run_that_has_not_started(pm, monkeypatch) -> None:
+    import xlibrary.pipeline.manager as manager_module
+
+    monkeypatch.setattr(manager_module, "SUBMIT_THREADS", 1)
+    gate, ran = threading.Event(), []
+    blocker = pm.submit(gated("blocker", gate, ran))
+    waiting = pm.submit(gated("waiting", threading.Event(), ran))
+    assert waiting.status() == "pending"
+    assert waiting.cancel() and waiting.status() == "cancelled"
+    gate.set()
+    assert blocker.result(timeout=30).success
+    with pytest.raises(RunCancelled, match="was cancelled"):
+        waiting.result(timeout=1)
+    assert ran == ["second"]  # only the blocker's
+
+
+def test_many_runs_of_one_pipeline_at_once_keep_apart(pm) -> None:
+    pipeline = Pipeline("square")
+
+    @pipeline.task("value")
+    def value() -> float:
+        time.sleep(0.05)
+        return threading.get_ident()
+
+    handles = [pm.submit(pipeline) for _ in range(20)]
+    assert len({h.run_id for h in handles}) == 20
+    results = [h.result(timeout=60) for h in handles]
+    assert all(r.success for r in results)
+    assert [r.run_id for r in results] == [h.run_id for h in handles]
+
+
+def test_unknown_run_or_pipeline(pm) -> None:
+    with pytest.raises(PipelineError, match="no run or pipeline 'nope'"):
+        pm.get_pipeline_status("nope")
+
+
+def test_close_cancels_runs_still_going_and_does_not_hang(tmp_path) -> None:
+    gate, ran = threading.Event(), []
+    pm = PipelineManager({"store": {"url": str(tmp_path / "store")}})
+    handle = pm.submit(gated("closing", gate, ran))
+    wait_for(lambda: handle.tracker.states["first"] == "running")
+    closer = threading.Thread(target=pm.close)
+    closer.start()
+    time.sleep(0.2)
+    gate.set()  # the running task ends; close() returns
+    closer.join(30)
+    assert not closer.is_alive()
+    assert handle.status() == "cancelled" and ran == []
+    with pytest.raises(PipelineError, match="closed"):
+        pm.submit(gated("after", gate, ran))
+
+
+def test_cancel_on_a_cluster_cancels_the_rest_of_the_graph(tmp_path) -> None:
+    marker = tmp_path / "second-ran"
+    pipeline = Pipeline("cluster_cancel")
+
+    @pipeline.task("first")
+    def first() -> int:
+        time.sleep(1.5)
+        return 1
+
+    @pipeline.task("second", depends_on=["first"])
+    def second(x: int) -> int:
+        marker.write_text("ran")
+        return x
+
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False) as cluster:
+        with Client(cluster) as client, PipelineManager(client=client) as pm:
+            handle = pm.submit(pipeline)
+            wait_for(lambda: handle.status() == "running")
+            time.sleep(0.5)  # first is on the worker (a cluster reports tasks as they end)
+            assert handle.tracker.states["first"] != "succeeded"
+            handle.cancel()
+            with pytest.raises(RunCancelled):
+                handle.result(timeout=30)
+            time.sleep(2.0)  # first would be done by now; second must not have started
+            assert not marker.exists()
+            assert handle.status() == "cancelled"
+            # the cluster is free for the next run
+            marker.unlink(missing_ok=True)
+            again = pm.submit(pipeline).result(timeout=60)
+            assert again.success and marker.exists()

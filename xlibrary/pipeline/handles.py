@@ -1,0 +1,148 @@
+"""Non-blocking runs: ``pm.submit(pipeline)`` returns a :class:`RunHandle` at once.
+
+A handle knows its run id before the run starts, answers ``status()`` (``pending``,
+``running``, ``succeeded``, ``failed``, ``cancelled``) with the state of each task while the
+run goes, waits with ``result(timeout=)``, and ``cancel()`` stops the run from starting any
+further task (tasks already running finish; their results are dropped).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import CancelledError, Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+from .errors import RunCancelled
+from .result import PipelineResult
+
+__all__ = ["RunHandle", "RunTracker", "status_of_record"]
+
+
+class RunTracker:
+    """Follows a run's tasks as the backend reports them (a run listener): ``pending``,
+    ``running`` (on the embedded backend, which reports starts), ``finished``."""
+
+    def __init__(self, tasks: list[str]) -> None:
+        self.states: dict[str, str] = dict.fromkeys(tasks, "pending")
+
+    def started(self, task: str) -> None:
+        self.states[task] = "running"
+
+    def done(self, task: str) -> None:
+        self.states[task] = "finished"
+
+    def close(self) -> None:
+        pass
+
+
+class RunHandle:
+    """A run submitted with ``pm.submit``."""
+
+    def __init__(self, pipeline: str, run_id: str, tasks: list[str]) -> None:
+        self.pipeline = pipeline
+        self.run_id = run_id
+        self.submitted = time.time()
+        self.tracker = RunTracker(tasks)
+        self.cancel_event = threading.Event()
+        self.future: Future[PipelineResult] = Future()
+
+    def status(self) -> str:
+        """``pending``, ``running``, ``succeeded``, ``failed`` or ``cancelled``."""
+        if self.future.cancelled():
+            return "cancelled"
+        if self.future.done():
+            error = self.future.exception()
+            if isinstance(error, RunCancelled):
+                return "cancelled"
+            if error is not None:
+                return "failed"
+            return "succeeded" if self.future.result().success else "failed"
+        return "running" if self.future.running() else "pending"
+
+    def done(self) -> bool:
+        return self.future.done()
+
+    def result(self, timeout: float | None = None) -> PipelineResult:
+        """The run's result, waiting up to ``timeout`` seconds (TimeoutError after that);
+        RunCancelled when it was cancelled."""
+        try:
+            return self.future.result(timeout)
+        except CancelledError:
+            raise RunCancelled(f"run {self.run_id} of {self.pipeline!r} was cancelled") from None
+        except FutureTimeout:
+            raise TimeoutError(
+                f"run {self.run_id} of {self.pipeline!r} is still {self.status()} after "
+                f"{timeout:g}s"
+            ) from None
+
+    def cancel(self) -> bool:
+        """Cancel the run: a pending run never starts; a running one starts no further task.
+        False when it had already finished."""
+        if self.future.done():
+            return False
+        self.cancel_event.set()
+        self.future.cancel()  # succeeds only while pending
+        return True
+
+    def describe(self) -> dict[str, Any]:
+        """What ``get_pipeline_status`` answers for this run."""
+        status = self.status()
+        out: dict[str, Any] = {
+            "pipeline": self.pipeline,
+            "run_id": self.run_id,
+            "status": status,
+            "submitted": self.submitted,
+        }
+        if self.future.done() and not self.future.cancelled() and self.future.exception() is None:
+            result = self.future.result()
+            out.update(_from_result(result))
+        else:
+            out["tasks"] = {name: {"status": s} for name, s in self.tracker.states.items()}
+        return out
+
+    def __repr__(self) -> str:
+        return f"<RunHandle {self.pipeline!r} run {self.run_id} {self.status()}>"
+
+
+def _from_result(result: PipelineResult) -> dict[str, Any]:
+    return {
+        "status": "succeeded" if result.success else "failed",
+        "started": result.started,
+        "finished": result.finished,
+        "duration": result.duration,
+        "failed_task": result.failed_task,
+        "error": None if result.error is None else str(result.error),
+        "tasks": {
+            name: {"status": str(run.status), "duration": run.duration, "attempts": run.attempts}
+            for name, run in result.tasks.items()
+        },
+    }
+
+
+def status_of_record(record: dict[str, Any]) -> dict[str, Any]:
+    """What ``get_pipeline_status`` answers from a run record of the store."""
+    tasks = record.get("tasks") or {}
+    if not tasks:  # the record of a run that has started: only the task names
+        tasks = {name: {"status": "pending"} for name in record.get("order", [])}
+    return {
+        "pipeline": record["pipeline"],
+        "run_id": record["run_id"],
+        "status": record.get("status"),
+        "started": record.get("started"),
+        "finished": record.get("finished"),
+        "duration": record.get("duration"),
+        "failed_task": record.get("failed_task"),
+        "error": (record.get("error") or {}).get("summary"),
+        "tasks": {
+            name: {
+                "status": task.get("status"),
+                "duration": None
+                if task.get("started") is None or task.get("finished") is None
+                else task["finished"] - task["started"],
+                "attempts": task.get("attempts", 0),
+            }
+            for name, task in tasks.items()
+        },
+    }
