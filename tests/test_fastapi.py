@@ -1,0 +1,197 @@
+"""The FastAPI router and the guide's FastAPI example, on a real uvicorn server, driven by httpx."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import BackgroundTasks, FastAPI
+
+from tests.conftest import free_port
+from xlibrary.pipeline import Pipeline, PipelineManager
+from xlibrary.pipeline.integrations.fastapi import create_router
+
+
+class Server:
+    """A real uvicorn server on 127.0.0.1, in a thread."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.port = free_port()
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.time() + 30
+        while not self.server.started:
+            if time.time() > deadline:
+                pytest.fail("uvicorn did not start")
+            time.sleep(0.05)
+        return f"http://127.0.0.1:{self.port}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)
+
+
+def numbers() -> Pipeline:
+    p = Pipeline("numbers")
+    p.task("load")(lambda: list(range(10)))
+    p.task("square", depends_on=["load"])(lambda xs: [x * x for x in xs])
+    p.task("total", depends_on=["square"])(lambda xs: {"total": sum(xs), "count": len(xs)})
+    return p
+
+
+def slow() -> Pipeline:
+    p = Pipeline("slow")
+    p.task("wait")(lambda: time.sleep(1.5) or "waited")
+    p.task("after", depends_on=["wait"])(lambda x: x)
+    return p
+
+
+def broken() -> Pipeline:
+    p = Pipeline("broken")
+    p.task("fail")(lambda: 1 / 0)
+    return p
+
+
+@pytest.fixture
+def api(tmp_path) -> Iterator[tuple[str, PipelineManager]]:
+    pm = PipelineManager({"store": {"url": str(tmp_path / "store")}})
+    app = FastAPI()
+    app.include_router(create_router(pm, pipelines=[numbers(), slow(), broken()]), prefix="/api")
+    with Server(app) as url:
+        yield url, pm
+    pm.close()
+
+
+def wait_done(client: httpx.Client, run_id: str, timeout: float = 30) -> dict[str, Any]:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        body = client.get(f"/api/runs/{run_id}").json()
+        if body["status"] not in ("pending", "running"):
+            return body
+        time.sleep(0.05)
+    pytest.fail(f"run {run_id} did not finish")
+
+
+def test_start_a_run_follow_it_and_get_its_result(api) -> None:
+    url, _ = api
+    with httpx.Client(base_url=url, timeout=30) as client:
+        started = client.post("/api/pipelines/numbers/runs", json={"parallel": True})
+        assert started.status_code == 202
+        run_id = started.json()["run_id"]
+        status = wait_done(client, run_id)
+        assert status["status"] == "succeeded"
+        assert set(status["tasks"]) == {"load", "square", "total"}
+        assert all(
+            t["status"] == "succeeded" and t["duration"] >= 0 for t in status["tasks"].values()
+        )
+        result = client.get(f"/api/runs/{run_id}/result")
+        assert result.status_code == 200
+        assert result.json()["final_result"] == {"total": 285, "count": 10}
+        listed = {p["name"]: p for p in client.get("/api/pipelines").json()}
+        assert listed["numbers"]["last_run"]["run_id"] == run_id
+        assert listed["numbers"]["tasks"] == ["load", "square", "total"]
+        assert listed["slow"]["last_run"] is None
+
+
+def test_result_while_running_failed_and_cancelled(api) -> None:
+    url, _ = api
+    with httpx.Client(base_url=url, timeout=30) as client:
+        run_id = client.post("/api/pipelines/slow/runs").json()["run_id"]
+        early = client.get(f"/api/runs/{run_id}/result")
+        assert early.status_code == 409 and "still" in early.json()["detail"]
+        assert client.get(f"/api/runs/{run_id}").json()["tasks"]["wait"]["status"] == "running"
+        cancelled = client.post(f"/api/runs/{run_id}/cancel")
+        assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+        assert client.get(f"/api/runs/{run_id}/result").status_code == 410
+
+        failed_id = client.post("/api/pipelines/broken/runs").json()["run_id"]
+        assert wait_done(client, failed_id)["status"] == "failed"
+        failed = client.get(f"/api/runs/{failed_id}/result")
+        assert failed.status_code == 424
+        assert failed.json()["detail"]["failed_task"] == "fail"
+        assert "ZeroDivisionError" in failed.json()["detail"]["error"]
+
+
+def test_unknown_names_are_404_and_bad_bodies_422(api) -> None:
+    url, _ = api
+    with httpx.Client(base_url=url, timeout=30) as client:
+        assert client.post("/api/pipelines/nope/runs").status_code == 404
+        assert client.get("/api/runs/nope").status_code == 404
+        assert client.get("/api/runs/nope/result").status_code == 404
+        assert client.post("/api/runs/nope/cancel").status_code == 404
+        bad = client.post("/api/pipelines/numbers/runs", json={"parallel": "sometimes"})
+        assert bad.status_code == 422
+        schema = client.get("/openapi.json").json()
+        paths = schema["paths"]
+        assert "404" in paths["/api/pipelines/{name}/runs"]["post"]["responses"]
+        assert {"409", "410", "424"} <= set(paths["/api/runs/{run_id}/result"]["get"]["responses"])
+
+
+def test_twenty_runs_at_once(api) -> None:
+    url, _ = api
+
+    async def go() -> list[dict[str, Any]]:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            started = await asyncio.gather(
+                *(client.post("/api/pipelines/numbers/runs") for _ in range(20))
+            )
+            ids = [r.json()["run_id"] for r in started]
+            assert len(set(ids)) == 20
+
+            async def result(run_id: str) -> dict[str, Any]:
+                while True:
+                    response = await client.get(f"/api/runs/{run_id}/result")
+                    if response.status_code != 409:
+                        assert response.status_code == 200, response.text
+                        return response.json()
+                    await asyncio.sleep(0.05)
+
+            return await asyncio.gather(*(result(i) for i in ids))
+
+    results = asyncio.run(go())
+    assert [r["final_result"] for r in results] == [{"total": 285, "count": 10}] * 20
+
+
+def test_guide_fastapi_example_as_written(tmp_path, monkeypatch) -> None:
+    """The guide's two endpoints, with only their imports added."""
+    monkeypatch.setenv("XLIBRARY_STORE", str(tmp_path / "guide-store"))
+    namespace: dict[str, Any] = {}
+    from tests.test_guide import PRELUDE, guide_blocks
+
+    code = PRELUDE + "from fastapi import FastAPI, BackgroundTasks\n"
+    code += guide_blocks()["FastAPI Integration"]
+    exec(compile(code, "guide-fastapi", "exec"), namespace)
+    app = namespace["app"]
+    assert isinstance(app, FastAPI) and BackgroundTasks is namespace["BackgroundTasks"]
+    with Server(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+        answer = client.post("/process-data", json={"sensor": "t1", "value": 21.5})
+        assert answer.json() == {
+            "message": "Processing started",
+            "pipeline_id": "api_data_processing",
+        }
+        deadline = time.time() + 30
+        status: dict[str, Any] = {}
+        while time.time() < deadline:
+            # until the background task has started the run, the guide's endpoint has no
+            # run to report (pm.get_pipeline_status raises, FastAPI answers 500)
+            response = client.get("/pipeline-status/api_data_processing")
+            if response.status_code == 200:
+                status = response.json()
+                if status["status"]["status"] == "succeeded":
+                    break
+            time.sleep(0.05)
+        assert status["pipeline_id"] == "api_data_processing"
+        assert status["status"]["status"] == "succeeded"
+        assert status["status"]["tasks"]["process_request"]["status"] == "succeeded"
+    namespace["pm"].close()

@@ -1,0 +1,198 @@
+"""A FastAPI router that starts runs and reports on them.
+
+::
+
+    from fastapi import FastAPI
+    from xlibrary.pipeline.integrations.fastapi import create_router
+
+    app = FastAPI()
+    app.include_router(create_router(pm, pipelines=[etl, reports]), prefix="/pipelines-api")
+
+Routes (all described in the app's OpenAPI schema):
+
+* ``GET  /pipelines``: the pipelines, each with its last run;
+* ``POST /pipelines/{name}/runs``: start a run (``{"parallel": true}``), 202 with its run id;
+* ``GET  /runs/{run_id}``: the run's status and each task's state and timings;
+* ``GET  /runs/{run_id}/result``: the final result as JSON; 409 while the run goes, 424 when it
+  failed (with the failed task and its error), 410 when it was cancelled;
+* ``POST /runs/{run_id}/cancel``: cancel the run.
+
+An unknown pipeline or run is 404; a bad body is 422. Runs go through ``pm.submit``: the
+request returns at once and the run goes on in the manager's threads (or its cluster), so
+the server stays responsive.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ..errors import PipelineError, missing_extra
+from ..manager import PipelineManager
+from ..pipeline import Pipeline
+
+__all__ = ["create_router", "jsonable"]
+
+try:
+    from fastapi import APIRouter, HTTPException
+    from pydantic import BaseModel, Field
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise missing_extra("fastapi", "fastapi", "the FastAPI router") from exc
+
+
+class RunRequest(BaseModel):
+    parallel: bool = Field(True, description="Run independent tasks at the same time.")
+
+
+class RunStarted(BaseModel):
+    run_id: str
+    pipeline: str
+    status: str
+
+
+class TaskState(BaseModel):
+    status: str | None
+    duration: float | None = None
+    attempts: int | None = None
+
+
+class RunStatus(BaseModel):
+    pipeline: str
+    run_id: str
+    status: str | None
+    started: float | None = None
+    finished: float | None = None
+    duration: float | None = None
+    failed_task: str | None = None
+    error: str | None = None
+    tasks: dict[str, TaskState]
+
+
+class PipelineInfo(BaseModel):
+    name: str
+    tasks: list[str]
+    last_run: RunStatus | None = None
+
+
+class RunResult(BaseModel):
+    run_id: str
+    pipeline: str
+    final_result: Any
+
+
+class Problem(BaseModel):
+    detail: Any
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as JSON-able data: DataFrames become lists of records, arrays lists."""
+    from fastapi.encoders import jsonable_encoder
+
+    pandas = sys.modules.get("pandas")
+    if pandas is not None and isinstance(value, pandas.DataFrame):
+        return jsonable_encoder(value.to_dict(orient="records"))
+    if hasattr(value, "tolist") and callable(value.tolist):
+        return jsonable_encoder(value.tolist())
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return jsonable_encoder(value)
+
+
+def create_router(
+    pm: PipelineManager, pipelines: Iterable[Pipeline] | Mapping[str, Pipeline] | None = None
+) -> APIRouter:
+    """The routes above for ``pipelines`` (default: the ones ``pm`` knows by name)."""
+    chosen: dict[str, Pipeline] = {}
+    if isinstance(pipelines, Mapping):
+        chosen.update(pipelines)
+    elif pipelines is not None:
+        chosen.update({p.name: p for p in pipelines})
+
+    def known() -> dict[str, Pipeline]:
+        return chosen or dict(pm.pipelines)
+
+    def status(run_id: str) -> dict[str, Any]:
+        try:
+            return pm.get_pipeline_status(run_id)
+        except PipelineError:
+            raise HTTPException(404, f"no run {run_id!r}") from None
+
+    router = APIRouter(tags=["pipelines"])
+    missing: dict[int | str, dict[str, Any]] = {404: {"model": Problem}}
+
+    @router.get("/pipelines", response_model=list[PipelineInfo])
+    def list_pipelines() -> list[PipelineInfo]:
+        """The pipelines this API runs, each with its last run."""
+        out = []
+        for name, pipeline in known().items():
+            try:
+                last = RunStatus(**pm.get_pipeline_status(name))
+            except PipelineError:
+                last = None
+            out.append(PipelineInfo(name=name, tasks=list(pipeline.task_names), last_run=last))
+        return out
+
+    @router.post(
+        "/pipelines/{name}/runs", response_model=RunStarted, status_code=202, responses=missing
+    )
+    def start_run(name: str, request: RunRequest | None = None) -> RunStarted:
+        """Start a run of pipeline ``name``; returns at once with its run id."""
+        pipeline = known().get(name)
+        if pipeline is None:
+            raise HTTPException(404, f"no pipeline {name!r}; known: {sorted(known())}")
+        handle = pm.submit(pipeline, parallel=request.parallel if request is not None else True)
+        return RunStarted(run_id=handle.run_id, pipeline=name, status=handle.status())
+
+    @router.get("/runs/{run_id}", response_model=RunStatus, responses=missing)
+    def run_status(run_id: str) -> RunStatus:
+        """The run's status (pending, running, succeeded, failed, cancelled) and its tasks."""
+        return RunStatus(**status(run_id))
+
+    @router.get(
+        "/runs/{run_id}/result",
+        response_model=RunResult,
+        responses={
+            **missing,
+            409: {"model": Problem},
+            410: {"model": Problem},
+            424: {"model": Problem},
+        },
+    )
+    def run_result(run_id: str) -> RunResult:
+        """The run's final result, once it has succeeded."""
+        found = status(run_id)
+        state = found["status"]
+        if state in ("pending", "running"):
+            raise HTTPException(409, f"run {run_id} is still {state}")
+        if state == "cancelled":
+            raise HTTPException(410, f"run {run_id} was cancelled")
+        if state == "failed":
+            raise HTTPException(
+                424, {"failed_task": found.get("failed_task"), "error": found.get("error")}
+            )
+        handle = pm.handle(run_id)
+        if handle is None:
+            raise HTTPException(
+                404, f"run {run_id} was not started by this server: its result is not here"
+            )
+        result = handle.result()
+        return RunResult(
+            run_id=run_id, pipeline=result.pipeline, final_result=jsonable(result.final_result)
+        )
+
+    @router.post("/runs/{run_id}/cancel", response_model=RunStatus, responses=missing)
+    def cancel_run(run_id: str) -> RunStatus:
+        """Cancel the run: it starts no further task."""
+        handle = pm.handle(run_id)
+        if handle is None:
+            raise HTTPException(404, f"no run {run_id!r} started by this server")
+        handle.cancel()
+        with contextlib.suppress(Exception):  # cancelled or failed: the status says which
+            handle.result(timeout=30)
+        return RunStatus(**status(run_id))
+
+    return router
