@@ -56,7 +56,7 @@ def test_submit_returns_at_once_and_the_status_follows_the_run(pm, tmp_path) -> 
     # another process (here: another manager on the same store) sees the run going
     with PipelineManager({"store": {"url": str(tmp_path / "store")}}) as other:
         wait_for(lambda: other.get_pipeline_status("gated")["status"] == "running")
-    with pytest.raises(TimeoutError, match="still running after 0.1s"):
+    with pytest.raises(TimeoutError, match=r"still running after 0\.1s"):
         handle.result(timeout=0.1)
     gate.set()
     result = handle.result(timeout=30)
@@ -114,9 +114,9 @@ def test_cancel_a_running_run_starts_no_further_task(pm, tmp_path) -> None:
 
 
 def test_cancel_a_run_that_has_not_started(pm, monkeypatch) -> None:
-    import xlibrary.pipeline.manager as manager_module
+    import xlibrary.pipeline.handles as handles_module
 
-    monkeypatch.setattr(manager_module, "SUBMIT_THREADS", 1)
+    monkeypatch.setattr(handles_module, "SUBMIT_THREADS", 1)
     gate, ran = threading.Event(), []
     blocker = pm.submit(gated("blocker", gate, ran))
     waiting = pm.submit(gated("waiting", threading.Event(), ran))

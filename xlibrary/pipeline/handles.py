@@ -10,14 +10,28 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import CancelledError, Future
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
-from .errors import RunCancelled
+from .errors import PipelineError, RunCancelled
 from .result import PipelineResult
 
-__all__ = ["RunHandle", "RunTracker", "status_of_record"]
+__all__ = [
+    "KEEP_HANDLES",
+    "SUBMIT_THREADS",
+    "RunHandle",
+    "RunTracker",
+    "Submitted",
+    "status_of_record",
+]
+
+KEEP_HANDLES = 1000
+"""Submitted runs whose handles a manager keeps (older ones are answered from the store)."""
+SUBMIT_THREADS = 32
+"""Submitted runs that go at once; more wait their turn (``pending``)."""
 
 
 class RunTracker:
@@ -104,6 +118,62 @@ class RunHandle:
 
     def __repr__(self) -> str:
         return f"<RunHandle {self.pipeline!r} run {self.run_id} {self.status()}>"
+
+
+class Submitted:
+    """A manager's submitted runs: the pool they run on (started on first use) and the handles
+    of the last ``KEEP_HANDLES`` runs, by run id."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._handles: OrderedDict[str, RunHandle] = OrderedDict()
+        self._pool: ThreadPoolExecutor | None = None
+        self._closed = False
+
+    def start(self, handle: RunHandle, run: Callable[[RunHandle], PipelineResult]) -> None:
+        """Run ``run(handle)`` on the pool; its result or exception completes the handle."""
+
+        def work() -> None:
+            if not handle.future.set_running_or_notify_cancel():
+                return  # cancelled while pending
+            try:
+                result = run(handle)
+            except BaseException as exc:
+                handle.future.set_exception(exc)
+            else:
+                handle.future.set_result(result)
+
+        with self._lock:
+            if self._closed:
+                raise PipelineError("this PipelineManager is closed; create a new one to run")
+            self._handles[handle.run_id] = handle
+            while len(self._handles) > KEEP_HANDLES:
+                self._handles.popitem(last=False)
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    SUBMIT_THREADS, thread_name_prefix="xlibrary-submit"
+                )
+            self._pool.submit(work)
+
+    def get(self, run_id: str) -> RunHandle | None:
+        return self._handles.get(run_id)
+
+    def latest(self, pipeline: str) -> RunHandle | None:
+        """The handle of the last run of ``pipeline`` submitted here."""
+        with self._lock:
+            handles = list(self._handles.values())
+        return next((h for h in reversed(handles) if h.pipeline == pipeline), None)
+
+    def close(self) -> None:
+        """Cancel the runs still going and wait for them to stop."""
+        with self._lock:
+            self._closed = True
+            pool, self._pool = self._pool, None
+            handles = list(self._handles.values())
+        for handle in handles:
+            handle.cancel()
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _from_result(result: PipelineResult) -> dict[str, Any]:

@@ -7,15 +7,13 @@ import dataclasses
 import logging
 import threading
 import weakref
-from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from .backends import Backend, LocalBackend
 from .errors import ConfigError, PipelineDefinitionError, PipelineError
 from .execute import Persistence, RunObserver, execute, new_run_id
-from .handles import RunHandle, status_of_record
+from .handles import RunHandle, Submitted, status_of_record
 from .monitoring import hooks as monitoring_hooks
 from .monitoring.alerts import Alert
 from .monitoring.config import MonitorConfig
@@ -44,11 +42,6 @@ __all__ = ["PipelineManager"]
 logger = logging.getLogger("xlibrary.pipeline")
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-KEEP_HANDLES = 1000
-"""Submitted runs whose handles ``get_pipeline_status`` keeps (older ones: from the store)."""
-SUBMIT_THREADS = 32
-"""Runs started with ``submit`` that go at once; more wait their turn (``pending``)."""
 
 
 class PipelineManager:
@@ -87,8 +80,7 @@ class PipelineManager:
         self._warned: set[tuple[str, str, str]] = set()
         self._finalizer = weakref.finalize(self, _close_backends, self._backends)
         self._default_store = default_store_url()  # fixed now: a later chdir does not move it
-        self._handles: OrderedDict[str, RunHandle] = OrderedDict()
-        self._submit_pool: ThreadPoolExecutor | None = None
+        self._submitted = Submitted()
         self._monitor_config = MonitorConfig.from_settings(self.settings)
         self._monitoring = monitoring_hooks.MonitoringState()
         self._pages = False  # the dashboard's Pipelines page is registered on our client
@@ -183,55 +175,32 @@ class PipelineManager:
         target = self._resolve(pipeline)
         plan = self.plan(target)
         handle = RunHandle(target.name, new_run_id(), [t.name for t in plan.tasks])
-        with self._lock:
-            if self._closed:
-                raise PipelineError("this PipelineManager is closed; create a new one to run")
-            self._handles[handle.run_id] = handle
-            while len(self._handles) > KEEP_HANDLES:
-                self._handles.pop(next(iter(self._handles)))
-            if self._submit_pool is None:
-                self._submit_pool = ThreadPoolExecutor(
-                    SUBMIT_THREADS, thread_name_prefix="xlibrary-submit"
-                )
-            pool = self._submit_pool
-
-        def work() -> None:
-            if not handle.future.set_running_or_notify_cancel():
-                return  # cancelled while pending
-            try:
-                result = self._run(
-                    target,
-                    parallel=parallel,
-                    raise_on_failure=False,
-                    run_id=handle.run_id,
-                    listeners=[handle.tracker],
-                    cancel=handle.cancel_event,
-                )
-            except BaseException as exc:
-                handle.future.set_exception(exc)
-            else:
-                handle.future.set_result(result)
-
-        pool.submit(work)
+        self._submitted.start(
+            handle,
+            lambda h: self._run(
+                target,
+                parallel=parallel,
+                raise_on_failure=False,
+                run_id=h.run_id,
+                listeners=[h.tracker],
+                cancel=h.cancel_event,
+            ),
+        )
         return handle
 
     def handle(self, run_id: str) -> RunHandle | None:
         """The handle of a run this manager submitted (the last 1,000 are kept)."""
-        return self._handles.get(run_id)
+        return self._submitted.get(run_id)
 
     def get_pipeline_status(self, pipeline_id: str) -> dict[str, Any]:
         """The status of a run (by run id) or of a pipeline's latest run (by name): ``pending``,
         ``running``, ``succeeded``, ``failed`` or ``cancelled``, with each task's state and
         timings. Runs recorded in the store by other processes are answered too."""
-        handle = self._handles.get(pipeline_id)
+        handle = self._submitted.get(pipeline_id)
         if handle is not None:
             described: dict[str, Any] = handle.describe()
             return described
-        latest = None
-        for candidate in reversed(list(self._handles.values())):
-            if candidate.pipeline == pipeline_id:
-                latest = candidate
-                break
+        latest = self._submitted.latest(pipeline_id)
         store = self.store
         record = store.find_record(pipeline_id) or store.read_record(pipeline_id)
         if latest is not None and (record is None or latest.run_id >= record["run_id"]):
@@ -769,11 +738,7 @@ class PipelineManager:
         """
         with self._lock:
             self._closed = True
-            pool, self._submit_pool = self._submit_pool, None
-        for handle in list(self._handles.values()):
-            handle.cancel()
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        self._submitted.close()
         self._finalizer()
         self.store.flush()  # records written in the background are in the store
 
