@@ -103,3 +103,22 @@ def test_usage_without_command_exits_2() -> None:
     with pytest.raises(SystemExit) as info:
         main([])
     assert info.value.code == 2
+
+
+@pytest.mark.parametrize(
+    ("argv", "command", "extra"),
+    [
+        (["runs", "list", "--limit=3"], "runs list", "--limit=3"),
+        (["cache", "prune", "--older-than", "1d"], "cache prune", "--older-than 1d"),
+        (["run", "examples/etl.py", "--bogus"], "run", "--bogus"),
+    ],
+)
+def test_unknown_option_names_its_command(
+    argv: list[str], command: str, extra: str, capsys
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"usage: xlibrary-pipeline {command} " in err
+    assert f"xlibrary-pipeline {command}: error: unrecognized arguments: {extra}" in err

@@ -45,7 +45,10 @@ __all__ = ["find_pipeline", "load_file", "main"]
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # name the command that got them, with its own usage
+        command: argparse.ArgumentParser = getattr(args, "command_parser", parser)
+        command.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -84,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         help="show a progress bar on stderr (default: when stderr is a terminal)",
     )
-    run.set_defaults(handler=_commands.run)
+    run.set_defaults(handler=_commands.run, command_parser=run)
 
     deploy = commands.add_parser("deploy", help="Kubernetes manifests of a config")
     actions = deploy.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -105,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_DEPLOY_DIR,
         help=f"where to write the manifests (default {DEFAULT_DEPLOY_DIR})",
     )
-    render.set_defaults(handler=_commands.deploy_render)
+    render.set_defaults(handler=_commands.deploy_render, command_parser=render)
 
     runs = commands.add_parser("runs", help="the runs recorded in the store")
     runs_actions = runs.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -118,23 +121,23 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_LAST,
         help=f"how many runs (default {DEFAULT_LAST})",
     )
-    listing.set_defaults(handler=_store.runs_list)
+    listing.set_defaults(handler=_store.runs_list, command_parser=listing)
     show = runs_actions.add_parser("show", parents=[store], help="the record of one run")
     show.add_argument("run_id", metavar="RUN_ID")
     show.add_argument("--json", action="store_true", help="print the record as JSON")
-    show.set_defaults(handler=_store.runs_show)
+    show.set_defaults(handler=_store.runs_show, command_parser=show)
 
     cache = commands.add_parser("cache", help="the result cache")
     cache_actions = cache.add_subparsers(dest="action", required=True, metavar="ACTION")
     entries = cache_actions.add_parser("list", parents=[store], help="the cache entries")
     entries.add_argument("--pipeline", metavar="P", help="only this pipeline's entries")
-    entries.set_defaults(handler=_store.cache_list)
+    entries.set_defaults(handler=_store.cache_list, command_parser=entries)
     clear = cache_actions.add_parser("clear", parents=[store], help="delete cache entries")
     clear.add_argument("--pipeline", metavar="P", help="only this pipeline's entries")
     clear.add_argument("--task", metavar="T", help="only this task's entries")
-    clear.set_defaults(handler=_store.cache_clear)
+    clear.set_defaults(handler=_store.cache_clear, command_parser=clear)
     prune = cache_actions.add_parser("prune", parents=[store], help="delete expired entries")
-    prune.set_defaults(handler=_store.cache_prune)
+    prune.set_defaults(handler=_store.cache_prune, command_parser=prune)
 
     dashboard = commands.add_parser(
         "dashboard", parents=[store], help="serve a local cluster's Dask dashboard"
@@ -142,14 +145,14 @@ def _parser() -> argparse.ArgumentParser:
     dashboard.add_argument(
         "--seconds", metavar="N", type=float, help="stop after N seconds (default: at Ctrl-C)"
     )
-    dashboard.set_defaults(handler=_commands.dashboard)
+    dashboard.set_defaults(handler=_commands.dashboard, command_parser=dashboard)
 
     picture = commands.add_parser("visualize", help="draw a pipeline's graph (SVG or PNG)")
     picture.add_argument("target", metavar="FILE[:PIPELINE]", help="e.g. examples/etl.py")
     picture.add_argument(
         "-o", "--output", metavar="OUT", type=Path, required=True, help="OUT.svg or OUT.png"
     )
-    picture.set_defaults(handler=_commands.visualize)
+    picture.set_defaults(handler=_commands.visualize, command_parser=picture)
     return parser
 
 
