@@ -132,6 +132,9 @@ def test_unknown_names_are_404_and_bad_bodies_422(api) -> None:
         assert client.post("/api/runs/nope/cancel").status_code == 404
         bad = client.post("/api/pipelines/numbers/runs", json={"parallel": "sometimes"})
         assert bad.status_code == 422
+        typo = client.post("/api/pipelines/numbers/runs", json={"paralel": False})
+        assert typo.status_code == 422
+        assert typo.json()["detail"][0]["loc"][-1] == "paralel"
         schema = client.get("/openapi.json").json()
         paths = schema["paths"]
         assert "404" in paths["/api/pipelines/{name}/runs"]["post"]["responses"]

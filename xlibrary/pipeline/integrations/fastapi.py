@@ -37,12 +37,14 @@ __all__ = ["create_router", "jsonable"]
 
 try:
     from fastapi import APIRouter, HTTPException
-    from pydantic import BaseModel, Field
+    from pydantic import BaseModel, ConfigDict, Field
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise missing_extra("fastapi", "fastapi", "the FastAPI router") from exc
 
 
 class RunRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt option is a 422, not ignored
+
     parallel: bool = Field(True, description="Run independent tasks at the same time.")
 
 
