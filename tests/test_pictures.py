@@ -237,3 +237,31 @@ def test_a_pipeline_that_cannot_be_drawn_says_why() -> None:
     html = Pipeline("empty")._repr_html_()
     assert html.startswith("<p>")
     assert "has no tasks" in html
+
+
+def test_after_a_run_the_picture_shows_how_it_went(layout: str, tmp_path: Path) -> None:
+    pipeline = make_pipeline()
+    assert pipeline.last_run is None
+    bare = svg_nodes(pipeline.visualize(tmp_path / "before.svg").read_text(encoding="utf-8"))
+    assert all(FILL[None] in fills(group) for group in bare.values())
+
+    with PipelineManager({"store": {"url": "memory://pictures-latest"}}) as pm:
+        result = pm.execute_pipeline(pipeline)
+    last = pipeline.last_run
+    assert last is not None and last.run_id == result.run_id
+    assert last.results == {} and last.tasks[FAILING].error is None  # no values kept
+    assert "no good" in (last.tasks[FAILING].traceback or "")
+
+    for svg in (
+        pipeline.visualize(tmp_path / "after.svg").read_text(encoding="utf-8"),
+        pipeline._repr_html_(),
+    ):
+        nodes = svg_nodes(svg)
+        for name, status in EXPECTED_STATUS.items():
+            assert FILL[status] in fills(nodes[name]), (name, status)
+    plain = svg_nodes(pipeline.visualize(tmp_path / "plain.svg", states=False).read_text())
+    assert all(FILL[None] in fills(group) for group in plain.values())
+
+    pipeline.task("late", depends_on=["summary"])(lambda total: total)
+    assert pipeline.last_run is None  # the graph changed: that run no longer describes it
+    assert "late" in svg_nodes(pipeline._repr_html_())

@@ -262,6 +262,7 @@ class PipelineManager:
             listeners=list(listeners),
             cancel=cancel,
         )
+        pipeline._remember(result)  # its picture shows how this run went
         if raise_on_failure is None:
             raise_on_failure = self.settings.debug_mode or self.settings.raise_on_failure
         if raise_on_failure and result.error is not None:

@@ -115,10 +115,10 @@ def visualize(
     return path
 
 
-def pipeline_html(pipeline: Pipeline) -> str:
+def pipeline_html(pipeline: Pipeline, result: PipelineResult | None = None) -> str:
     """The task graph as inline SVG for a notebook, or the reason it cannot be drawn."""
     try:
-        return to_svg(pipeline)
+        return to_svg(pipeline, result)
     except PipelineDefinitionError as exc:
         return f"<p>pipeline {html.escape(repr(pipeline.name))}: {html.escape(str(exc))}</p>"
 

@@ -262,6 +262,7 @@ class Pipeline:
         self.description = description
         self._tasks: dict[str, Task] = {}
         self._version = 0
+        self._last_run: tuple[int, PipelineResult] | None = None
         _by_name[name] = self
 
     # -- declaring ----------------------------------------------------------------------
@@ -436,22 +437,51 @@ class Pipeline:
         return f"Pipeline({self.name!r}, tasks={list(self._tasks)})"
 
     def visualize(
-        self, filename: str | os.PathLike[str], *, result: PipelineResult | None = None
+        self,
+        filename: str | os.PathLike[str],
+        *,
+        result: PipelineResult | None = None,
+        states: bool = True,
     ) -> pathlib.Path:
-        """Draw the task graph into ``filename`` (``.svg``, or ``.png`` with Graphviz), coloured
-        by a run's ``result`` when given; returns the path. See :mod:`~xlibrary.pipeline.pictures`.
+        """Draw the task graph into ``filename`` (``.svg``, or ``.png`` with Graphviz); returns
+        the path. Each task is coloured by how it went in ``result``, by default this pipeline's
+        latest run in this process (none before the first run, or after a task was added);
+        ``states=False`` draws the bare graph. See :mod:`~xlibrary.pipeline.pictures`.
 
-        >>> pipeline.visualize("etl.svg", result=pm.execute_pipeline(pipeline))  # doctest: +SKIP
+        >>> pm.execute_pipeline(pipeline)  # doctest: +SKIP
+        >>> pipeline.visualize("etl.svg")  # doctest: +SKIP
         """
         from .pictures import visualize
 
-        return visualize(self, filename, result=result)
+        if states and result is None:
+            result = self.last_run
+        return visualize(self, filename, result=result if states else None)
+
+    @property
+    def last_run(self) -> PipelineResult | None:
+        """How this pipeline's latest run in this process went, task by task: the run's
+        :class:`~xlibrary.pipeline.result.PipelineResult` without its values (results, final
+        result, exceptions; each task's traceback text stays). ``None`` before the first run
+        and once the pipeline has changed since."""
+        if self._last_run is None or self._last_run[0] != self._version:
+            return None
+        return self._last_run[1]
+
+    def _remember(self, result: PipelineResult) -> None:
+        """Keep ``result``'s task states (not its values) as this pipeline's latest run."""
+        tasks = result.tasks
+        if any(run.error is not None for run in tasks.values()):
+            tasks = {name: run._replace(error=None) for name, run in tasks.items()}
+        summary = dataclasses.replace(
+            result, tasks=tasks, results={}, final_result=None, error=None
+        )
+        self._last_run = (self._version, summary)
 
     def _repr_html_(self) -> str:
-        """The task graph as inline SVG, for notebooks."""
+        """The task graph as inline SVG, for notebooks, coloured by the latest run if any."""
         from .pictures import pipeline_html
 
-        return pipeline_html(self)
+        return pipeline_html(self, self.last_run)
 
     # -- internals ----------------------------------------------------------------------
     @property
