@@ -306,6 +306,28 @@ def test_visualize_writes_an_svg(jobs: Path, tmp_path: Path, capsys) -> None:
         assert name in svg
 
 
+def test_visualize_a_recorded_run(two_runs: dict[str, str], jobs: Path, tmp_path: Path, capsys):
+    """--run colours each task by a run in the file's store: ids from `runs list`, or latest."""
+    out = tmp_path / "bad.svg"
+    assert main(["visualize", f"{jobs}:bad_job", "-o", str(out), "--run", two_runs["bad"]]) == 0
+    svg = out.read_text()
+    assert "#ffcdd2" in svg and "failed" in svg  # boom: red
+    assert "#eeeeee" in svg and "skipped" in svg  # after: grey
+    latest = tmp_path / "good.svg"
+    assert main(["visualize", f"{jobs}:good_job", "-o", str(latest), "--run", "latest"]) == 0
+    assert latest.read_text().count("#c8e6c9") >= 3  # load, quick, total: green
+    capsys.readouterr()
+    # a run of another pipeline, an unknown run, an empty store: one line each, exit 2
+    args = ["visualize", f"{jobs}:good_job", "-o", str(out), "--run", two_runs["bad"]]
+    assert main(args) == 2
+    assert "run of pipeline 'bad_job'" in one_error_line(capsys)
+    assert main([*args[:-1], "nope"]) == 2
+    assert "no run 'nope' in the store" in one_error_line(capsys)
+    empty = ["--store", str(tmp_path / "empty"), "--run", "latest"]
+    assert main(["visualize", f"{jobs}:good_job", "-o", str(out), *empty]) == 2
+    assert "no run of pipeline 'good_job'" in one_error_line(capsys)
+
+
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [

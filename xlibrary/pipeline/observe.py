@@ -18,7 +18,7 @@ from .plan import Action, Plan, Step
 from .result import PipelineResult, TaskRun, TaskStatus
 from .runner import CACHED, FAILED, STALE, SUCCEEDED, Failure, Outcome
 
-__all__ = ["collect", "log_result", "run_record", "start_record"]
+__all__ = ["collect", "log_result", "result_of_record", "run_record", "start_record"]
 
 logger = logging.getLogger("xlibrary.pipeline")
 
@@ -245,6 +245,50 @@ def run_record(result: PipelineResult, resumed_from: str | None) -> dict[str, An
         },
         "tasks": tasks,
     }
+
+
+def result_of_record(record: Mapping[str, Any]) -> PipelineResult:
+    """How a recorded run went, as a :class:`PipelineResult` without values (results, final
+    result, exceptions): what pictures and summaries of a run from another process need. A
+    run still going has only its finished tasks."""
+    tasks: dict[str, TaskRun] = {}
+    entries: Mapping[str, Any] = record.get("tasks") or {}
+    for name in dict.fromkeys([*record.get("order", ()), *entries]):
+        entry = entries.get(name)
+        if entry is None:
+            continue
+        error = entry.get("error") or {}
+        tasks[name] = TaskRun(
+            name,
+            _STATUS.get(entry.get("status", ""), TaskStatus.SKIPPED),
+            entry.get("attempts", 0),
+            entry.get("started"),
+            entry.get("finished"),
+            None,
+            error.get("traceback"),
+            entry.get("skipped_because"),
+            entry.get("reason"),
+            entry.get("source"),
+            bool(entry.get("saved")),
+            entry.get("token"),
+            entry.get("metrics"),
+            entry.get("peak_memory"),
+            entry.get("worker"),
+        )
+    started = record.get("started") or 0.0
+    return PipelineResult(
+        pipeline=record.get("pipeline", ""),
+        run_id=record.get("run_id", ""),
+        success=record.get("status") == "succeeded",
+        tasks=tasks,
+        results={},
+        final_result=None,
+        error=None,
+        started=started,
+        finished=record.get("finished") or started,
+        sinks=tuple(record.get("sinks", ())),
+        peak_memory=record.get("peak_memory"),
+    )
 
 
 def _version() -> str:

@@ -19,7 +19,9 @@ Inspecting the store (``--config FILE`` and ``--store URL`` pick it; default the
 
 ``xlibrary-pipeline dashboard [--seconds N]`` starts a local ``dask.distributed`` cluster with
 its dashboard and the Pipelines page, prints their links and serves until Ctrl-C.
-``xlibrary-pipeline visualize FILE[:PIPELINE] -o OUT.svg`` draws a pipeline's graph.
+``xlibrary-pipeline visualize FILE[:PIPELINE] -o OUT.svg [--run RUN_ID|latest]`` draws a
+pipeline's graph, coloured by how a recorded run went (from the file's manager's store, or
+``--store``).
 
 Config files are JSON, or YAML when named ``*.yaml``/``*.yml`` (PyYAML). Exit codes: 0
 success, 1 the pipeline failed, 2 bad usage (a missing file, an unknown pipeline or run, a
@@ -147,10 +149,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     dashboard.set_defaults(handler=_commands.dashboard, command_parser=dashboard)
 
-    picture = commands.add_parser("visualize", help="draw a pipeline's graph (SVG or PNG)")
+    picture = commands.add_parser(
+        "visualize", parents=[store], help="draw a pipeline's graph (SVG or PNG)"
+    )
     picture.add_argument("target", metavar="FILE[:PIPELINE]", help="e.g. examples/etl.py")
     picture.add_argument(
         "-o", "--output", metavar="OUT", type=Path, required=True, help="OUT.svg or OUT.png"
+    )
+    picture.add_argument(
+        "--run",
+        metavar="RUN_ID",
+        help="colour each task by how it went in this recorded run ('latest': the last one)",
     )
     picture.set_defaults(handler=_commands.visualize, command_parser=picture)
     return parser

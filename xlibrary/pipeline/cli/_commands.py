@@ -35,9 +35,7 @@ def run(args: argparse.Namespace) -> int:
     config = config_of(args) if args.config or args.store else None
     if args.scheduler:
         config = {**(config or {}), "scheduler_address": args.scheduler}
-    managers = unique(v for v in vars(module).values() if isinstance(v, PipelineManager))
-    own = config is not None or len(managers) != 1
-    pm = PipelineManager(config) if own else managers[0]
+    pm, own = _manager_for(module, config)
     progress = args.progress if args.progress is not None else sys.stderr.isatty()
     try:
         result = pm.execute_pipeline(
@@ -51,6 +49,14 @@ def run(args: argparse.Namespace) -> int:
             pm.close()
     _report(result)
     return EXIT_OK if result.success else EXIT_FAILED
+
+
+def _manager_for(module: Any, config: dict[str, Any] | None) -> tuple[PipelineManager, bool]:
+    """The file's own manager when it defines exactly one and no config was given, else a new
+    one of ``config``; and whether it is new (the caller closes it)."""
+    managers = unique(v for v in vars(module).values() if isinstance(v, PipelineManager))
+    own = config is not None or len(managers) != 1
+    return (PipelineManager(config) if own else managers[0]), own
 
 
 def deploy_render(args: argparse.Namespace) -> int:
@@ -97,12 +103,31 @@ def dashboard(args: argparse.Namespace) -> int:
 
 
 def visualize(args: argparse.Namespace) -> int:
+    from ..observe import result_of_record
     from ..pictures import visualize
 
     path, _, wanted = args.target.partition(":")
-    pipeline = find_pipeline(load_file(Path(path)), wanted or None, path)
+    module = load_file(Path(path))
+    pipeline = find_pipeline(module, wanted or None, path)
+    run = None
+    if args.run is not None:  # colour it by a recorded run: the file's store, or --store
+        pm, own = _manager_for(module, config_of(args) if args.config or args.store else None)
+        try:
+            store = pm.store
+            latest = args.run == "latest"
+            record = store.read_record(pipeline.name) if latest else store.find_record(args.run)
+        finally:
+            if own:
+                pm.close()
+        if record is None:
+            which = f"of pipeline {pipeline.name!r}" if latest else repr(args.run)
+            raise UsageError(
+                f"no run {which} in the store {store.url}; "
+                "`xlibrary-pipeline runs list` shows the recorded runs"
+            )
+        run = result_of_record(record)
     try:
-        written = visualize(pipeline, args.output)
+        written = visualize(pipeline, args.output, result=run)
     except OSError as exc:
         raise UsageError(f"cannot write {args.output}: {exc.strerror or exc}") from exc
     print(written)
