@@ -141,6 +141,28 @@ def test_unknown_names_are_404_and_bad_bodies_422(api) -> None:
         assert {"409", "410", "424"} <= set(paths["/api/runs/{run_id}/result"]["get"]["responses"])
 
 
+def test_results_of_runs_another_process_made(api, tmp_path) -> None:
+    """A run made elsewhere on the same store: its status, and its result if it saved it."""
+    url, _ = api
+    store = str(tmp_path / "store")
+    with PipelineManager({"store": {"url": store}, "save_intermediate_results": True}) as other:
+        saved = other.execute_pipeline(numbers()).run_id
+    with PipelineManager({"store": {"url": store}}) as other:
+        unsaved = other.execute_pipeline(numbers()).run_id
+    with httpx.Client(base_url=url, timeout=30) as client:
+        assert client.get(f"/api/runs/{saved}").json()["status"] == "succeeded"
+        got = client.get(f"/api/runs/{saved}/result")
+        assert got.status_code == 200, got.text
+        assert got.json() == {
+            "run_id": saved,
+            "pipeline": "numbers",
+            "final_result": {"total": 285, "count": 10},
+        }
+        missing = client.get(f"/api/runs/{unsaved}/result")
+        assert missing.status_code == 404
+        assert "save_intermediate_results" in missing.json()["detail"]
+
+
 def test_twenty_runs_at_once(api) -> None:
     url, _ = api
 

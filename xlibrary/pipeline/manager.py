@@ -396,13 +396,18 @@ class PipelineManager:
         return error_details(self.store, error_or_run)
 
     def get_intermediate_results(
-        self, pipeline_name: str, *, run_id: str | None = None
+        self,
+        pipeline_name: str,
+        *,
+        run_id: str | None = None,
+        tasks: Collection[str] | None = None,
     ) -> dict[str, Any]:
-        """The results the latest run of ``pipeline_name`` (or ``run_id``) saved, by task.
+        """The results the latest run of ``pipeline_name`` (or ``run_id``) saved, by task
+        (only ``tasks``' when given).
 
         Needs ``save_intermediate_results: True`` (cached tasks come from the cache).
         """
-        return intermediate_results(self.store, self.cache, pipeline_name, run_id)
+        return intermediate_results(self.store, self.cache, pipeline_name, run_id, tasks)
 
     def retry_failed_task(
         self,

@@ -15,7 +15,7 @@ new ``PipelineManager`` on the same store: the store is the state.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,15 +132,22 @@ def _locations(runs: RunStore, record: dict[str, Any]) -> dict[str, Restore]:
 
 
 def intermediate_results(
-    runs: RunStore, cache: Cache | None, pipeline: str, run_id: str | None = None
+    runs: RunStore,
+    cache: Cache | None,
+    pipeline: str,
+    run_id: str | None = None,
+    tasks: Collection[str] | None = None,
 ) -> dict[str, Any]:
-    """The results of the latest run (or ``run_id``) of ``pipeline``, by task name.
+    """The results of the latest run (or ``run_id``) of ``pipeline``, by task name (only
+    ``tasks``' when given).
 
     A run that retried or resumed an earlier one includes the results it took from it.
     """
     record = _record(runs, pipeline, run_id)
     out: dict[str, Any] = {}
     for name, where in _locations(runs, record).items():
+        if tasks is not None and name not in tasks:
+            continue
         try:
             if where.run_id is not None:
                 out[name] = runs.load_result(pipeline, where.run_id, name)

@@ -14,7 +14,8 @@ Routes (all described in the app's OpenAPI schema):
 * ``POST /pipelines/{name}/runs``: start a run (``{"parallel": true}``), 202 with its run id;
 * ``GET  /runs/{run_id}``: the run's status and each task's state and timings;
 * ``GET  /runs/{run_id}/result``: the final result as JSON; 409 while the run goes, 424 when it
-  failed (with the failed task and its error), 410 when it was cancelled;
+  failed (with the failed task and its error), 410 when it was cancelled; a run another process
+  made answers from the results it saved in the store (``save_intermediate_results``);
 * ``POST /runs/{run_id}/cancel``: cancel the run.
 
 An unknown pipeline or run is 404; a bad body is 422. Runs go through ``pm.submit``: the
@@ -104,6 +105,21 @@ def jsonable(value: Any) -> Any:
     return jsonable_encoder(value)
 
 
+def _saved_final_result(pm: PipelineManager, run_id: str, pipeline: str) -> Any:
+    """The final result of a finished run this process did not start, from the results it
+    saved in the store; 404 when it saved none."""
+    record = pm.store.find_record(run_id) or {}
+    sinks = list(record.get("sinks") or ())
+    saved = pm.get_intermediate_results(pipeline, run_id=run_id, tasks=sinks) if sinks else {}
+    if not sinks or any(name not in saved for name in sinks):
+        raise HTTPException(
+            404,
+            f"run {run_id} was not started by this server and did not save its results in the "
+            "store; runs with save_intermediate_results: True can be read from any process",
+        )
+    return saved[sinks[0]] if len(sinks) == 1 else {name: saved[name] for name in sinks}
+
+
 def create_router(
     pm: PipelineManager, pipelines: Iterable[Pipeline] | Mapping[str, Pipeline] | None = None
 ) -> APIRouter:
@@ -177,14 +193,12 @@ def create_router(
                 424, {"failed_task": found.get("failed_task"), "error": found.get("error")}
             )
         handle = pm.handle(run_id)
-        if handle is None:
-            raise HTTPException(
-                404, f"run {run_id} was not started by this server: its result is not here"
-            )
-        result = handle.result()
-        return RunResult(
-            run_id=run_id, pipeline=result.pipeline, final_result=jsonable(result.final_result)
-        )
+        if handle is not None:
+            result = handle.result()
+            final = result.final_result
+        else:  # a run of another process (or an earlier server): its saved results, if any
+            final = _saved_final_result(pm, run_id, found["pipeline"])
+        return RunResult(run_id=run_id, pipeline=found["pipeline"], final_result=jsonable(final))
 
     @router.post("/runs/{run_id}/cancel", response_model=RunStatus, responses=missing)
     def cancel_run(run_id: str) -> RunStatus:
