@@ -195,3 +195,35 @@ def test_cancel_on_a_cluster_cancels_the_rest_of_the_graph(tmp_path) -> None:
             marker.unlink(missing_ok=True)
             again = pm.submit(pipeline).result(timeout=60)
             assert again.success and marker.exists()
+
+
+def test_status_on_a_cluster_shows_running_tasks(tmp_path) -> None:
+    """A cluster reports tasks as they end; the status asks the scheduler which are running."""
+    gate = tmp_path / "open"
+    pipeline = Pipeline("cluster_status")
+
+    @pipeline.task("first")
+    def first() -> int:
+        deadline = time.monotonic() + 30
+        while not gate.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return 1
+
+    @pipeline.task("second", depends_on=["first"])
+    def second(x: int) -> int:
+        return x + 1
+
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False) as cluster:
+        with Client(cluster) as client, PipelineManager(client=client) as pm:
+            handle = pm.submit(pipeline)
+
+            def tasks() -> dict[str, str]:
+                status = pm.get_pipeline_status(handle.run_id)
+                return {name: t["status"] for name, t in status["tasks"].items()}
+
+            wait_for(lambda: tasks()["first"] == "running")
+            assert tasks() == {"first": "running", "second": "pending"}
+            assert pm.get_pipeline_status("cluster_status")["status"] == "running"
+            gate.write_text("go")
+            assert handle.result(timeout=60).final_result == 2
+            assert tasks() == {"first": "succeeded", "second": "succeeded"}

@@ -14,10 +14,13 @@ from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import PipelineError, RunCancelled
 from .result import PipelineResult
+
+if TYPE_CHECKING:
+    from .monitoring.progress import RunWatch
 
 __all__ = [
     "KEEP_HANDLES",
@@ -36,10 +39,25 @@ SUBMIT_THREADS = 32
 
 class RunTracker:
     """Follows a run's tasks as the backend reports them (a run listener): ``pending``,
-    ``running`` (on the embedded backend, which reports starts), ``finished``."""
+    ``running`` (reported by the embedded backend; asked of the scheduler on a cluster),
+    ``finished``."""
 
     def __init__(self, tasks: list[str]) -> None:
         self.states: dict[str, str] = dict.fromkeys(tasks, "pending")
+        self.watch: RunWatch | None = None
+
+    def watching(self, watch: RunWatch) -> None:
+        self.watch = watch
+
+    def current(self) -> dict[str, str]:
+        """Each task's state now. On a cluster, which reports tasks only as they end, the
+        tasks processing on a worker are asked of the scheduler and count as running."""
+        states = dict(self.states)
+        if self.watch is not None:
+            for name in self.watch.running():
+                if states.get(name) == "pending":
+                    states[name] = "running"
+        return states
 
     def started(self, task: str) -> None:
         self.states[task] = "running"
@@ -113,7 +131,7 @@ class RunHandle:
             result = self.future.result()
             out.update(_from_result(result))
         else:
-            out["tasks"] = {name: {"status": s} for name, s in self.tracker.states.items()}
+            out["tasks"] = {name: {"status": s} for name, s in self.tracker.current().items()}
         return out
 
     def __repr__(self) -> str:

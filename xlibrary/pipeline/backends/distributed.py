@@ -211,6 +211,8 @@ class DistributedBackend:
             self._reports[run_id] = {}
             if progress is not None:
                 self._progress[run_id] = progress
+        if progress is not None:
+            progress.probe = lambda: _processing(client, run_id)
         try:
             futures = client.get(
                 _with_restrictions(graph, restrictions), [keys[n] for n in fetch], sync=False
@@ -249,6 +251,8 @@ class DistributedBackend:
         finally:
             self._reports.pop(run_id, None)
             self._progress.pop(run_id, None)
+            if progress is not None:
+                progress.probe = None
 
     def _reported(
         self, run_id: str, names: list[str], lost: BaseException | None
@@ -284,6 +288,23 @@ class DistributedBackend:
             client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _processing(client: Any, run_id: str) -> list[str]:
+    """The tasks of run ``run_id`` processing on a worker now, asked of the scheduler."""
+
+    def on_scheduler(dask_scheduler: Any, run_id: str) -> list[str]:
+        return sorted(
+            {
+                ts.key[0]
+                for ws in dask_scheduler.workers.values()
+                for ts in ws.processing
+                if type(ts.key) is tuple and len(ts.key) == 2 and ts.key[1] == run_id
+            }
+        )
+
+    names: list[str] = client.run_on_scheduler(on_scheduler, run_id=run_id)
+    return names
 
 
 def _wait(distributed: Any, futures: list[Any], watch: RunWatch) -> None:

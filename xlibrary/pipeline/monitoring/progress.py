@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, Protocol
 
 from ..errors import RunCancelled, missing_extra
@@ -65,6 +65,23 @@ class RunWatch:
     ) -> None:
         self.listeners = list(listeners)
         self.cancel = cancel
+        self.probe: Callable[[], Collection[str]] | None = None
+        """Set by a backend that does not report starts (a cluster) while the run goes: asks
+        which tasks are running now. Called only when someone asks (a status request)."""
+        for listener in self.listeners:
+            attach = getattr(listener, "watching", None)
+            if attach is not None:
+                attach(self)
+
+    def running(self) -> Collection[str]:
+        """The tasks running now, as far as the backend's probe can tell (else nothing)."""
+        probe = self.probe
+        if probe is None:
+            return ()
+        try:
+            return probe()
+        except Exception:  # a status answer must not fail because the scheduler did not reply
+            return ()
 
     @property
     def cancelled(self) -> bool:
