@@ -169,6 +169,54 @@ def test_show_task_prints_one_line_outside_a_notebook(
     assert len(out) == 3
 
 
+def live_pipeline(name: str) -> Pipeline:
+    pipeline = Pipeline(name)
+    pipeline.task("a")(lambda: [1, 2])
+
+    @pipeline.task("b", depends_on=["a"])
+    def b(rows: list[int]) -> int:
+        print("b is running")
+        return sum(rows)
+
+    pipeline.task("c", depends_on=["b"])(lambda total: total * 10)
+    return pipeline
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_show_intermediate_shows_each_result_as_its_task_finishes(
+    parallel: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with PipelineManager({"store": {"url": "memory://live"}}) as pm:
+        pm.execute_pipeline(live_pipeline("live"), parallel=parallel, show_intermediate=True)
+        assert capsys.readouterr().out.splitlines() == [
+            "task a: [1, 2]",  # shown before b starts: while the run goes, not after it
+            "b is running",
+            "task b: 3",
+            "task c: 30",
+        ]
+        pm.execute_pipeline(live_pipeline("quiet"))  # not asked, not in a notebook: nothing
+        assert capsys.readouterr().out == "b is running\n"
+
+
+def test_show_intermediate_on_a_cluster_shows_every_result_at_the_end(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False) as cluster:
+        with Client(cluster) as client, PipelineManager(client=client) as pm:
+            capsys.readouterr()
+            result = pm.execute_pipeline(live_pipeline("live_cluster"), show_intermediate=True)
+            out = capsys.readouterr().out.splitlines()
+            assert [line for line in out if line.startswith("task ")] == [
+                "task a: [1, 2]",  # brought back although a cluster keeps only final results
+                "task b: 3",
+                "task c: 30",
+            ]
+            assert set(result.results) == {"a", "b", "c"}
+            assert set(pm.execute_pipeline(live_pipeline("final")).results) == {"c"}
+
+
 @pytest.mark.timeout(300)
 def test_example_notebook_runs_on_a_real_kernel(tmp_path: Path) -> None:
     import nbformat
@@ -198,6 +246,18 @@ def test_example_notebook_runs_on_a_real_kernel(tmp_path: Path) -> None:
     (dag,) = [out for out in cells["dag"].outputs if out.output_type == "execute_result"]
     picture = dag.data.get("image/svg+xml") or dag.data["text/html"]
     assert picture.startswith("<svg") and "load_data" in picture and "analyze" in picture
+
+    # interactive_mode: each task's result shown as the task finished, then the table
+    # (inline_results); the progress bar is a widget
+    html_out = [
+        out.data["text/html"]
+        for out in cells["run"].outputs
+        if out.output_type == "display_data" and "text/html" in out.data
+    ]
+    blocks = [h for h in html_out if "xlibrary-pipeline-task" in h]
+    assert [re.findall(r"<code>(\w+)</code>", h)[0] for h in blocks] == ["load_data", "analyze"]
+    assert "<table" in blocks[0]  # the DataFrame's head
+    assert any("<table" in h and "load_data" in h for h in html_out if h not in blocks)
 
     shown = [out for out in cells["display-results"].outputs if out.output_type == "display_data"]
     assert len(shown) == 1

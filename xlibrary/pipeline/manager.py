@@ -139,33 +139,47 @@ class PipelineManager:
         independent branches run to the end. With ``raise_on_failure=True`` (or the config's
         ``debug_mode`` / ``raise_on_failure``) a failure raises ``PipelineExecutionError``.
         ``display_progress`` shows a progress bar (default: the config's, when the output is a
-        terminal or a notebook); ``show_intermediate`` shows each task's result once the run
-        ends (default: on in a notebook with ``interactive_mode``), and ``inline_results``
-        shows the result table in a notebook.
+        terminal or a notebook); ``show_intermediate`` shows each task's result as it finishes
+        (on a cluster: when the run ends; default: on in a notebook with ``interactive_mode``),
+        and ``inline_results`` shows the result table in a notebook.
         """
+        live = self._live_results(show_intermediate)
         result = self._run(
             pipeline,
             parallel=parallel,
             raise_on_failure=raise_on_failure,
             display_progress=display_progress,
+            listeners=[live] if live is not None else (),
+            keep_results="all" if live is not None else None,  # a cluster sends them all back
         )
-        self._show(result, show_intermediate)
+        self._show(result, live)
         return result
 
-    def _show(self, result: PipelineResult, show_intermediate: bool | None) -> None:
-        """The notebook conveniences: each task's result, the result table."""
-        settings = self.settings
-        if show_intermediate is None and not (settings.interactive_mode or settings.inline_results):
+    def _live_results(self, show_intermediate: bool | None) -> Any:
+        """A listener showing each task's result as it finishes, when that is wanted:
+        ``show_intermediate``, or by default ``interactive_mode`` in a notebook."""
+        if show_intermediate is False:
+            return None
+        if show_intermediate is None and not self.settings.interactive_mode:
+            return None
+        from .integrations.notebook import LiveResults, in_notebook
+
+        if show_intermediate is None and not in_notebook():
+            return None
+        return LiveResults()
+
+    def _show(self, result: PipelineResult, live: Any) -> None:
+        """The notebook conveniences after a run: the task results not shown while it ran
+        (a cluster keeps values until the end), and the result table (``inline_results``)."""
+        if live is None and not self.settings.inline_results:
             return
         from .integrations.notebook import in_notebook, show_task
 
-        notebook = in_notebook()
-        if show_intermediate or (
-            show_intermediate is None and settings.interactive_mode and notebook
-        ):
+        if live is not None:
             for name, value in result.results.items():
-                show_task(name, value)
-        if settings.inline_results and notebook:
+                if name not in live.shown:
+                    show_task(name, value)
+        if self.settings.inline_results and in_notebook():
             result.display_results()
 
     # -- non-blocking runs ------------------------------------------------------------------
@@ -234,6 +248,7 @@ class PipelineManager:
         run_id: str | None = None,
         listeners: Collection[Any] = (),
         cancel: threading.Event | None = None,
+        keep_results: str | None = None,
     ) -> PipelineResult:
         pipeline = self._resolve(pipeline)
         plan = self.plan(pipeline)
@@ -241,7 +256,7 @@ class PipelineManager:
         backend = self._backend(self._wants_distributed() if distributed is None else distributed)
         local = backend.name == "local" or not parallel
         self._check_resources(plan, backend, local)
-        keep = self.settings.keep_results or ("all" if local else "final")
+        keep = keep_results or self.settings.keep_results or ("all" if local else "final")
         result = execute(
             plan,
             backend,

@@ -13,12 +13,13 @@ task's error) are the ones :meth:`PipelineResult._repr_html_` shows::
 from __future__ import annotations
 
 import html
+import logging
 import sys
 from typing import Any
 
 from ..result import _preview_html, _preview_text
 
-__all__ = ["in_notebook", "show", "show_task"]
+__all__ = ["LiveResults", "in_notebook", "show", "show_task"]
 
 
 def in_notebook() -> bool:
@@ -57,3 +58,32 @@ def show_task(name: str, value: Any) -> None:
         f"<div>{_preview_html(value)}</div></div>"
     )
     show(block, f"task {name}: {_preview_text(value, 100)}")
+
+
+class LiveResults:
+    """A run listener that shows each task's result as soon as the task finishes
+    (``show_intermediate``), where the backend has the value at hand (the embedded one); the
+    manager shows the rest when the run ends. ``shown`` names the tasks already shown."""
+
+    def __init__(self) -> None:
+        self.shown: set[str] = set()
+
+    def started(self, task: str) -> None:
+        pass
+
+    def done(self, task: str) -> None:
+        pass
+
+    def outcome(self, task: str, outcome: Any) -> None:
+        from ..runner import CACHED, SUCCEEDED
+
+        if getattr(outcome, "status", None) not in (SUCCEEDED, CACHED) or task in self.shown:
+            return
+        self.shown.add(task)
+        try:
+            show_task(task, outcome.value)
+        except Exception:  # showing a result must never fail the run
+            logging.getLogger(__name__).exception("could not show the result of task %r", task)
+
+    def close(self) -> None:
+        pass

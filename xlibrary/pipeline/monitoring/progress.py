@@ -72,6 +72,10 @@ class RunWatch:
             attach = getattr(listener, "watching", None)
             if attach is not None:
                 attach(self)
+        # listeners that want each finished task's outcome, value and all (live notebook display)
+        self._outcomes: list[Callable[[str, Any], None]] = [
+            hears for hears in (getattr(x, "outcome", None) for x in self.listeners) if hears
+        ]
 
     def running(self) -> Collection[str]:
         """The tasks running now, as far as the backend's probe can tell (else nothing)."""
@@ -93,16 +97,20 @@ class RunWatch:
         for listener in self.listeners:
             listener.started(task)
 
-    def done(self, task: str) -> None:
+    def done(self, task: str, outcome: Any = None) -> None:
+        """``task`` has finished; ``outcome`` (with its value) where the backend has it here."""
         for listener in self.listeners:
             listener.done(task)
+        if outcome is not None:
+            for hears in self._outcomes:
+                hears(task, outcome)
 
     def close(self) -> None:
         for listener in self.listeners:
             listener.close()
 
 
-def dask_callbacks(progress: Progress | RunWatch) -> tuple[Any, ...]:
+def dask_callbacks(progress: RunWatch) -> tuple[Any, ...]:
     """Callbacks for one call of Dask's local scheduler (``get(..., callbacks=[...])``):
     ``(start, start_state, pretask, posttask, finish)``, feeding ``progress``."""
 
@@ -113,6 +121,6 @@ def dask_callbacks(progress: Progress | RunWatch) -> tuple[Any, ...]:
         progress.started(name(key))
 
     def posttask(key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
-        progress.done(name(key))
+        progress.done(name(key), result)
 
     return (None, None, pretask, posttask, None)
