@@ -149,6 +149,17 @@ def test_unknown_run_or_pipeline(pm) -> None:
         pm.get_pipeline_status("nope")
 
 
+def test_a_declared_pipeline_that_has_not_run_is_pending(pm) -> None:
+    gate, ran = threading.Event(), []
+    pipeline = gated("not_yet", gate, ran)
+    status = pm.get_pipeline_status("not_yet")
+    assert status["status"] == "pending" and status["run_id"] is None
+    assert status["tasks"] == {"first": {"status": "pending"}, "second": {"status": "pending"}}
+    gate.set()
+    result = pm.execute_pipeline(pipeline)
+    assert pm.get_pipeline_status("not_yet")["run_id"] == result.run_id
+
+
 def test_close_cancels_runs_still_going_and_does_not_hang(tmp_path) -> None:
     gate, ran = threading.Event(), []
     pm = PipelineManager({"store": {"url": str(tmp_path / "store")}})

@@ -209,6 +209,21 @@ def _from_result(result: PipelineResult) -> dict[str, Any]:
     }
 
 
+def not_started(pipeline: str, tasks: list[str]) -> dict[str, Any]:
+    """What ``get_pipeline_status`` answers for a pipeline that has not run yet."""
+    return {
+        "pipeline": pipeline,
+        "run_id": None,
+        "status": "pending",
+        "started": None,
+        "finished": None,
+        "duration": None,
+        "failed_task": None,
+        "error": None,
+        "tasks": {name: {"status": "pending"} for name in tasks},
+    }
+
+
 def status_of_record(record: dict[str, Any]) -> dict[str, Any]:
     """What ``get_pipeline_status`` answers from a run record of the store."""
     tasks = record.get("tasks") or {}

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 from .backends import Backend, LocalBackend
 from .errors import ConfigError, PipelineDefinitionError, PipelineError
 from .execute import Persistence, RunObserver, execute, new_run_id
-from .handles import RunHandle, Submitted, status_of_record
+from .handles import RunHandle, Submitted, not_started, status_of_record
 from .monitoring import hooks as monitoring_hooks
 from .monitoring.alerts import Alert
 from .monitoring.config import MonitorConfig
@@ -209,7 +209,8 @@ class PipelineManager:
     def get_pipeline_status(self, pipeline_id: str) -> dict[str, Any]:
         """The status of a run (by run id) or of a pipeline's latest run (by name): ``pending``,
         ``running``, ``succeeded``, ``failed`` or ``cancelled``, with each task's state and
-        timings. Runs recorded in the store by other processes are answered too."""
+        timings. Runs recorded in the store by other processes are answered too. A pipeline
+        declared in this process that has not run yet is ``pending``, with no run id."""
         handle = self._submitted.get(pipeline_id)
         if handle is not None:
             described: dict[str, Any] = handle.describe()
@@ -221,6 +222,9 @@ class PipelineManager:
             newest: dict[str, Any] = latest.describe()
             return newest
         if record is None:
+            declared = self._pipelines.get(pipeline_id) or find_pipeline(pipeline_id)
+            if declared is not None:  # declared here, not run yet (a run may be about to start)
+                return not_started(declared.name, list(declared.task_names))
             raise PipelineError(
                 f"no run or pipeline {pipeline_id!r} is known here or recorded in the store "
                 f"{store.url}"

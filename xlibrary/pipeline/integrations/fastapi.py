@@ -148,9 +148,10 @@ def create_router(
         out = []
         for name, pipeline in known().items():
             try:
-                last = RunStatus(**pm.get_pipeline_status(name))
+                found = pm.get_pipeline_status(name)
             except PipelineError:
-                last = None
+                found = {}
+            last = RunStatus(**found) if found.get("run_id") else None  # None: not run yet
             out.append(PipelineInfo(name=name, tasks=list(pipeline.task_names), last_run=last))
         return out
 
