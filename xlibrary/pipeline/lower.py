@@ -47,14 +47,20 @@ def lower(
     ``monitor`` is what monitored tasks measure (tasks tracked by a decorator measure all).
     """
     tracking = monitor.tracking() if monitor is not None else None
-    keys = {step.name: (step.name, run_id) for step in steps if step.action is not Action.PRUNE}
+    run_action, prune = Action.RUN, Action.PRUNE
+    keys: dict[str, Key] = {}
+    refs: dict[str, TaskRef] = {}  # one reference per key, shared by the tasks that need it
     graph: dict[Key, Any] = {}
-    for step in steps:
-        if step.action is Action.PRUNE:
+    for step in steps:  # topological: a task's dependencies are lowered before it
+        action = step.action
+        if action is prune:  # nothing that runs needs it
             continue
-        key = keys[step.name]
+        name = step.name
+        key = keys[name] = (name, run_id)
+        refs[name] = TaskRef(key)
         planned = step.task
-        if step.action is Action.RUN:
+        if action is run_action:
+            spec = planned.spec
             rule = planned.cache if cache is not None else None
             persist = None
             if rule is not None or save_results:
@@ -69,21 +75,18 @@ def lower(
                     runs=runs if save_results else None,
                 )
             measure = monitor
-            if planned.spec.monitor:
+            if spec.monitor:
                 measure = tracking or Monitor(run_id).tracking()
-            runner = TaskRunner(
-                planned.name, planned.spec.func, planned.retry, planned.timeout, persist, measure
-            )
-            refs = [TaskRef(keys[dep]) for dep in planned.spec.depends_on]
-            graph[key] = DaskTask(key, runner, *refs)
-        elif step.action is Action.LOAD:
+            runner = TaskRunner(name, spec.func, planned.retry, planned.timeout, persist, measure)
+            graph[key] = DaskTask(key, runner, *[refs[dep] for dep in spec.depends_on])
+        elif action is Action.LOAD:
             assert cache is not None and step.cache_key is not None
-            graph[key] = DaskTask(key, CacheLoader(step.name, cache, step.cache_key))
-        elif step.action is Action.RESTORE:
+            graph[key] = DaskTask(key, CacheLoader(name, cache, step.cache_key))
+        elif action is Action.RESTORE:
             assert runs is not None and step.restore_run is not None
-            loader = SavedLoader(step.name, runs, pipeline, step.restore_run, step.token)
+            loader = SavedLoader(name, runs, pipeline, step.restore_run, step.token)
             graph[key] = DaskTask(key, loader)
         else:  # KNOWN
             assert known is not None
-            graph[key] = DataNode(key, known[step.name])
+            graph[key] = DataNode(key, known[name])
     return graph, keys

@@ -22,7 +22,7 @@ import logging
 import queue
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -44,12 +44,14 @@ class _WriteBehind:
 
     def __init__(self, store: FsStore) -> None:
         self.store = store
-        self._queue: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        self._queue: queue.Queue[tuple[str, bytes | Callable[[], bytes]]] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         _writers.add(self)
 
-    def submit(self, path: str, data: bytes) -> None:
+    def submit(self, path: str, data: bytes | Callable[[], bytes]) -> None:
+        """Write ``data`` at ``path`` behind the caller; a callable is called there for the
+        bytes (so encoding a big record costs the caller nothing)."""
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
@@ -62,7 +64,7 @@ class _WriteBehind:
         while True:
             path, data = self._queue.get()
             try:
-                self.store.write(path, data)
+                self.store.write(path, data if isinstance(data, bytes) else data())
             except Exception as exc:  # a record lost to a full disk must not kill the writer
                 logger.warning("could not write %s to the store %s: %s", path, self.store.url, exc)
             finally:
@@ -113,13 +115,14 @@ class RunStore:
     ) -> None:
         """Write a run record (and point ``latest`` at it), in the background unless ``wait``."""
         pipeline, run_id = record["pipeline"], record["run_id"]
-        data = json.dumps(record, separators=(",", ":"), default=str).encode()  # C encoder
-        writes = [(f"runs/{_slug(pipeline)}/{run_id}/record.json", data)]
+
+        def encode() -> bytes:  # in the writer thread; nothing changes a record once written
+            return json.dumps(record, separators=(",", ":"), default=str).encode()  # C encoder
+
+        self._writer.submit(f"runs/{_slug(pipeline)}/{run_id}/record.json", encode)
         if latest:
             pointer = json.dumps({"run_id": run_id}).encode()
-            writes.append((f"runs/{_slug(pipeline)}/latest.json", pointer))
-        for path, blob in writes:
-            self._writer.submit(path, blob)
+            self._writer.submit(f"runs/{_slug(pipeline)}/latest.json", pointer)
         if wait:
             self.flush()
 
