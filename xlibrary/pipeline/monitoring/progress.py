@@ -92,7 +92,8 @@ class RunWatch:
         return self.cancel is not None and self.cancel.is_set()
 
     def started(self, task: str) -> None:
-        if self.cancelled:
+        cancel = self.cancel
+        if cancel is not None and cancel.is_set():
             raise RunCancelled(f"the run was cancelled before task {task!r} started")
         for listener in self.listeners:
             listener.started(task)
@@ -114,13 +115,12 @@ def dask_callbacks(progress: RunWatch) -> tuple[Any, ...]:
     """Callbacks for one call of Dask's local scheduler (``get(..., callbacks=[...])``):
     ``(start, start_state, pretask, posttask, finish)``, feeding ``progress``."""
 
-    def name(key: Any) -> str:
-        return str(key[0]) if isinstance(key, tuple) else str(key)
+    started, done = progress.started, progress.done  # called twice a task: kept lean
 
     def pretask(key: Any, dsk: Any, state: Any) -> None:
-        progress.started(name(key))
+        started(key[0])  # a run's keys are (task name, run id)
 
     def posttask(key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
-        progress.done(name(key), result)
+        done(key[0], result)
 
     return (None, None, pretask, posttask, None)
