@@ -245,7 +245,7 @@ class Settings:
     """Log one line per task start and end, with timing and a summary of inputs and output
     (also on with ``debug_mode``)."""
     interactive_mode: bool = False
-    """In a notebook: show each task's result after a run (``show_intermediate``)."""
+    """In a notebook: show each task's result as it finishes (``show_intermediate``)."""
     display_progress: bool = False
     """Show a progress bar while a run goes (in a terminal or a notebook)."""
     inline_results: bool = False
