@@ -115,6 +115,21 @@ def test_result_while_running_failed_and_cancelled(api) -> None:
         assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
         assert client.get(f"/api/runs/{run_id}/result").status_code == 410
 
+        # wait=0: the answer comes at once; the run stops when its running task ends
+        other = client.post("/api/pipelines/slow/runs").json()["run_id"]
+        before = client.get(f"/api/runs/{other}")
+        assert before.json()["status"] in ("pending", "running")
+        asked = time.monotonic()
+        at_once = client.post(f"/api/runs/{other}/cancel", params={"wait": 0})
+        assert time.monotonic() - asked < 1.0
+        assert at_once.status_code == 200 and at_once.json()["status"] in (
+            "pending",
+            "running",
+            "cancelled",
+        )
+        assert wait_done(client, other)["status"] == "cancelled"
+        assert wait_done(client, other)["tasks"]["after"]["status"] == "pending"
+
         failed_id = client.post("/api/pipelines/broken/runs").json()["run_id"]
         assert wait_done(client, failed_id)["status"] == "failed"
         failed = client.get(f"/api/runs/{failed_id}/result")
@@ -130,6 +145,7 @@ def test_unknown_names_are_404_and_bad_bodies_422(api) -> None:
         assert client.get("/api/runs/nope").status_code == 404
         assert client.get("/api/runs/nope/result").status_code == 404
         assert client.post("/api/runs/nope/cancel").status_code == 404
+        assert client.post("/api/runs/nope/cancel?wait=-1").status_code == 422
         bad = client.post("/api/pipelines/numbers/runs", json={"parallel": "sometimes"})
         assert bad.status_code == 422
         typo = client.post("/api/pipelines/numbers/runs", json={"paralel": False})

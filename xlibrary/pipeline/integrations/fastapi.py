@@ -16,7 +16,8 @@ Routes (all described in the app's OpenAPI schema):
 * ``GET  /runs/{run_id}/result``: the final result as JSON; 409 while the run goes, 424 when it
   failed (with the failed task and its error), 410 when it was cancelled; a run another process
   made answers from the results it saved in the store (``save_intermediate_results``);
-* ``POST /runs/{run_id}/cancel``: cancel the run.
+* ``POST /runs/{run_id}/cancel?wait=30``: cancel the run, waiting up to ``wait`` seconds for it
+  to stop.
 
 An unknown pipeline or run is 404; a bad body is 422. Runs go through ``pm.submit``: the
 request returns at once and the run goes on in the manager's threads (or its cluster), so
@@ -37,7 +38,7 @@ from ..pipeline import Pipeline
 __all__ = ["create_router", "jsonable"]
 
 try:
-    from fastapi import APIRouter, HTTPException
+    from fastapi import APIRouter, HTTPException, Query
     from pydantic import BaseModel, ConfigDict, Field
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise missing_extra("fastapi", "fastapi", "the FastAPI router") from exc
@@ -202,14 +203,24 @@ def create_router(
         return RunResult(run_id=run_id, pipeline=found["pipeline"], final_result=jsonable(final))
 
     @router.post("/runs/{run_id}/cancel", response_model=RunStatus, responses=missing)
-    def cancel_run(run_id: str) -> RunStatus:
+    def cancel_run(
+        run_id: str,
+        wait: float = Query(
+            30.0,
+            ge=0,
+            le=300,
+            description="Seconds to wait for the run to stop (its running tasks finish first); "
+            "0 answers at once, with the run still running until they do.",
+        ),
+    ) -> RunStatus:
         """Cancel the run: it starts no further task."""
         handle = pm.handle(run_id)
         if handle is None:
             raise HTTPException(404, f"no run {run_id!r} started by this server")
         handle.cancel()
-        with contextlib.suppress(Exception):  # cancelled or failed: the status says which
-            handle.result(timeout=30)
+        if wait > 0:
+            with contextlib.suppress(Exception):  # cancelled, failed, or still going: see status
+                handle.result(timeout=wait)
         return RunStatus(**status(run_id))
 
     return router
