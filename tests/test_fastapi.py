@@ -73,10 +73,12 @@ def api(tmp_path) -> Iterator[tuple[str, PipelineManager]]:
     pm.close()
 
 
-def wait_done(client: httpx.Client, run_id: str, timeout: float = 30) -> dict[str, Any]:
+def wait_done(
+    client: httpx.Client, run_id: str, timeout: float = 30, api: str = "/api"
+) -> dict[str, Any]:
     deadline = time.time() + timeout
     while time.time() < deadline:
-        body = client.get(f"/api/runs/{run_id}").json()
+        body = client.get(f"{api}/runs/{run_id}").json()
         if body["status"] not in ("pending", "running"):
             return body
         time.sleep(0.05)
@@ -177,6 +179,30 @@ def test_results_of_runs_another_process_made(api, tmp_path) -> None:
         missing = client.get(f"/api/runs/{unsaved}/result")
         assert missing.status_code == 404
         assert "save_intermediate_results" in missing.json()["detail"]
+
+
+def test_results_let_go_of_come_from_the_store(tmp_path, monkeypatch) -> None:
+    from xlibrary.pipeline import handles
+
+    monkeypatch.setattr(handles, "KEEP_VALUES", 1)
+    config = {"store": {"url": str(tmp_path / "store")}, "save_intermediate_results": True}
+    with PipelineManager(config) as pm, PipelineManager({"store": config["store"]}) as plain:
+        app = FastAPI()
+        app.include_router(create_router(pm, pipelines=[numbers()]), prefix="/saved")
+        app.include_router(create_router(plain, pipelines=[numbers()]), prefix="/plain")
+        with Server(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+            for api in ("/saved", "/plain"):
+                ids = [client.post(f"{api}/pipelines/numbers/runs").json()["run_id"] for _ in "ab"]
+                for run_id in ids:
+                    assert wait_done(client, run_id, api=api)["status"] == "succeeded"
+                client.post(f"{api}/pipelines/numbers/runs")  # the first run's values go
+                got = client.get(f"{api}/runs/{ids[0]}/result")
+                if api == "/saved":  # read back from the store
+                    assert got.status_code == 200
+                    assert got.json()["final_result"] == {"total": 285, "count": 10}
+                else:
+                    assert got.status_code == 404
+                    assert "let go" in got.json()["detail"]
 
 
 def test_twenty_runs_at_once(api) -> None:

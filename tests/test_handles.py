@@ -238,3 +238,33 @@ def test_status_on_a_cluster_shows_running_tasks(tmp_path) -> None:
             gate.write_text("go")
             assert handle.result(timeout=60).final_result == 2
             assert tasks() == {"first": "succeeded", "second": "succeeded"}
+
+
+def test_old_handles_let_go_of_their_values(pm, monkeypatch) -> None:
+    """Only the newest KEEP_VALUES finished runs keep their data in memory."""
+    from xlibrary.pipeline import handles
+
+    monkeypatch.setattr(handles, "KEEP_VALUES", 2)
+    pipeline = Pipeline("big_values")
+    pipeline.task("make")(lambda: list(range(100_000)))
+    pipeline.task("count", depends_on=["make"])(len)
+    broken = Pipeline("broken_values")
+    broken.task("boom")(lambda: 1 / 0)
+
+    first = pm.submit(broken)
+    first.result(timeout=60)
+    runs = [pm.submit(pipeline) for _ in range(3)]
+    for handle in runs:
+        handle.result(timeout=60)
+    pm.submit(pipeline).result(timeout=60)  # each submit lets go of the ones out of the window
+
+    assert first.released and runs[0].released and runs[1].released
+    assert not runs[2].released
+    light = runs[0].result()
+    assert light.success and light.results == {} and light.final_result is None
+    assert runs[2].result().final_result == 100_000
+    assert pm.get_pipeline_status(runs[0].run_id)["tasks"]["make"]["status"] == "succeeded"
+    failed = pm.get_pipeline_status(first.run_id)
+    assert failed["status"] == "failed" and failed["failed_task"] == "boom"
+    assert "ZeroDivisionError" in failed["error"]
+    assert first.result().error is not None and first.result().error.exception is None

@@ -3,7 +3,9 @@
 A handle knows its run id before the run starts, answers ``status()`` (``pending``,
 ``running``, ``succeeded``, ``failed``, ``cancelled``) with the state of each task while the
 run goes, waits with ``result(timeout=)``, and ``cancel()`` stops the run from starting any
-further task (tasks already running finish; their results are dropped).
+further task (tasks already running finish; their results are dropped). A manager keeps the
+handles of its last ``KEEP_HANDLES`` runs, and the values of its last ``KEEP_VALUES`` finished
+ones: older results keep their task states and error text only, so memory stays bounded.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "KEEP_HANDLES",
+    "KEEP_VALUES",
     "SUBMIT_THREADS",
     "RunHandle",
     "RunTracker",
@@ -33,6 +36,10 @@ __all__ = [
 
 KEEP_HANDLES = 1000
 """Submitted runs whose handles a manager keeps (older ones are answered from the store)."""
+KEEP_VALUES = 100
+"""Finished submitted runs whose results keep their values; older handles keep the result
+without them (:meth:`PipelineResult.without_values`), so a long-lived server holds at most this
+many runs' data. Their values are in the store when the runs saved them."""
 SUBMIT_THREADS = 32
 """Submitted runs that go at once; more wait their turn (``pending``)."""
 
@@ -79,6 +86,21 @@ class RunHandle:
         self.tracker = RunTracker(tasks)
         self.cancel_event = threading.Event()
         self.future: Future[PipelineResult] = Future()
+        self.released = False
+        """Whether the result has been let go of its values (see ``KEEP_VALUES``)."""
+
+    def release(self) -> None:
+        """Keep the finished result without its values (task states, timings, error text)."""
+        future = self.future
+        if self.released or not future.done() or future.cancelled():
+            return
+        if future.exception() is not None:
+            return  # an exception (cancelled, bad pipeline) holds no task values
+        light: Future[PipelineResult] = Future()
+        light.set_running_or_notify_cancel()
+        light.set_result(future.result().without_values())
+        self.future = light
+        self.released = True
 
     def status(self) -> str:
         """``pending``, ``running``, ``succeeded``, ``failed`` or ``cancelled``."""
@@ -167,6 +189,8 @@ class Submitted:
             self._handles[handle.run_id] = handle
             while len(self._handles) > KEEP_HANDLES:
                 self._handles.popitem(last=False)
+            for old in list(self._handles.values())[:-KEEP_VALUES]:
+                old.release()
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(
                     SUBMIT_THREADS, thread_name_prefix="xlibrary-submit"

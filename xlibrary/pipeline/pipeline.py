@@ -460,22 +460,16 @@ class Pipeline:
     @property
     def last_run(self) -> PipelineResult | None:
         """How this pipeline's latest run in this process went, task by task: the run's
-        :class:`~xlibrary.pipeline.result.PipelineResult` without its values (results, final
-        result, exceptions; each task's traceback text stays). ``None`` before the first run
-        and once the pipeline has changed since."""
+        :class:`~xlibrary.pipeline.result.PipelineResult` without its values
+        (:meth:`~xlibrary.pipeline.result.PipelineResult.without_values`). ``None`` before the
+        first run and once the pipeline has changed since."""
         if self._last_run is None or self._last_run[0] != self._version:
             return None
         return self._last_run[1]
 
     def _remember(self, result: PipelineResult) -> None:
         """Keep ``result``'s task states (not its values) as this pipeline's latest run."""
-        tasks = result.tasks
-        if any(run.error is not None for run in tasks.values()):
-            tasks = {name: run._replace(error=None) for name, run in tasks.items()}
-        summary = dataclasses.replace(
-            result, tasks=tasks, results={}, final_result=None, error=None
-        )
-        self._last_run = (self._version, summary)
+        self._last_run = (self._version, result.without_values())
 
     def _repr_html_(self) -> str:
         """The task graph as inline SVG, for notebooks, coloured by the latest run if any."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import html
 import reprlib
@@ -108,6 +109,24 @@ class PipelineResult:
     def states(self) -> dict[str, TaskStatus]:
         """Each task's status by name, in topological order."""
         return {name: run.status for name, run in self.tasks.items()}
+
+    def without_values(self) -> PipelineResult:
+        """This result without what can be big: no task results, no final result, no
+        exception objects (tracebacks and messages stay, as text). Cheap to keep around."""
+        tasks = self.tasks
+        if any(run.error is not None for run in tasks.values()):
+            tasks = {name: run._replace(error=None) for name, run in tasks.items()}
+        error = self.error
+        if error is not None:
+            error = PipelineExecutionError(
+                str(error),
+                pipeline=error.pipeline,
+                failed_task=error.failed_task,
+                error_message=error.error_message,
+                stack_trace=error.stack_trace,
+                run_id=error.run_id,
+            )
+        return dataclasses.replace(self, tasks=tasks, results={}, final_result=None, error=error)
 
     def raise_for_status(self) -> PipelineResult:
         """Raise :attr:`error` when the run failed; return the result otherwise."""

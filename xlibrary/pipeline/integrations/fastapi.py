@@ -32,6 +32,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..errors import PipelineError, missing_extra
+from ..handles import KEEP_VALUES
 from ..manager import PipelineManager
 from ..pipeline import Pipeline
 
@@ -106,17 +107,18 @@ def jsonable(value: Any) -> Any:
     return jsonable_encoder(value)
 
 
-def _saved_final_result(pm: PipelineManager, run_id: str, pipeline: str) -> Any:
-    """The final result of a finished run this process did not start, from the results it
-    saved in the store; 404 when it saved none."""
+def _saved_final_result(pm: PipelineManager, run_id: str, pipeline: str, why: str) -> Any:
+    """The final result of a finished run whose values are not in this process (``why``), from
+    the results it saved in the store; 404 when it saved none."""
     record = pm.store.find_record(run_id) or {}
     sinks = list(record.get("sinks") or ())
     saved = pm.get_intermediate_results(pipeline, run_id=run_id, tasks=sinks) if sinks else {}
     if not sinks or any(name not in saved for name in sinks):
         raise HTTPException(
             404,
-            f"run {run_id} was not started by this server and did not save its results in the "
-            "store; runs with save_intermediate_results: True can be read from any process",
+            f"the result of run {run_id} is not here: {why}, and the run did not save its "
+            "results in the store; runs with save_intermediate_results: True can be read from "
+            "any process, at any time",
         )
     return saved[sinks[0]] if len(sinks) == 1 else {name: saved[name] for name in sinks}
 
@@ -195,11 +197,15 @@ def create_router(
                 424, {"failed_task": found.get("failed_task"), "error": found.get("error")}
             )
         handle = pm.handle(run_id)
-        if handle is not None:
-            result = handle.result()
-            final = result.final_result
-        else:  # a run of another process (or an earlier server): its saved results, if any
-            final = _saved_final_result(pm, run_id, found["pipeline"])
+        if handle is not None and not handle.released:
+            final = handle.result().final_result
+        else:  # another process's run, or one whose values this server let go: the store's
+            why = (
+                f"its values were let go (this server keeps the last {KEEP_VALUES} runs' results)"
+                if handle is not None
+                else "it was not started by this server"
+            )
+            final = _saved_final_result(pm, run_id, found["pipeline"], why)
         return RunResult(run_id=run_id, pipeline=found["pipeline"], final_result=jsonable(final))
 
     @router.post("/runs/{run_id}/cancel", response_model=RunStatus, responses=missing)
