@@ -303,7 +303,9 @@ def _processing(client: Any, run_id: str) -> list[str]:
             }
         )
 
-    names: list[str] = client.run_on_scheduler(on_scheduler, run_id=run_id)
+    # callback_timeout is the client's own (not passed on): a status request never hangs on a
+    # scheduler that does not answer
+    names: list[str] = client.run_on_scheduler(on_scheduler, run_id=run_id, callback_timeout=5)
     return names
 
 
