@@ -268,3 +268,28 @@ def test_old_handles_let_go_of_their_values(pm, monkeypatch) -> None:
     assert failed["status"] == "failed" and failed["failed_task"] == "boom"
     assert "ZeroDivisionError" in failed["error"]
     assert first.result().error is not None and first.result().error.exception is None
+
+
+def test_status_of_a_blocking_run_in_another_thread(pm) -> None:
+    """The guide's FastAPI pattern: execute_pipeline in a background thread, status by name."""
+    gate, ran = threading.Event(), []
+    pipeline = gated("blocking", gate, ran)
+    results = []
+    worker = threading.Thread(target=lambda: results.append(pm.execute_pipeline(pipeline)))
+    worker.start()
+    try:
+        wait_for(lambda: pm.get_pipeline_status("blocking")["status"] == "running")
+        wait_for(
+            lambda: pm.get_pipeline_status("blocking")["tasks"]["first"]["status"] == "running"
+        )
+        status = pm.get_pipeline_status("blocking")
+        assert status["tasks"]["second"]["status"] == "pending"
+        assert pm.get_pipeline_status(status["run_id"])["status"] == "running"  # by run id too
+    finally:
+        gate.set()
+        worker.join(30)
+    (result,) = results
+    done = pm.get_pipeline_status("blocking")  # from the store's record now
+    assert done["run_id"] == result.run_id and done["status"] == "succeeded"
+    assert done["tasks"]["second"]["status"] == "succeeded"
+    assert pm.handle(result.run_id) is None  # a blocking run's result is its caller's alone

@@ -81,6 +81,7 @@ class PipelineManager:
         self._finalizer = weakref.finalize(self, _close_backends, self._backends)
         self._default_store = default_store_url()  # fixed now: a later chdir does not move it
         self._submitted = Submitted()
+        self._running: dict[str, RunHandle] = {}  # blocking runs going now, by run id
         self._monitor_config = MonitorConfig.from_settings(self.settings)
         self._monitoring = monitoring_hooks.MonitoringState()
         self._pages = False  # the dashboard's Pipelines page is registered on our client
@@ -198,6 +199,7 @@ class PipelineManager:
                 run_id=h.run_id,
                 listeners=[h.tracker],
                 cancel=h.cancel_event,
+                track=False,  # the handle tracks it
             ),
         )
         return handle
@@ -211,11 +213,16 @@ class PipelineManager:
         ``running``, ``succeeded``, ``failed`` or ``cancelled``, with each task's state and
         timings. Runs recorded in the store by other processes are answered too. A pipeline
         declared in this process that has not run yet is ``pending``, with no run id."""
-        handle = self._submitted.get(pipeline_id)
+        handle = self._submitted.get(pipeline_id) or self._running.get(pipeline_id)
         if handle is not None:
             described: dict[str, Any] = handle.describe()
             return described
-        latest = self._submitted.latest(pipeline_id)
+        going = [h for h in list(self._running.values()) if h.pipeline == pipeline_id]
+        latest = max(
+            [h for h in (self._submitted.latest(pipeline_id), *going) if h is not None],
+            key=lambda h: h.run_id,
+            default=None,
+        )
         store = self.store
         record = store.find_record(pipeline_id) or store.read_record(pipeline_id)
         if latest is not None and (record is None or latest.run_id >= record["run_id"]):
@@ -253,6 +260,7 @@ class PipelineManager:
         listeners: Collection[Any] = (),
         cancel: threading.Event | None = None,
         keep_results: str | None = None,
+        track: bool = True,
     ) -> PipelineResult:
         pipeline = self._resolve(pipeline)
         plan = self.plan(pipeline)
@@ -261,7 +269,42 @@ class PipelineManager:
         local = backend.name == "local" or not parallel
         self._check_resources(plan, backend, local)
         keep = keep_results or self.settings.keep_results or ("all" if local else "final")
-        result = execute(
+        live = None
+        if track:  # get_pipeline_status follows it task by task, from any thread, while it goes
+            run_id = run_id or new_run_id()
+            live = RunHandle(pipeline.name, run_id, [t.name for t in plan.tasks])
+            live.future.set_running_or_notify_cancel()
+            listeners = [*listeners, live.tracker]
+            self._running[run_id] = live
+        try:
+            result = self._execute(
+                plan, backend, parallel, recovery, local, display_progress, keep, run_id,
+                listeners, cancel,
+            )  # fmt: skip
+        finally:
+            if live is not None:
+                self._running.pop(live.run_id, None)  # from now on the store answers
+        pipeline._remember(result)  # its picture shows how this run went
+        if raise_on_failure is None:
+            raise_on_failure = self.settings.debug_mode or self.settings.raise_on_failure
+        if raise_on_failure and result.error is not None:
+            raise result.error
+        return result
+
+    def _execute(
+        self,
+        plan: Plan,
+        backend: Any,
+        parallel: bool,
+        recovery: RecoveryPlan | None,
+        local: bool,
+        display_progress: bool | None,
+        keep: str,
+        run_id: str | None,
+        listeners: Collection[Any],
+        cancel: threading.Event | None,
+    ) -> PipelineResult:
+        return execute(
             plan,
             backend,
             parallel=parallel,
@@ -281,12 +324,6 @@ class PipelineManager:
             listeners=list(listeners),
             cancel=cancel,
         )
-        pipeline._remember(result)  # its picture shows how this run went
-        if raise_on_failure is None:
-            raise_on_failure = self.settings.debug_mode or self.settings.raise_on_failure
-        if raise_on_failure and result.error is not None:
-            raise result.error
-        return result
 
     def plan(self, pipeline: Pipeline) -> Plan:
         """Check ``pipeline`` and decide what a run of it will do, without running it."""
