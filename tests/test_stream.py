@@ -11,34 +11,9 @@ from typing import Any
 
 import pytest
 
+from examples.stream_processing import Aggregator, DataProcessor  # the guide's two stages
 from xlibrary.pipeline import MissingExtraError, StreamError, StreamPipeline, StreamTask
 from xlibrary.pipeline.stream import Batch
-
-
-class DataProcessor(StreamTask):
-    """The guide's first stage."""
-
-    def process_batch(self, batch):
-        return [
-            {"id": item.get("id"), "value": item.get("value", 0) * 1.1, "processed_at": time.time()}
-            for item in batch
-        ]
-
-
-class Aggregator(StreamTask):
-    """The guide's second stage: a running average over the whole stream."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.running_sum = 0
-        self.count = 0
-
-    def process_batch(self, batch):
-        for item in batch:
-            self.running_sum += item.get("value", 0)
-            self.count += 1
-        avg = self.running_sum / self.count if self.count > 0 else 0
-        return [{"average": avg, "count": self.count}]
 
 
 def records(n: int) -> list[dict[str, Any]]:

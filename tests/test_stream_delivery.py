@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from examples.stream_processing import Aggregator, DataProcessor  # the guide's two stages
 from tests.brokers import (  # noqa: F401 - fixtures
     KAFKA_TEST_CONSUMER,
     create_topic,
@@ -22,7 +23,7 @@ from tests.brokers import (  # noqa: F401 - fixtures
     redis_stream_url_fixture,
 )
 from tests.conftest import ROOT
-from xlibrary.pipeline import StreamPipeline, StreamTask
+from xlibrary.pipeline import StreamPipeline
 
 DSN = "host=127.0.0.1 port=5432 dbname=test"
 
@@ -145,24 +146,6 @@ def test_no_record_is_lost_when_the_process_dies_between_sink_and_commit(
         assert len(ids) == n + 10 and sorted(set(ids)) == list(range(n))  # batch 3 came twice
     doubles = query(f'select id, double from "{table}" where id = 42')
     assert doubles[0] == (42, 84)
-
-
-class DataProcessor(StreamTask):
-    def process_batch(self, batch):
-        return [{"id": i["id"], "value": i["value"] * 1.1} for i in batch]
-
-
-class Aggregator(StreamTask):
-    def __init__(self) -> None:
-        super().__init__()
-        self.running_sum = 0.0
-        self.count = 0
-
-    def process_batch(self, batch):
-        for item in batch:
-            self.running_sum += item["value"]
-            self.count += 1
-        return [{"average": self.running_sum / self.count, "count": self.count}]
 
 
 def test_redis_stream_to_postgres(redis_stream_url: str, table: str) -> None:
