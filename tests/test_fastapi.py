@@ -147,6 +147,9 @@ def test_unknown_names_are_404_and_bad_bodies_422(api) -> None:
         assert client.get("/api/runs/nope").status_code == 404
         assert client.get("/api/runs/nope/result").status_code == 404
         assert client.post("/api/runs/nope/cancel").status_code == 404
+        # run routes take run ids only, not the pipeline names get_pipeline_status also knows
+        assert client.get("/api/runs/slow").status_code == 404  # declared, never run
+        assert client.get("/api/runs/slow/result").status_code == 404
         assert client.post("/api/runs/nope/cancel?wait=-1").status_code == 422
         bad = client.post("/api/pipelines/numbers/runs", json={"parallel": "sometimes"})
         assert bad.status_code == 422

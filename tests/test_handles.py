@@ -240,7 +240,7 @@ def test_status_on_a_cluster_shows_running_tasks(tmp_path) -> None:
             assert tasks() == {"first": "succeeded", "second": "succeeded"}
 
 
-def test_old_handles_let_go_of_their_values(pm, monkeypatch) -> None:
+def test_old_handles_let_go_of_their_values(pm, monkeypatch, capsys) -> None:
     """Only the newest KEEP_VALUES finished runs keep their data in memory."""
     from xlibrary.pipeline import handles
 
@@ -268,6 +268,8 @@ def test_old_handles_let_go_of_their_values(pm, monkeypatch) -> None:
     assert failed["status"] == "failed" and failed["failed_task"] == "boom"
     assert "ZeroDivisionError" in failed["error"]
     assert first.result().error is not None and first.result().error.exception is None
+    first.result().display_results()  # the error's text stays, from the traceback
+    assert "ZeroDivisionError: division by zero" in capsys.readouterr().out
 
 
 def test_status_of_a_blocking_run_in_another_thread(pm) -> None:
@@ -293,3 +295,29 @@ def test_status_of_a_blocking_run_in_another_thread(pm) -> None:
     assert done["run_id"] == result.run_id and done["status"] == "succeeded"
     assert done["tasks"]["second"]["status"] == "succeeded"
     assert pm.handle(result.run_id) is None  # a blocking run's result is its caller's alone
+
+
+def test_tasks_that_ended_read_as_they_will_in_the_result(pm) -> None:
+    gate = threading.Event()
+    pipeline = Pipeline("ended_states")
+    pipeline.task("quick")(lambda: 1)
+    pipeline.task("broken")(lambda: 1 / 0)
+
+    @pipeline.task("waits", depends_on=["quick"])
+    def waits(x: int) -> int:
+        assert gate.wait(30)
+        return x
+
+    handle = pm.submit(pipeline)
+    try:
+        wait_for(lambda: handle.tracker.states["waits"] == "running")
+        wait_for(lambda: handle.tracker.states["broken"] != "running")
+        tasks = pm.get_pipeline_status(handle.run_id)["tasks"]
+        assert {name: t["status"] for name, t in tasks.items()} == {
+            "quick": "succeeded",
+            "broken": "failed",
+            "waits": "running",
+        }
+    finally:
+        gate.set()
+    assert handle.result(timeout=30).states["waits"] == "succeeded"

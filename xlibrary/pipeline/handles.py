@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -44,10 +44,13 @@ SUBMIT_THREADS = 32
 """Submitted runs that go at once; more wait their turn (``pending``)."""
 
 
+_ENDED = frozenset({"succeeded", "cached", "failed", "skipped"})
+
+
 class RunTracker:
     """Follows a run's tasks as the backend reports them (a run listener): ``pending``,
-    ``running`` (reported by the embedded backend; asked of the scheduler on a cluster),
-    ``finished``."""
+    ``running`` (reported by the embedded backend; asked of the scheduler on a cluster), then
+    how it ended (the embedded backend) or ``finished`` (a cluster, until the run's result)."""
 
     def __init__(self, tasks: list[str]) -> None:
         self.states: dict[str, str] = dict.fromkeys(tasks, "pending")
@@ -72,6 +75,13 @@ class RunTracker:
     def done(self, task: str) -> None:
         self.states[task] = "finished"
 
+    def outcome(self, task: str, outcome: Any) -> None:
+        """How the task ended, where the backend hands over outcomes (the embedded one): its
+        state then reads as it will in the result (a cluster's stay ``finished``)."""
+        status = getattr(outcome, "status", None)
+        if status in _ENDED:
+            self.states[task] = status
+
     def close(self) -> None:
         pass
 
@@ -88,32 +98,43 @@ class RunHandle:
         self.future: Future[PipelineResult] = Future()
         self.released = False
         """Whether the result has been let go of its values (see ``KEEP_VALUES``)."""
+        self._release_lock = threading.Lock()
 
     def release(self) -> None:
         """Keep the finished result without its values (task states, timings, error text)."""
-        future = self.future
-        if self.released or not future.done() or future.cancelled():
-            return
-        if future.exception() is not None:
-            return  # an exception (cancelled, bad pipeline) holds no task values
-        light: Future[PipelineResult] = Future()
-        light.set_running_or_notify_cancel()
-        light.set_result(future.result().without_values())
-        self.future = light
-        self.released = True
+        with self._release_lock:
+            future = self.future
+            if self.released or not future.done() or future.cancelled():
+                return
+            if future.exception() is not None:
+                return  # an exception (cancelled, bad pipeline) holds no task values
+            light: Future[PipelineResult] = Future()
+            light.set_running_or_notify_cancel()
+            light.set_result(future.result().without_values())
+            self.future = light
+            self.released = True
+
+    def result_with_values(self, timeout: float | None = None) -> PipelineResult | None:
+        """Like :meth:`result`, or ``None`` when the result has let go of its values."""
+        with self._release_lock:  # the flag and the future, read together
+            if self.released:
+                return None
+            future = self.future
+        return _wait(self, future, timeout)
 
     def status(self) -> str:
         """``pending``, ``running``, ``succeeded``, ``failed`` or ``cancelled``."""
-        if self.future.cancelled():
+        future = self.future  # one future throughout: cancel() may land between two reads
+        if not future.done():
+            return "running" if future.running() else "pending"
+        if future.cancelled():
             return "cancelled"
-        if self.future.done():
-            error = self.future.exception()
-            if isinstance(error, RunCancelled):
-                return "cancelled"
-            if error is not None:
-                return "failed"
-            return "succeeded" if self.future.result().success else "failed"
-        return "running" if self.future.running() else "pending"
+        error = future.exception()
+        if isinstance(error, RunCancelled):
+            return "cancelled"
+        if error is not None:
+            return "failed"
+        return "succeeded" if future.result().success else "failed"
 
     def done(self) -> bool:
         return self.future.done()
@@ -121,15 +142,7 @@ class RunHandle:
     def result(self, timeout: float | None = None) -> PipelineResult:
         """The run's result, waiting up to ``timeout`` seconds (TimeoutError after that);
         RunCancelled when it was cancelled."""
-        try:
-            return self.future.result(timeout)
-        except CancelledError:
-            raise RunCancelled(f"run {self.run_id} of {self.pipeline!r} was cancelled") from None
-        except FutureTimeout:
-            raise TimeoutError(
-                f"run {self.run_id} of {self.pipeline!r} is still {self.status()} after "
-                f"{timeout:g}s"
-            ) from None
+        return _wait(self, self.future, timeout)
 
     def cancel(self) -> bool:
         """Cancel the run: a pending run never starts; a running one starts no further task.
@@ -149,9 +162,9 @@ class RunHandle:
             "status": status,
             "submitted": self.submitted,
         }
-        if self.future.done() and not self.future.cancelled() and self.future.exception() is None:
-            result = self.future.result()
-            out.update(_from_result(result))
+        future = self.future
+        if future.done() and not future.cancelled() and future.exception() is None:
+            out.update(_from_result(future.result()))
         else:
             out["tasks"] = {name: {"status": s} for name, s in self.tracker.current().items()}
         return out
@@ -167,6 +180,7 @@ class Submitted:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._handles: OrderedDict[str, RunHandle] = OrderedDict()
+        self._finished: deque[RunHandle] = deque()  # succeeded or failed, oldest first
         self._pool: ThreadPoolExecutor | None = None
         self._closed = False
 
@@ -180,8 +194,12 @@ class Submitted:
                 result = run(handle)
             except BaseException as exc:
                 handle.future.set_exception(exc)
-            else:
-                handle.future.set_result(result)
+                return
+            with self._lock:  # the newest KEEP_VALUES finished runs keep their values
+                self._finished.append(handle)
+                while len(self._finished) > KEEP_VALUES:
+                    self._finished.popleft().release()
+            handle.future.set_result(result)
 
         with self._lock:
             if self._closed:
@@ -189,8 +207,6 @@ class Submitted:
             self._handles[handle.run_id] = handle
             while len(self._handles) > KEEP_HANDLES:
                 self._handles.popitem(last=False)
-            for old in list(self._handles.values())[:-KEEP_VALUES]:
-                old.release()
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(
                     SUBMIT_THREADS, thread_name_prefix="xlibrary-submit"
@@ -216,6 +232,20 @@ class Submitted:
             handle.cancel()
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _wait(
+    handle: RunHandle, future: Future[PipelineResult], timeout: float | None
+) -> PipelineResult:
+    try:
+        return future.result(timeout)
+    except CancelledError:
+        raise RunCancelled(f"run {handle.run_id} of {handle.pipeline!r} was cancelled") from None
+    except FutureTimeout:
+        raise TimeoutError(
+            f"run {handle.run_id} of {handle.pipeline!r} is still {handle.status()} after "
+            f"{timeout:g}s"
+        ) from None
 
 
 def _from_result(result: PipelineResult) -> dict[str, Any]:

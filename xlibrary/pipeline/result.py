@@ -260,7 +260,11 @@ def _format_duration(seconds: float | None) -> str:
 def _note(run: TaskRun, results: Mapping[str, Any]) -> str | None:
     """Words standing for a task that has no result to preview, or ``None`` when it has."""
     if run.status is TaskStatus.FAILED:
-        return f"{type(run.error).__name__}: {run.error}" if run.error is not None else "failed"
+        if run.error is not None:
+            return f"{type(run.error).__name__}: {run.error}"
+        # a result without its values (a recorded run, one let go of): the traceback's last line
+        last = run.traceback.strip().splitlines()[-1] if run.traceback else ""
+        return last or "failed"
     if run.status is TaskStatus.SKIPPED:
         because = f"{run.skipped_because!r} failed" if run.skipped_because else run.reason
         return f"not run: {because}" if because else "not run"

@@ -138,9 +138,12 @@ def create_router(
 
     def status(run_id: str) -> dict[str, Any]:
         try:
-            return pm.get_pipeline_status(run_id)
+            found = pm.get_pipeline_status(run_id)
         except PipelineError:
-            raise HTTPException(404, f"no run {run_id!r}") from None
+            found = {}
+        if found.get("run_id") != run_id:  # it also answers pipeline names: not here
+            raise HTTPException(404, f"no run {run_id!r}")
+        return found
 
     router = APIRouter(tags=["pipelines"])
     missing: dict[int | str, dict[str, Any]] = {404: {"model": Problem}}
@@ -197,8 +200,9 @@ def create_router(
                 424, {"failed_task": found.get("failed_task"), "error": found.get("error")}
             )
         handle = pm.handle(run_id)
-        if handle is not None and not handle.released:
-            final = handle.result().final_result
+        result = handle.result_with_values() if handle is not None else None
+        if result is not None:
+            final = result.final_result
         else:  # another process's run, or one whose values this server let go: the store's
             why = (
                 f"its values were let go (this server keeps the last {KEEP_VALUES} runs' results)"
