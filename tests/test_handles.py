@@ -253,10 +253,11 @@ def test_old_handles_let_go_of_their_values(pm, monkeypatch, capsys) -> None:
 
     first = pm.submit(broken)
     first.result(timeout=60)
-    runs = [pm.submit(pipeline) for _ in range(3)]
-    for handle in runs:
-        handle.result(timeout=60)
-    pm.submit(pipeline).result(timeout=60)  # each submit lets go of the ones out of the window
+    runs = []
+    for _ in range(3):  # one after another: the window is by the order runs finish in
+        runs.append(pm.submit(pipeline))
+        runs[-1].result(timeout=60)
+    pm.submit(pipeline).result(timeout=60)  # each run that ends lets go of the oldest ones
 
     assert first.released and runs[0].released and runs[1].released
     assert not runs[2].released
