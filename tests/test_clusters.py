@@ -109,6 +109,21 @@ def test_local_cluster_mode_lays_out_workers_and_runs_restricted_tasks(tmp_path:
         assert not marker.exists()  # nothing ran
 
 
+def test_memory_asked_of_a_cluster_laid_out_from_this_machine(tmp_path: Path) -> None:
+    """No memory setting: the workers split this machine's memory, and the check knows it."""
+    config = {
+        "cluster_mode": "local",
+        "worker_nodes": 1,
+        "resource_allocation": {"cpu_per_worker": 1},
+        "store": {"url": str(tmp_path)},
+    }
+    with PipelineManager(config) as pm:
+        result = pm.execute_pipeline(_asking({"memory_mb": 100}))
+        assert result.success and result.final_result == 2
+        (worker,) = pm.client.scheduler_info()["workers"].values()
+        assert worker["resources"]["memory_mb"] >= 100
+
+
 def test_execute_distributed_and_adaptive_scaling(tmp_path: Path) -> None:
     config = {
         "auto_scaling": True,

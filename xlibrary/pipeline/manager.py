@@ -676,11 +676,11 @@ class PipelineManager:
                 )
             return
         from .backends.distributed import DistributedBackend
-        from .cluster import check_resources, layout
+        from .cluster import check_resources
 
         assert isinstance(backend, DistributedBackend)
         if backend.owns_cluster:
-            offered = [layout(self.settings).resources]
+            offered = [self._layout().resources]
             where = "the cluster this manager starts"
         else:
             offered = backend.offered_resources()
@@ -698,6 +698,17 @@ class PipelineManager:
             self._warned.add(marker)
             logger.warning(message, *args)
 
+    def _layout(self) -> Any:
+        """The layout of the cluster this manager starts (a local one splits this machine's
+        memory when the settings do not say): what its workers offer, for the checks too."""
+        from .cluster import layout
+
+        if self.settings.cluster_mode == "kubernetes":
+            return layout(self.settings)
+        import psutil
+
+        return layout(self.settings, machine_memory=int(psutil.virtual_memory().total))
+
     def _start_cluster(self) -> Any:
         """The cluster this manager starts: on Kubernetes, or a LocalCluster laid out from
         the settings (its workers offer the layout's resources)."""
@@ -706,12 +717,9 @@ class PipelineManager:
             from .backends.kubernetes import start_cluster
 
             return start_cluster(settings)
-        import psutil
         from distributed import LocalCluster
 
-        from .cluster import layout
-
-        plan = layout(settings, machine_memory=int(psutil.virtual_memory().total))
+        plan = self._layout()
         cluster = LocalCluster(  # type: ignore[no-untyped-call]
             n_workers=plan.adaptive[0] if plan.adaptive else plan.workers,
             threads_per_worker=plan.threads,
