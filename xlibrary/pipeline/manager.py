@@ -151,7 +151,8 @@ class PipelineManager:
             raise_on_failure=raise_on_failure,
             display_progress=display_progress,
             listeners=[live] if live is not None else (),
-            keep_results="all" if live is not None else None,  # a cluster sends them all back
+            # asked for in this call, a cluster sends them all back (unless the config says)
+            keep_results="all" if show_intermediate and not self.settings.keep_results else None,
         )
         self._show(result, live)
         return result
@@ -268,7 +269,7 @@ class PipelineManager:
         backend = self._backend(self._wants_distributed() if distributed is None else distributed)
         local = backend.name == "local" or not parallel
         self._check_resources(plan, backend, local)
-        keep = keep_results or self.settings.keep_results or ("all" if local else "final")
+        keep = self.settings.keep_results or keep_results or ("all" if local else "final")
         live = None
         if track:  # get_pipeline_status follows it task by task, from any thread, while it goes
             run_id = run_id or new_run_id()
@@ -277,10 +278,26 @@ class PipelineManager:
             listeners = [*listeners, live.tracker]
             self._running[run_id] = live
         try:
-            result = self._execute(
-                plan, backend, parallel, recovery, local, display_progress, keep, run_id,
-                listeners, cancel,
-            )  # fmt: skip
+            result = execute(
+                plan,
+                backend,
+                parallel=parallel,
+                persistence=self._persistence(),
+                recovery=recovery,
+                monitor=monitoring_hooks.ManagerMonitor(
+                    self._monitor_config,
+                    self._monitoring,
+                    self.store,
+                    local=local,
+                    memory_limit=self._memory_limits(local),
+                ),
+                observers=self._observers(local),
+                progress=progress_wanted(self.settings.display_progress, display_progress),
+                keep_results=keep,
+                run_id=run_id,
+                listeners=list(listeners),
+                cancel=cancel,
+            )
         finally:
             if live is not None:
                 self._running.pop(live.run_id, None)  # from now on the store answers
@@ -290,40 +307,6 @@ class PipelineManager:
         if raise_on_failure and result.error is not None:
             raise result.error
         return result
-
-    def _execute(
-        self,
-        plan: Plan,
-        backend: Any,
-        parallel: bool,
-        recovery: RecoveryPlan | None,
-        local: bool,
-        display_progress: bool | None,
-        keep: str,
-        run_id: str | None,
-        listeners: Collection[Any],
-        cancel: threading.Event | None,
-    ) -> PipelineResult:
-        return execute(
-            plan,
-            backend,
-            parallel=parallel,
-            persistence=self._persistence(),
-            recovery=recovery,
-            monitor=monitoring_hooks.ManagerMonitor(
-                self._monitor_config,
-                self._monitoring,
-                self.store,
-                local=local,
-                memory_limit=self._memory_limits(local),
-            ),
-            observers=self._observers(local),
-            progress=progress_wanted(self.settings.display_progress, display_progress),
-            keep_results=keep,
-            run_id=run_id,
-            listeners=list(listeners),
-            cancel=cancel,
-        )
 
     def plan(self, pipeline: Pipeline) -> Plan:
         """Check ``pipeline`` and decide what a run of it will do, without running it."""

@@ -204,7 +204,8 @@ class DistributedBackend:
         distributed = _import_distributed()
         client = self.client
         fetch = names if wanted is None else [name for name in names if name in wanted]
-        rest = [name for name in names if name not in set(fetch)]
+        fetched = set(fetch)
+        rest = [name for name in names if name not in fetched]
         run_id = next(iter(keys.values()))[1]
         if rest:
             self._ensure_reporting(client)
@@ -261,8 +262,11 @@ class DistributedBackend:
         reports = self._reports[run_id]
         # when Dask lost a task its report never comes: wait only for the others in flight
         deadline = time.monotonic() + (1.0 if lost is not None else REPORT_WAIT)
-        while len(reports) < len(names) and time.monotonic() < deadline:
+        # the final tasks report too: wait for these names, not for a count of reports
+        missing = [name for name in names if name not in reports]
+        while missing and time.monotonic() < deadline:
             time.sleep(0.005)
+            missing = [name for name in missing if name not in reports]
         outcomes: dict[str, Outcome] = {}
         for name in names:
             meta = reports.get(name)
