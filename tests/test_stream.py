@@ -160,6 +160,17 @@ class FailsOn(StreamTask):
         return out
 
 
+class FailsOnWithALock(FailsOn):
+    """The same, holding a resource made in setup (a lock cannot be copied)."""
+
+    def setup(self) -> None:
+        self.lock = threading.Lock()
+
+    def process_batch(self, batch):
+        with self.lock:
+            return super().process_batch(batch)
+
+
 def _with_source(stream: StreamPipeline, source: CommittingSource) -> None:
     import xlibrary.pipeline.stream.pipeline as module
 
@@ -184,8 +195,11 @@ def test_on_error_fail_stops_and_commits_nothing_from_the_bad_batch(monkeypatch)
     assert [r["id"] for r in out] == list(range(30))
 
 
+@pytest.mark.parametrize("stage_type", [FailsOn, FailsOnWithALock])
 @pytest.mark.parametrize("policy", ["skip", "dead_letter"])
-def test_bad_records_are_skipped_or_dead_lettered(policy: str, monkeypatch) -> None:
+def test_bad_records_are_skipped_or_dead_lettered(
+    policy: str, stage_type: type[FailsOn], monkeypatch
+) -> None:
     import xlibrary.pipeline.stream.pipeline as module
 
     source = CommittingSource(records(50))
@@ -196,18 +210,19 @@ def test_bad_records_are_skipped_or_dead_lettered(policy: str, monkeypatch) -> N
         "tolerant", on_error=policy, dead_letter=letters.extend if policy == "dead_letter" else None
     )
     stream._source = ("committing", source)
-    stage = FailsOn({3, 17, 18})
+    stage = stage_type({3, 17, 18})
     stream.add_stage(stage)
     stream.add_sink("out", out.extend)
     metrics = stream.start()
     assert [r["id"] for r in out] == [i for i in range(50) if i not in {3, 17, 18}]
     # the stage's state counts only the records that went through: the failures left no trace
     assert [r["count"] for r in out] == list(range(1, 48))
-    assert metrics["stages"]["FailsOn"]["skipped"] == 3
+    assert metrics["stages"][stage_type.__name__]["skipped"] == 3
     assert source.committed == [10, 20, 30, 40, 50]
     if policy == "dead_letter":
+        name = stage_type.__name__
         assert [(d["record"]["id"], d["stage"]) for d in letters] == [
-            (3, "FailsOn"), (17, "FailsOn"), (18, "FailsOn")
+            (3, name), (17, name), (18, name)
         ]  # fmt: skip
         assert letters[0]["error"] == "ValueError: record 3 is malformed"
         assert metrics["dead_letters"] == 3

@@ -285,6 +285,25 @@ def test_kafka_value_that_is_not_json_stops_the_source_unless_format_is_raw(
         raw.close()
 
 
+def test_kafka_values_are_parsed_one_by_one(kafka_bootstrap: str) -> None:
+    """Two broken values that would join into valid JSON are still broken; spaces are fine."""
+    from confluent_kafka import Producer
+
+    topic = unique("topic")
+    create_topic(kafka_bootstrap, topic)
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    for value in (b' {"a": 1}\n', b"1,[2", b"3]"):
+        producer.produce(topic, value)
+    assert producer.flush(10) == 0
+    source = KafkaSource(unique("src"), kafka_config(kafka_bootstrap, topic))
+    source.open()
+    try:
+        with pytest.raises(StreamError, match=rf"offset 1 of partition 0 of topic '{topic}'"):
+            first_batch(source, 10)
+    finally:
+        source.close()
+
+
 def test_kafka_topic_that_does_not_exist_stops_the_source_naming_it(kafka_bootstrap: str) -> None:
     topic = unique("missing")
     source = KafkaSource(unique("src"), kafka_config(kafka_bootstrap, topic))
@@ -395,6 +414,30 @@ def test_redis_pending_entry_deleted_from_the_stream_is_acknowledged_without_a_r
     source.commit(batch)
     source.close()
     assert redis_client.xpending("s", "xlibrary-src")["pending"] == 0
+
+
+def test_redis_batch_of_only_deleted_entries_is_acknowledged_by_the_stream(
+    redis_stream_url: str, redis_client: Any
+) -> None:
+    from xlibrary.pipeline import StreamPipeline
+
+    for i in range(3):
+        redis_client.xadd("s", {"data": json.dumps(i)})
+    source = redis_source(redis_stream_url, "s")
+    batch = source.read(10, 0.5)  # read, never acknowledged: pending
+    source.close()
+    redis_client.xdel("s", *[entry_id.encode() for entry_id in batch.position])
+    out: list[Any] = []
+    stream = StreamPipeline("deleted_pending", batch_timeout=0.1)
+    stream.add_source("src", {"type": "redis", "stream": "s", "url": redis_stream_url})
+    stream.add_sink("out", out.extend)
+    run = stream.start(background=True)
+    deadline = time.monotonic() + 30
+    while redis_client.xpending("s", "xlibrary-src")["pending"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    run.stop()
+    assert redis_client.xpending("s", "xlibrary-src")["pending"] == 0
+    assert out == []
 
 
 # --- configuration and missing packages ----------------------------------------------------

@@ -44,6 +44,8 @@ BOOTSTRAP_ENV = "XLIBRARY_KAFKA_BOOTSTRAP_SERVERS"
 FORMATS = ("json", "raw")
 _COMMON_KEYS = ("type", "topic", "bootstrap_servers")
 _BROKER_TIMEOUT = 10.0
+_raw_decode = json.JSONDecoder().raw_decode
+_JSON_SPACE = " \t\n\r"
 """Seconds to wait for the broker when asking it for offsets (for ``lag()``)."""
 
 
@@ -162,22 +164,24 @@ class KafkaSource:
         return Batch(self._decode_all(usable), position=position, read_at=time.time())
 
     def _decode_all(self, messages: list[Message]) -> list[Any]:
-        """The records of ``messages``: JSON values are parsed as one array (one pass of the C
-        parser for the whole batch); when that fails, one by one, to name the bad record."""
-        values = [message.value() for message in messages]
+        """The records of ``messages``: each value parsed on its own (joining them into one
+        array would let two broken values pass as two good ones), by the C scanner directly;
+        a value it does not take whole goes through ``_decode``, which names a bad record."""
         if self.format == "raw":
-            return values
-        if values and None not in values:
+            return [message.value() for message in messages]
+        out: list[Any] = []
+        for message in messages:
+            value = message.value()
             try:
-                decoded: list[Any] = json.loads(b"[" + b",".join(values) + b"]")  # type: ignore[arg-type]
-                if len(decoded) == len(values):
-                    return decoded
-            except ValueError:
+                text = value.decode().strip(_JSON_SPACE)  # type: ignore[union-attr]
+                record, end = _raw_decode(text)
+                if end == len(text):
+                    out.append(record)
+                    continue
+            except (AttributeError, UnicodeDecodeError, ValueError):
                 pass
-        return [
-            self._decode(m.value(), m.topic(), m.partition(), m.offset())  # type: ignore[arg-type]
-            for m in messages
-        ]
+            out.append(self._decode(value, message.topic(), message.partition(), message.offset()))  # type: ignore[arg-type]
+        return out
 
     def _usable(self, message: Message, ck: ModuleType) -> bool:
         """True for a record; False for an event to skip; raises on a real error."""

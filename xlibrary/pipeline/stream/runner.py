@@ -170,13 +170,15 @@ def _dask_chunk(task: StreamTask, chunk: list[Any], slot: str) -> list[Any]:
     """Run on a Dask worker: this slot's set-up copy of the stage processes ``chunk``."""
     copy_ = _worker_copies.get(slot)
     if copy_ is None:
-        copy_ = _worker_copies[slot] = copy.deepcopy(task)
-        copy_.setup()
+        copy_ = copy.deepcopy(task)
+        copy_.setup()  # kept only once set up: a failed setup is tried again next chunk
+        _worker_copies[slot] = copy_
     return _as_list(copy_.process_batch(chunk))
 
 
 def _dask_teardown(prefix: str) -> None:
-    for slot in [s for s in _worker_copies if s.startswith(prefix)]:
+    # slots are "<prefix>-<n>": stage "X" must not take stage "X_1"'s copies with it
+    for slot in [s for s in _worker_copies if s.startswith(f"{prefix}-")]:
         _worker_copies.pop(slot).teardown()
 
 
@@ -328,11 +330,13 @@ class StreamRun:
                     continue
                 started = time.time()
                 batch = source.read(self.batch_size, self.batch_timeout)
-                if batch is None or not batch.records:
+                if batch is None or not (batch.records or batch.position):
                     self._slots.release()
                     if batch is None:
                         break
                     continue
+                # no records but a position (entries deleted while pending): it goes through,
+                # past the stages and sinks, to be committed in its turn
                 batch.seq, batch.read_at = seq, started
                 seq += 1
                 with self._lock:
@@ -388,7 +392,7 @@ class StreamRun:
                 outbox.put(_END)
                 return
             try:
-                if not self._abandoned(batch):
+                if batch.records and not self._abandoned(batch):  # no records: no call
                     self._process(index, stage, batch)
             except BaseException as exc:  # a bug, not a record: stop, but keep draining
                 self._fail(batch.seq, StreamError(f"stage {stage.name!r} broke: {exc}"), exc)
@@ -519,7 +523,11 @@ class _Single:
         return _as_list(self.task.process_batch(records))
 
     def snapshot(self) -> dict[str, Any]:
-        return copy.deepcopy(vars(self.task))
+        state = vars(self.task)
+        try:
+            return copy.deepcopy(state)
+        except Exception:  # a lock, a client, a connection: resources, not state, kept as is
+            return {name: _copy_or_keep(value) for name, value in state.items()}
 
     def restore(self, state: dict[str, Any] | None) -> None:
         if state is not None:
@@ -528,6 +536,13 @@ class _Single:
 
     def teardown(self) -> None:
         self.task.teardown()
+
+
+def _copy_or_keep(value: Any) -> Any:
+    try:
+        return copy.deepcopy(value)
+    except Exception:
+        return value
 
 
 def _retrying(sink: Sink, records: list[Any]) -> None:
