@@ -60,6 +60,17 @@ def test_upsert_key_makes_a_replayed_batch_harmless(table: str) -> None:
     assert rows(table) == [(i, 2) for i in range(8)]
 
 
+def test_upsert_of_a_batch_past_the_drivers_parameter_limit(table: str) -> None:
+    """8,000 rows of 10 columns: 80,000 values, past PostgreSQL's 65,535 per statement."""
+    sink = {"type": "database", "connection": POSTGRES, "table": table, "upsert_key": "id"}
+    stream = StreamPipeline("wide_upserts", batch_size=8000, batch_timeout=5)
+    stream.add_source("in", [{"id": i, **{f"c{j}": i * j for j in range(9)}} for i in range(8000)])
+    stream.add_sink("rows", sink)
+    stream.start()
+    got = rows(table)
+    assert len(got) == 8000 and got[-1] == (7999, *[7999 * j for j in range(9)])
+
+
 def test_declared_schema_and_a_missing_column(table: str) -> None:
     from xlibrary.pipeline import StreamError
 

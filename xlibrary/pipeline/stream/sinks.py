@@ -161,14 +161,16 @@ class DatabaseSink:
             )
         with self._engine.begin() as connection:  # one transaction: all of the batch or none
             if self.upsert_key:
-                connection.execute(self._upsert(rows))
+                connection.execute(*self._upsert(rows))
             else:
                 columns = [c.name for c in self._table.columns]
                 connection.execute(
                     sa.insert(self._table), [{c: row.get(c) for c in columns} for row in rows]
                 )
 
-    def _upsert(self, rows: list[dict[str, Any]]) -> Any:
+    def _upsert(self, rows: list[dict[str, Any]]) -> tuple[Any, list[dict[str, Any]]]:
+        """The upsert statement and its rows, run as one executemany: SQLAlchemy sends them in
+        as many multi-row statements as the driver's parameter limit allows."""
         dialect = self._engine.dialect.name
         if dialect not in ("postgresql", "sqlite"):
             raise StreamError(f"sink {self.name!r}: upsert_key needs PostgreSQL or SQLite")
@@ -179,11 +181,11 @@ class DatabaseSink:
         latest = {tuple(row.get(k) for k in self.upsert_key): row for row in rows}
         columns = [c.name for c in self._table.columns]
         values = [{c: row.get(c) for c in columns} for row in latest.values()]
-        statement = insert(self._table).values(values)
+        statement = insert(self._table)
         update = {c: statement.excluded[c] for c in columns if c not in self.upsert_key}
         if not update:
-            return statement.on_conflict_do_nothing(index_elements=self.upsert_key)
-        return statement.on_conflict_do_update(index_elements=self.upsert_key, set_=update)
+            return statement.on_conflict_do_nothing(index_elements=self.upsert_key), values
+        return statement.on_conflict_do_update(index_elements=self.upsert_key, set_=update), values
 
     def close(self) -> None:
         if self._engine is not None:
