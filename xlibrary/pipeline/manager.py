@@ -794,6 +794,7 @@ class PipelineManager:
         self._submitted.close()
         self._finalizer()
         self.store.flush()  # records written in the background are in the store
+        self._monitoring.close()  # alerts queued for a webhook go out (within its timeout)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Tasks often call pm.log_metric(...) through a global or a closure, so cloudpickle
