@@ -150,3 +150,12 @@ def test_webhook_settings_are_checked_and_shown_without_their_token() -> None:
     alerts = load_settings({"monitoring": {"alerts": {"webhook_url": good}}}).monitoring.alerts
     assert alerts.webhook_url == good and alerts.webhook_timeout == 5.0
     assert "SECRETTOKEN" not in repr(alerts) and "https://hooks.slack.com/***" in repr(alerts)
+
+
+def test_dashboard_address_is_this_machine_unless_opened() -> None:
+    assert load_settings().dashboard_address == "127.0.0.1:8787"
+    assert load_settings({"dashboard_address": "0.0.0.0:0"}).dashboard_address == "0.0.0.0:0"
+    for bad in ("8787", "localhost", "127.0.0.1:http", "127.0.0.1:70000", "tcp://0.0.0.0:8787"):
+        with pytest.raises(ConfigError) as info:
+            load_settings({"dashboard_address": bad})
+        assert "'dashboard_address' must be host:port, such as '127.0.0.1:8787'" in str(info.value)

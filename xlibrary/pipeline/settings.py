@@ -223,6 +223,10 @@ class Settings:
     """Start a cluster: a ``dask.distributed`` LocalCluster, or one on Kubernetes."""
     worker_nodes: int | None = None
     """Workers of a cluster we start."""
+    dashboard_address: str = "127.0.0.1:8787"
+    """Where the dashboard of a LocalCluster we start listens, ``host:port`` (port 0: any
+    free one): this machine only by default; ``0.0.0.0:8787`` opens it to the network. The
+    cluster's other servers always listen on 127.0.0.1."""
     auto_scaling: bool = False
     """Scale the cluster we start between ``scaling.minimum`` and ``scaling.maximum``."""
     scaling: Scaling = field(default_factory=Scaling)
@@ -433,6 +437,7 @@ def _check_ranges(settings: object, prefix: str) -> None:
             _at_least(prefix, "num_workers", settings.num_workers, 1)
         if settings.worker_nodes is not None:
             _at_least(prefix, "worker_nodes", settings.worker_nodes, 1)
+        _check_listen_address(f"{prefix}dashboard_address", settings.dashboard_address)
     elif isinstance(settings, MonitoringAlerts):
         for key in ("memory_threshold", "error_rate_threshold"):
             value = getattr(settings, key)
@@ -458,6 +463,16 @@ def _check_ranges(settings: object, prefix: str) -> None:
         if settings.cpu_per_worker is not None:
             _at_least(prefix, "cpu_per_worker", settings.cpu_per_worker, 1)
         _at_least(prefix, "gpu_per_worker", settings.gpu_per_worker, 0)
+
+
+def _check_listen_address(dotted: str, address: str) -> None:
+    """``host:port`` (IPv4 address or name; empty host: every interface), port 0 to 65535."""
+    host, colon, port = address.rpartition(":")
+    if not colon or not port.isdigit() or int(port) > 65535 or any(c in host for c in ":/@ "):
+        raise ConfigError(
+            f"config key {dotted!r} must be host:port, such as '127.0.0.1:8787' (this machine "
+            f"only) or '0.0.0.0:8787' (every interface; port 0: any free port), got {address!r}"
+        )
 
 
 def _check_webhook(dotted: str, url: str) -> None:
