@@ -88,6 +88,56 @@ def test_pipelines_page_shows_a_run_while_it_runs(dashboard) -> None:
         runner.join(30)
 
 
+# -- where the servers of a cluster the manager starts listen ------------------------------
+def listening() -> set[tuple[str, int]]:
+    """The TCP sockets this process and its children listen on, as (address, port)."""
+    import psutil
+
+    found = set()
+    for proc in [psutil.Process(), *psutil.Process().children(recursive=True)]:
+        try:
+            connections = proc.net_connections(kind="inet")
+        except psutil.NoSuchProcess:
+            continue
+        for conn in connections:
+            if conn.status == psutil.CONN_LISTEN:
+                found.add((conn.laddr.ip, conn.laddr.port))
+    return found
+
+
+@pytest.mark.parametrize("kind", ["dashboard", "distributed_mode"])
+def test_a_cluster_the_manager_starts_listens_on_this_machine_only(tmp_path, kind: str) -> None:
+    """Scheduler, dashboard and the workers' /health and /metrics: 127.0.0.1, not 0.0.0.0/::."""
+    config: dict = {"store": {"url": str(tmp_path / "store")}}
+    if kind == "distributed_mode":
+        config.update(distributed_mode=True, worker_nodes=1)
+    before = listening()
+    with PipelineManager(config) as pm:
+        if kind == "dashboard":
+            pm.enable_monitoring(dashboard=True)  # the embedded default, on an in-process cluster
+        link = pm.dashboard_link
+        opened = listening() - before
+        assert link is not None and link.startswith("http://127.0.0.1:")
+        assert "Dask Diagnostic UI" in get(link)  # the printed link works
+        workers = pm.client.scheduler_info()["workers"].values()
+        worker_http = {w["services"]["dashboard"] for w in workers}
+    ports = {port for _, port in opened}
+    assert int(link.split(":")[2].split("/")[0]) in ports and worker_http <= ports
+    assert {address for address, _ in opened} == {"127.0.0.1"}, sorted(opened)
+
+
+def test_dashboard_address_opens_the_dashboard(tmp_path) -> None:
+    config = {"store": {"url": str(tmp_path / "store")}, "dashboard_address": "0.0.0.0:0"}
+    before = listening()
+    with PipelineManager(config) as pm:
+        pm.enable_monitoring(dashboard=True)
+        link = pm.dashboard_link
+        opened = listening() - before
+    port = int(link.split(":")[2].split("/")[0])
+    assert ("0.0.0.0", port) in opened  # asked for: every interface
+    assert {address for address, p in opened if p != port} == {"127.0.0.1"}  # the rest stays
+
+
 # -- headless Chromium, driven over the DevTools protocol ------------------------------------
 BOKEH_STRINGS = """
 (() => {

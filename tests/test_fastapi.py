@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import threading
 import time
+import traceback
 from collections.abc import Iterator
 from typing import Any
 
@@ -136,8 +138,9 @@ def test_result_while_running_failed_and_cancelled(api) -> None:
         assert wait_done(client, failed_id)["status"] == "failed"
         failed = client.get(f"/api/runs/{failed_id}/result")
         assert failed.status_code == 424
-        assert failed.json()["detail"]["failed_task"] == "fail"
-        assert "ZeroDivisionError" in failed.json()["detail"]["error"]
+        assert failed.json()["failed_task"] == "fail"
+        assert "ZeroDivisionError" in failed.json()["error"]
+        assert failed.json()["detail"] == f"run {failed_id} failed in task 'fail'"
 
 
 def test_unknown_names_are_404_and_bad_bodies_422(api) -> None:
@@ -177,6 +180,7 @@ def test_results_of_runs_another_process_made(api, tmp_path) -> None:
         assert got.json() == {
             "run_id": saved,
             "pipeline": "numbers",
+            "encoding": "json",
             "final_result": {"total": 285, "count": 10},
         }
         missing = client.get(f"/api/runs/{unsaved}/result")
@@ -265,3 +269,132 @@ def test_guide_fastapi_example_as_written(tmp_path, monkeypatch) -> None:
         assert status["status"]["status"] == "succeeded"
         assert status["status"]["tasks"]["process_request"]["status"] == "succeeded"
     namespace["pm"].close()
+
+
+class Slotted:
+    """A value with no ``__dict__`` and no JSON form."""
+
+    __slots__ = ("x",)
+
+    def __init__(self, x: int) -> None:
+        self.x = x
+
+    def __repr__(self) -> str:
+        return f"Slotted({self.x})"
+
+
+def returning(name: str, value: Any) -> Pipeline:
+    p = Pipeline(name)
+    p.task("make")(lambda: value)
+    return p
+
+
+def test_results_without_a_json_form_answer_a_documented_fallback(tmp_path) -> None:
+    values = {
+        "raw_bytes": b"\xff\xfe\x00binary",
+        "text_bytes": "café".encode(),
+        "slotted": Slotted(3),
+        "nested_slotted": {"rows": [1, Slotted(4)]},
+        "not_finite": {"mean": float("nan"), "max": float("inf"), "n": 2},
+    }
+    with PipelineManager({"store": {"url": str(tmp_path / "store")}}) as pm:
+        app = FastAPI()
+        pipelines = [returning(name, value) for name, value in values.items()]
+        app.include_router(create_router(pm, pipelines=pipelines))
+        with Server(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+            bodies = {}
+            for name in values:
+                run_id = client.post(f"/pipelines/{name}/runs").json()["run_id"]
+                assert wait_done(client, run_id, api="")["status"] == "succeeded"
+                answer = client.get(f"/runs/{run_id}/result")
+                assert answer.status_code == 200, (name, answer.status_code, answer.text)
+                bodies[name] = answer.json()
+    assert bodies["raw_bytes"]["encoding"] == "base64"
+    assert base64.b64decode(bodies["raw_bytes"]["final_result"]) == values["raw_bytes"]
+    assert bodies["text_bytes"] == {
+        **bodies["text_bytes"],
+        "encoding": "json",
+        "final_result": "café",
+    }
+    assert bodies["slotted"]["encoding"] == "repr"
+    assert bodies["slotted"]["final_result"] == "Slotted(3)"
+    assert bodies["nested_slotted"]["encoding"] == "repr"
+    assert bodies["nested_slotted"]["final_result"] == "{'rows': [1, Slotted(4)]}"
+    assert bodies["not_finite"]["encoding"] == "json"
+    assert bodies["not_finite"]["final_result"] == {"mean": None, "max": None, "n": 2}
+
+
+def traceback_in_message() -> None:
+    try:
+        {}["missing"]
+    except KeyError:
+        raise RuntimeError("the remote step failed:\n" + traceback.format_exc()) from None
+
+
+def test_a_failed_run_answers_424_without_stack_traces(tmp_path) -> None:
+    p = Pipeline("noisy")
+    p.task("remote_step")(traceback_in_message)
+    with PipelineManager({"store": {"url": str(tmp_path / "store")}}) as pm:
+        app = FastAPI()
+        app.include_router(create_router(pm, pipelines=[p]))
+        with Server(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+            run_id = client.post("/pipelines/noisy/runs").json()["run_id"]
+            status = wait_done(client, run_id, api="")
+            answer = client.get(f"/runs/{run_id}/result")
+    assert status["status"] == "failed"
+    assert answer.status_code == 424
+    body = answer.json()
+    assert isinstance(body["detail"], str) and "remote_step" in body["detail"]
+    assert body["failed_task"] == "remote_step"
+    assert "RuntimeError: the remote step failed:" in body["error"]
+    for shown in (answer.text, str(status["error"])):
+        assert "Traceback" not in shown and 'File "' not in shown
+
+
+def test_openapi_has_status_enums_one_problem_type_and_readable_operation_ids(api) -> None:
+    url, _ = api
+    with httpx.Client(base_url=url, timeout=30) as client:
+        schema = client.get("/openapi.json").json()
+    models = schema["components"]["schemas"]
+    run_states = ["pending", "running", "succeeded", "failed", "cancelled"]
+    task_states = [
+        "pending", "running", "finished", "succeeded", "failed", "skipped", "cached", "cancelled"
+    ]  # fmt: skip
+    assert models["RunStatus"]["properties"]["status"]["enum"] == run_states
+    assert models["RunStarted"]["properties"]["status"]["enum"] == run_states
+    assert models["TaskState"]["properties"]["status"]["enum"] == task_states
+    assert models["Problem"]["properties"]["detail"]["type"] == "string"
+    assert models["RunResult"]["properties"]["encoding"]["enum"] == ["json", "base64", "repr"]
+    operations = {op["operationId"] for path in schema["paths"].values() for op in path.values()}
+    assert operations == {"list_pipelines", "start_run", "get_run", "get_run_result", "cancel_run"}
+
+
+def test_dependencies_guard_every_route(tmp_path) -> None:
+    """The router has no authentication of its own: FastAPI dependencies add it."""
+    from fastapi import Depends, HTTPException, Security
+    from fastapi.security import APIKeyHeader
+
+    key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
+
+    def require_key(key: str | None = Security(key_header)) -> None:
+        if key != "let-me-in":
+            raise HTTPException(401, "a valid X-API-Key header is required")
+
+    with PipelineManager({"store": {"url": str(tmp_path / "store")}}) as pm:
+        app = FastAPI()
+        router = create_router(pm, pipelines=[numbers()], dependencies=[Depends(require_key)])
+        app.include_router(router, prefix="/api")
+        with Server(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+            for method, path in [
+                ("GET", "/api/pipelines"),
+                ("POST", "/api/pipelines/numbers/runs"),
+                ("GET", "/api/runs/x"),
+                ("GET", "/api/runs/x/result"),
+                ("POST", "/api/runs/x/cancel"),
+            ]:
+                assert client.request(method, path).status_code == 401, path
+            keyed = {"X-API-Key": "let-me-in"}
+            started = client.post("/api/pipelines/numbers/runs", headers=keyed)
+            assert started.status_code == 202
+            schema = client.get("/openapi.json").json()
+    assert "APIKeyHeader" in schema["components"]["securitySchemes"]

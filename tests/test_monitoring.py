@@ -3,6 +3,7 @@ detailed logging; on the embedded backend and on a LocalCluster."""
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import subprocess
@@ -10,11 +11,12 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import free_port
 from xlibrary.pipeline import ConfigError, Pipeline, PipelineError, PipelineManager
 
 MB = 2**20
@@ -295,3 +297,132 @@ def test_detailed_logging_one_line_per_task_start_and_end(store: str, caplog) ->
     assert lines[1].startswith("task 'extract' succeeded in ") and "-> dict(2 keys)" in lines[1]
     assert lines[2] == "task 'count' started with dict(2 keys)"
     assert "-> list[2]" in lines[3] and len(lines) == 4
+
+
+class HeldHook:
+    """A real HTTP server whose POSTs arrive and get no answer until ``release`` is set."""
+
+    def __init__(self) -> None:
+        self.arrived = threading.Event()
+        self.release = threading.Event()
+        self.bodies: list[dict] = []
+        self.auth: list[str | None] = []
+        held = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                held.bodies.append(json.loads(body))
+                held.auth.append(self.headers.get("Authorization"))
+                held.arrived.set()
+                held.release.wait(60)
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def held_hook() -> Iterator[HeldHook]:
+    hook = HeldHook()
+    yield hook
+    hook.close()
+
+
+def failing_pipeline() -> Pipeline:
+    p = Pipeline("alerting_webhook")
+    p.task("broken")(lambda: 1 / 0)
+    return p
+
+
+def test_a_webhook_that_does_not_answer_does_not_hold_up_the_run(
+    store: str, held_hook: HeldHook
+) -> None:
+    url = held_hook.url.replace("://", "://bot:s3cret@")  # credentials: HTTP Basic auth
+    config = {"store": {"url": store}, "monitoring": {"alerts": {"webhook_url": url}}}
+    pm = PipelineManager(config)
+    try:
+        pm.enable_monitoring(alerts=["task_failure"])
+        asked = time.monotonic()
+        result = pm.execute_pipeline(failing_pipeline())
+        took = time.monotonic() - asked
+        assert [a.kind for a in result.alerts] == ["task_failure"]
+        assert held_hook.arrived.wait(10), "the alert was never POSTed"
+        # the POST is still held by the server: the run did not wait for it (it waited the
+        # whole 5 s timeout before)
+        assert took < 2.5 and not held_hook.release.is_set()
+        held_hook.release.set()
+    finally:
+        pm.close()  # sends what is queued, within the webhook timeout
+    assert held_hook.bodies[0]["alerts"][0]["kind"] == "task_failure"
+    assert held_hook.auth == ["Basic " + base64.b64encode(b"bot:s3cret").decode()]
+
+
+def test_a_full_webhook_queue_drops_with_one_warning_and_never_blocks(
+    held_hook: HeldHook, caplog
+) -> None:
+    from xlibrary.pipeline.monitoring.alerts import WebhookSender
+
+    sender = WebhookSender(held_hook.url, timeout=30, maxsize=2)
+    with caplog.at_level(logging.WARNING, logger="xlibrary.pipeline.alerts"):
+        sender.send([{"n": 0}])
+        assert held_hook.arrived.wait(10)  # the first POST is held by the server
+        sending = threading.Thread(target=lambda: [sender.send([{"n": i}]) for i in range(1, 10)])
+        sending.start()
+        sending.join(10)
+        assert not sending.is_alive(), "send blocked on a full queue"
+        held_hook.release.set()
+        assert sender.close(timeout=10)  # everything queued went out
+    full = [r for r in caplog.records if "queue" in r.getMessage()]
+    assert len(full) == 1 and "dropped" in full[0].getMessage()
+    assert [body["alerts"] for body in held_hook.bodies] == [[{"n": n}] for n in range(3)]
+
+
+def test_a_webhook_that_never_answers_times_out_and_close_does_not_hang(
+    store: str, held_hook: HeldHook, caplog
+) -> None:
+    config = {
+        "store": {"url": store},
+        "monitoring": {
+            "alerts": {"webhook_url": f"{held_hook.url}/hooks/T0/SECRET", "webhook_timeout": 0.5}
+        },
+    }
+    with caplog.at_level(logging.WARNING, logger="xlibrary.pipeline.alerts"):
+        with PipelineManager(config) as pm:
+            pm.enable_monitoring(alerts=["task_failure"])
+            pm.execute_pipeline(failing_pipeline())
+            closing = threading.Thread(target=pm.close)
+            closing.start()
+            closing.join(10)
+            assert not closing.is_alive(), "close waited on a webhook that never answers"
+    assert held_hook.arrived.is_set()
+    assert f"could not POST 1 alert(s) to {held_hook.url}/***" in caplog.text
+    assert "SECRET" not in caplog.text
+
+
+def test_webhook_urls_are_redacted_in_logs_and_settings(store: str, caplog) -> None:
+    secret_url = (
+        f"http://bot:hunter2@127.0.0.1:{free_port()}/services/T000/B000/SECRETTOKEN?sig=abc123"
+    )
+    config = {"store": {"url": store}, "monitoring": {"alerts": {"webhook_url": secret_url}}}
+    with caplog.at_level(logging.WARNING, logger="xlibrary.pipeline.alerts"):
+        with PipelineManager(config) as pm:  # nothing listens there: the POST fails
+            pm.enable_monitoring(alerts=["task_failure"])
+            pm.execute_pipeline(failing_pipeline())
+            shown = repr(pm.settings)
+    assert "could not POST 1 alert(s) to http://bot:***@127.0.0.1:" in caplog.text
+    for secret in ("hunter2", "SECRETTOKEN", "T000", "abc123"):
+        assert secret not in caplog.text
+        assert secret not in shown
+    assert "webhook_url='http://bot:***@127.0.0.1:" in shown

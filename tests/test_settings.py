@@ -120,3 +120,42 @@ def test_scheduler_address_from_the_environment(monkeypatch) -> None:
     monkeypatch.setenv("XLIBRARY_SCHEDULER_ADDRESS", "tcp://10.1.2.3:8786")
     assert load_settings().scheduler_address == "tcp://10.1.2.3:8786"
     assert load_settings({"scheduler_address": "tcp://a:1"}).scheduler_address == "tcp://a:1"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "file:///etc/passwd",
+        "ftp://hooks.example.com/alerts",
+        "hooks.example.com/alerts",
+        "http:///alerts",
+        "https://hooks.example.com:port/alerts",
+    ],
+)
+def test_webhook_url_must_be_http_or_https(url: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        PipelineManager({"monitoring": {"alerts": {"webhook_url": url}}})
+    assert "'monitoring.alerts.webhook_url' must be an http:// or https:// URL" in str(info.value)
+
+
+def test_webhook_settings_are_checked_and_shown_without_their_token() -> None:
+    token_url = "htps://hooks.slack.com/services/T000/B000/SECRETTOKEN"  # a typo in the scheme
+    with pytest.raises(ConfigError) as info:
+        load_settings({"monitoring": {"alerts": {"webhook_url": token_url}}})
+    message = str(info.value)
+    assert "SECRETTOKEN" not in message and "'htps://hooks.slack.com/***'" in message
+    with pytest.raises(ConfigError, match=r"'monitoring\.alerts\.webhook_timeout' must be more"):
+        load_settings({"monitoring": {"alerts": {"webhook_timeout": 0}}})
+    good = "https://hooks.slack.com/services/T000/B000/SECRETTOKEN"
+    alerts = load_settings({"monitoring": {"alerts": {"webhook_url": good}}}).monitoring.alerts
+    assert alerts.webhook_url == good and alerts.webhook_timeout == 5.0
+    assert "SECRETTOKEN" not in repr(alerts) and "https://hooks.slack.com/***" in repr(alerts)
+
+
+def test_dashboard_address_is_this_machine_unless_opened() -> None:
+    assert load_settings().dashboard_address == "127.0.0.1:8787"
+    assert load_settings({"dashboard_address": "0.0.0.0:0"}).dashboard_address == "0.0.0.0:0"
+    for bad in ("8787", "localhost", "127.0.0.1:http", "127.0.0.1:70000", "tcp://0.0.0.0:8787"):
+        with pytest.raises(ConfigError) as info:
+            load_settings({"dashboard_address": bad})
+        assert "'dashboard_address' must be host:port, such as '127.0.0.1:8787'" in str(info.value)

@@ -694,16 +694,17 @@ class PipelineManager:
 
     def _start_cluster(self) -> Any:
         """The cluster this manager starts: on Kubernetes, or a LocalCluster laid out from
-        the settings (its workers offer the layout's resources)."""
+        the settings (its workers offer the layout's resources), listening on 127.0.0.1 but
+        for its dashboard, at ``dashboard_address``."""
         settings = self.settings
         if settings.cluster_mode == "kubernetes":
             from .backends.kubernetes import start_cluster
 
             return start_cluster(settings)
-        from distributed import LocalCluster
+        from .backends.distributed import local_cluster
 
         plan = self._layout()
-        cluster = LocalCluster(  # type: ignore[no-untyped-call]
+        cluster = local_cluster(
             n_workers=plan.adaptive[0] if plan.adaptive else plan.workers,
             threads_per_worker=plan.threads,
             memory_limit=plan.memory or "auto",
@@ -711,6 +712,7 @@ class PipelineManager:
             # dashboard=True alone: an in-process cluster (threads), so a script needs no
             # `if __name__ == "__main__":` guard; the cluster settings ask for processes
             processes=settings.is_distributed,
+            dashboard_address=settings.dashboard_address,  # 127.0.0.1:8787 unless opened
         )
         if plan.adaptive:
             cluster.adapt(minimum=plan.adaptive[0], maximum=plan.adaptive[1])
@@ -794,6 +796,7 @@ class PipelineManager:
         self._submitted.close()
         self._finalizer()
         self.store.flush()  # records written in the background are in the store
+        self._monitoring.close()  # alerts queued for a webhook go out (within its timeout)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Tasks often call pm.log_metric(...) through a global or a closure, so cloudpickle

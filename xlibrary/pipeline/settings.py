@@ -20,8 +20,10 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from .errors import ConfigError
+from .redact import redact_url
 
 __all__ = [
     "Caching",
@@ -148,7 +150,7 @@ class Caching:
     ``XLIBRARY_CACHE_SECRET``). Use it whenever others can write to the store."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class MonitoringAlerts:
     """``monitoring.alerts``: thresholds that raise alerts (each one set turns its alert on)."""
 
@@ -161,7 +163,17 @@ class MonitoringAlerts:
     error_rate_threshold: float | None = None
     """Fraction of a run's tasks that failed: over it, an ``error_rate_threshold`` alert."""
     webhook_url: str | None = None
-    """Alerts are also POSTed here as JSON."""
+    """Alerts are also POSTed here as JSON (an ``http://`` or ``https://`` URL), off the run's
+    thread. Shown with its path, query and password hidden: they often hold its token."""
+    webhook_timeout: float = 5.0
+    """Seconds a POST to the webhook may take; ``pm.close()`` waits this long for the POSTs
+    still queued."""
+
+    def __repr__(self) -> str:
+        shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if self.webhook_url is not None:
+            shown["webhook_url"] = redact_url(self.webhook_url, keep_path=False)
+        return f"MonitoringAlerts({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
 
 METRIC_NAMES = (
@@ -211,6 +223,10 @@ class Settings:
     """Start a cluster: a ``dask.distributed`` LocalCluster, or one on Kubernetes."""
     worker_nodes: int | None = None
     """Workers of a cluster we start."""
+    dashboard_address: str = "127.0.0.1:8787"
+    """Where the dashboard of a LocalCluster we start listens, ``host:port`` (port 0: any
+    free one): this machine only by default; ``0.0.0.0:8787`` opens it to the network. The
+    cluster's other servers always listen on 127.0.0.1."""
     auto_scaling: bool = False
     """Scale the cluster we start between ``scaling.minimum`` and ``scaling.maximum``."""
     scaling: Scaling = field(default_factory=Scaling)
@@ -421,6 +437,7 @@ def _check_ranges(settings: object, prefix: str) -> None:
             _at_least(prefix, "num_workers", settings.num_workers, 1)
         if settings.worker_nodes is not None:
             _at_least(prefix, "worker_nodes", settings.worker_nodes, 1)
+        _check_listen_address(f"{prefix}dashboard_address", settings.dashboard_address)
     elif isinstance(settings, MonitoringAlerts):
         for key in ("memory_threshold", "error_rate_threshold"):
             value = getattr(settings, key)
@@ -429,6 +446,13 @@ def _check_ranges(settings: object, prefix: str) -> None:
                     f"config key '{prefix}{key}' is a fraction between 0 and 1 (0.9 = 90%), "
                     f"got {value}"
                 )
+        if settings.webhook_timeout <= 0:
+            raise ConfigError(
+                f"config key '{prefix}webhook_timeout' must be more than 0 seconds, got "
+                f"{settings.webhook_timeout}"
+            )
+        if settings.webhook_url is not None:
+            _check_webhook(f"{prefix}webhook_url", settings.webhook_url)
     elif isinstance(settings, Monitoring):
         _at_least(prefix, "history", settings.history, 2)
     elif isinstance(settings, Scaling):
@@ -439,6 +463,30 @@ def _check_ranges(settings: object, prefix: str) -> None:
         if settings.cpu_per_worker is not None:
             _at_least(prefix, "cpu_per_worker", settings.cpu_per_worker, 1)
         _at_least(prefix, "gpu_per_worker", settings.gpu_per_worker, 0)
+
+
+def _check_listen_address(dotted: str, address: str) -> None:
+    """``host:port`` (IPv4 address or name; empty host: every interface), port 0 to 65535."""
+    host, colon, port = address.rpartition(":")
+    if not colon or not port.isdigit() or int(port) > 65535 or any(c in host for c in ":/@ "):
+        raise ConfigError(
+            f"config key {dotted!r} must be host:port, such as '127.0.0.1:8787' (this machine "
+            f"only) or '0.0.0.0:8787' (every interface; port 0: any free port), got {address!r}"
+        )
+
+
+def _check_webhook(dotted: str, url: str) -> None:
+    """A webhook is an ``http(s)://`` URL with a host: alerts are POSTed to it."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"config key {dotted!r} must be an http:// or https:// URL with a host (alerts are "
+            f"POSTed to it as JSON), got {redact_url(url, keep_path=False)!r}"
+        )
 
 
 def _at_least(prefix: str, key: str, value: float, minimum: float) -> None:

@@ -19,6 +19,7 @@ their results are released on the workers as soon as no later task needs them.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -52,6 +53,43 @@ def _import_distributed() -> Any:
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise missing_extra("distributed", "pipeline", "running on dask.distributed") from exc
     return distributed
+
+
+LOCALHOST = "127.0.0.1"
+
+
+def local_cluster(*, dashboard_address: str, processes: bool, **options: Any) -> Cluster:
+    """A ``LocalCluster`` whose servers listen on this machine only (``127.0.0.1``): the
+    scheduler, the workers and their HTTP servers (``/health``, ``/metrics``); the dashboard
+    listens on ``dashboard_address``. Its ``dashboard_link`` names the address the dashboard
+    listens on (distributed's names the machine's outside address for an in-process cluster).
+    """
+    if processes:
+        options["host"] = LOCALHOST  # scheduler, nannies, workers and their HTTP servers
+    else:  # in-process comms have no host: give the workers' HTTP servers one
+        options["worker_dashboard_address"] = f"{LOCALHOST}:0"
+    cluster_class = _local_cluster_class()
+    return cluster_class(dashboard_address=dashboard_address, processes=processes, **options)
+
+
+@functools.cache
+def _local_cluster_class() -> type:
+    distributed = _import_distributed()
+    from distributed.utils import format_dashboard_link
+
+    class LocalHostCluster(distributed.LocalCluster):  # type: ignore[misc, name-defined]
+        """A LocalCluster whose dashboard link is where its dashboard listens."""
+
+        @property
+        def dashboard_link(self) -> str:
+            server = getattr(self.scheduler, "http_server", None)
+            host = getattr(server, "address", None)
+            if not host or host in ("0.0.0.0", "::"):  # every interface: distributed's link
+                return str(super().dashboard_link)
+            port = getattr(server, "port", None)
+            return str(format_dashboard_link(f"[{host}]" if ":" in host else host, port))
+
+    return LocalHostCluster
 
 
 class DistributedBackend:

@@ -13,23 +13,46 @@ Routes (all described in the app's OpenAPI schema):
 * ``GET  /pipelines``: the pipelines, each with its last run;
 * ``POST /pipelines/{name}/runs``: start a run (``{"parallel": true}``), 202 with its run id;
 * ``GET  /runs/{run_id}``: the run's status and each task's state and timings;
-* ``GET  /runs/{run_id}/result``: the final result as JSON; 409 while the run goes, 424 when it
+* ``GET  /runs/{run_id}/result``: the final result; 409 while the run goes, 424 when it
   failed (with the failed task and its error), 410 when it was cancelled; a run another process
   made answers from the results it saved in the store (``save_intermediate_results``);
 * ``POST /runs/{run_id}/cancel?wait=30``: cancel the run, waiting up to ``wait`` seconds for it
   to stop.
 
-An unknown pipeline or run is 404; a bad body is 422. Runs go through ``pm.submit``: the
-request returns at once and the run goes on in the manager's threads (or its cluster), so
-the server stays responsive.
+An unknown pipeline or run is 404; a bad body is 422. Every error but a 422 is a ``Problem``:
+``{"detail": "..."}`` (a 424 adds ``failed_task`` and ``error``). Error texts are one line: a
+task's traceback stays in the run record (``pm.get_error_details``), never in an answer.
+
+A result is sent as ``final_result`` with its ``encoding``: ``json`` (the value as JSON:
+DataFrames as lists of records, arrays as lists, NaN and infinities as null), ``base64`` (bytes
+that are not UTF-8 text) or ``repr`` (a value with no JSON form: its ``repr()`` text).
+
+Runs go through ``pm.submit``: the request returns at once and the run goes on in the manager's
+threads (or its cluster), so the server stays responsive.
+
+The router has no authentication of its own. Add it with FastAPI dependencies, which guard
+every route::
+
+    from fastapi import Depends, HTTPException, Security
+    from fastapi.security import APIKeyHeader
+
+    api_key = APIKeyHeader(name="X-API-Key", auto_error=False)
+
+    def require_key(key: str | None = Security(api_key)) -> None:
+        if not secrets.compare_digest(key or "", os.environ["PIPELINES_API_KEY"]):
+            raise HTTPException(401, "a valid X-API-Key header is required")
+
+    app.include_router(create_router(pm, dependencies=[Depends(require_key)]), prefix="/api")
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import math
 import sys
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
 
 from ..errors import PipelineError, missing_extra
 from ..handles import KEEP_VALUES
@@ -40,6 +63,8 @@ __all__ = ["create_router", "jsonable"]
 
 try:
     from fastapi import APIRouter, HTTPException, Query
+    from fastapi.params import Depends
+    from fastapi.responses import JSONResponse
     from pydantic import BaseModel, ConfigDict, Field
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise missing_extra("fastapi", "fastapi", "the FastAPI router") from exc
@@ -51,14 +76,24 @@ class RunRequest(BaseModel):
     parallel: bool = Field(True, description="Run independent tasks at the same time.")
 
 
+RunState = Literal["pending", "running", "succeeded", "failed", "cancelled"]
+TaskStateName = Literal[
+    "pending", "running", "finished", "succeeded", "failed", "skipped", "cached", "cancelled"
+]
+Encoding = Literal["json", "base64", "repr"]
+
+
 class RunStarted(BaseModel):
     run_id: str
     pipeline: str
-    status: str
+    status: RunState
 
 
 class TaskState(BaseModel):
-    status: str | None
+    status: TaskStateName = Field(
+        description="pending, running (or finished, on a cluster, until the run ends), then "
+        "how it ended: succeeded, failed, skipped (an upstream task failed), cached, cancelled."
+    )
     duration: float | None = None
     attempts: int | None = None
 
@@ -66,12 +101,14 @@ class TaskState(BaseModel):
 class RunStatus(BaseModel):
     pipeline: str
     run_id: str
-    status: str | None
+    status: RunState
     started: float | None = None
     finished: float | None = None
     duration: float | None = None
     failed_task: str | None = None
-    error: str | None = None
+    error: str | None = Field(
+        None, description="Why the run failed, in one line (the traceback is not sent)."
+    )
     tasks: dict[str, TaskState]
 
 
@@ -84,27 +121,82 @@ class PipelineInfo(BaseModel):
 class RunResult(BaseModel):
     run_id: str
     pipeline: str
+    encoding: Encoding = Field(
+        description="How final_result holds the value: json (the value itself; DataFrames as "
+        "lists of records, arrays as lists, NaN and infinities as null), base64 (bytes that "
+        "are not UTF-8 text) or repr (a value with no JSON form: its repr() text)."
+    )
     final_result: Any
 
 
 class Problem(BaseModel):
-    detail: Any
+    detail: str = Field(description="What went wrong, and what to do about it.")
+
+
+class RunFailed(Problem):
+    failed_task: str | None = None
+    error: str | None = Field(
+        None, description="Why the run failed, in one line (the traceback is not sent)."
+    )
+
+
+class NoJSONForm(ValueError):
+    """A value (or a part of it) that JSON cannot hold."""
+
+
+MAX_ERROR_TEXT = 1000
+"""Characters of an error text an answer carries at most."""
+
+
+def one_line(text: str | None) -> str | None:
+    """An error text as the API shows it: before any traceback, its first line, at most
+    ``MAX_ERROR_TEXT`` characters."""
+    if text is None:
+        return None
+    head = text.split("Traceback (most recent call last)", 1)[0].strip()
+    line = head.splitlines()[0].strip() if head else ""
+    return line if len(line) <= MAX_ERROR_TEXT else line[: MAX_ERROR_TEXT - 1] + "…"
+
+
+def encoded(value: Any) -> tuple[Encoding, Any]:
+    """``value`` as ``RunResult`` sends it: ``(encoding, final_result)``."""
+    try:
+        return "json", jsonable(value)
+    except NoJSONForm:
+        if isinstance(value, bytes | bytearray):
+            return "base64", base64.b64encode(bytes(value)).decode()
+        return "repr", repr(value)
 
 
 def jsonable(value: Any) -> Any:
-    """``value`` as JSON-able data: DataFrames become lists of records, arrays lists."""
+    """``value`` as JSON-able data: DataFrames become lists of records, arrays lists, NaN and
+    infinities null; :class:`NoJSONForm` when some part of it has no JSON form (bytes that
+    are not UTF-8, an object with no fields)."""
     from fastapi.encoders import jsonable_encoder
 
+    if value is None or isinstance(value, str | bool | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, bytes | bytearray):
+        try:
+            return bytes(value).decode()
+        except UnicodeDecodeError as exc:
+            raise NoJSONForm("bytes that are not UTF-8 text") from exc
     pandas = sys.modules.get("pandas")
     if pandas is not None and isinstance(value, pandas.DataFrame):
-        return jsonable_encoder(value.to_dict(orient="records"))
+        return jsonable(value.to_dict(orient="records"))
     if hasattr(value, "tolist") and callable(value.tolist):
-        return jsonable_encoder(value.tolist())
+        return jsonable(value.tolist())
     if isinstance(value, Mapping):
         return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
+    if isinstance(value, list | tuple | set | frozenset):
         return [jsonable(v) for v in value]
-    return jsonable_encoder(value)
+    try:
+        converted = jsonable_encoder(value)
+    except (ValueError, TypeError) as exc:  # no fields: FastAPI gives up
+        raise NoJSONForm(f"{type(value).__name__} has no JSON form") from exc
+    return jsonable(converted)  # NaN inside a dataclass or a model
 
 
 def _saved_final_result(pm: PipelineManager, run_id: str, pipeline: str, why: str) -> Any:
@@ -124,9 +216,16 @@ def _saved_final_result(pm: PipelineManager, run_id: str, pipeline: str, why: st
 
 
 def create_router(
-    pm: PipelineManager, pipelines: Iterable[Pipeline] | Mapping[str, Pipeline] | None = None
+    pm: PipelineManager,
+    pipelines: Iterable[Pipeline] | Mapping[str, Pipeline] | None = None,
+    *,
+    dependencies: Sequence[Depends] | None = None,
 ) -> APIRouter:
-    """The routes above for ``pipelines`` (default: the ones ``pm`` knows by name)."""
+    """The routes above for ``pipelines`` (default: the ones ``pm`` knows by name).
+
+    ``dependencies`` (FastAPI ``Depends(...)``) run before every route: authentication, rate
+    limits. The router has none of its own.
+    """
     chosen: dict[str, Pipeline] = {}
     if isinstance(pipelines, Mapping):
         chosen.update(pipelines)
@@ -143,12 +242,13 @@ def create_router(
             found = {}
         if found.get("run_id") != run_id:  # it also answers pipeline names: not here
             raise HTTPException(404, f"no run {run_id!r}")
+        found["error"] = one_line(found.get("error"))
         return found
 
-    router = APIRouter(tags=["pipelines"])
+    router = APIRouter(tags=["pipelines"], dependencies=dependencies)
     missing: dict[int | str, dict[str, Any]] = {404: {"model": Problem}}
 
-    @router.get("/pipelines", response_model=list[PipelineInfo])
+    @router.get("/pipelines", response_model=list[PipelineInfo], operation_id="list_pipelines")
     def list_pipelines() -> list[PipelineInfo]:
         """The pipelines this API runs, each with its last run."""
         out = []
@@ -157,12 +257,18 @@ def create_router(
                 found = pm.get_pipeline_status(name)
             except PipelineError:
                 found = {}
+            if found.get("run_id"):
+                found["error"] = one_line(found.get("error"))
             last = RunStatus(**found) if found.get("run_id") else None  # None: not run yet
             out.append(PipelineInfo(name=name, tasks=list(pipeline.task_names), last_run=last))
         return out
 
     @router.post(
-        "/pipelines/{name}/runs", response_model=RunStarted, status_code=202, responses=missing
+        "/pipelines/{name}/runs",
+        response_model=RunStarted,
+        status_code=202,
+        responses=missing,
+        operation_id="start_run",
     )
     def start_run(name: str, request: RunRequest | None = None) -> RunStarted:
         """Start a run of pipeline ``name``; returns at once with its run id."""
@@ -170,9 +276,15 @@ def create_router(
         if pipeline is None:
             raise HTTPException(404, f"no pipeline {name!r}; known: {sorted(known())}")
         handle = pm.submit(pipeline, parallel=request.parallel if request is not None else True)
-        return RunStarted(run_id=handle.run_id, pipeline=name, status=handle.status())
+        return RunStarted(
+            run_id=handle.run_id,
+            pipeline=name,
+            status=handle.status(),  # type: ignore[arg-type]
+        )
 
-    @router.get("/runs/{run_id}", response_model=RunStatus, responses=missing)
+    @router.get(
+        "/runs/{run_id}", response_model=RunStatus, responses=missing, operation_id="get_run"
+    )
     def run_status(run_id: str) -> RunStatus:
         """The run's status (pending, running, succeeded, failed, cancelled) and its tasks."""
         return RunStatus(**status(run_id))
@@ -184,11 +296,12 @@ def create_router(
             **missing,
             409: {"model": Problem},
             410: {"model": Problem},
-            424: {"model": Problem},
+            424: {"model": RunFailed},
         },
+        operation_id="get_run_result",
     )
-    def run_result(run_id: str) -> RunResult:
-        """The run's final result, once it has succeeded."""
+    def run_result(run_id: str) -> Any:
+        """The run's final result, once it has succeeded, with how it is encoded."""
         found = status(run_id)
         state = found["status"]
         if state in ("pending", "running"):
@@ -196,9 +309,14 @@ def create_router(
         if state == "cancelled":
             raise HTTPException(410, f"run {run_id} was cancelled")
         if state == "failed":
-            raise HTTPException(
-                424, {"failed_task": found.get("failed_task"), "error": found.get("error")}
+            failed_task = found.get("failed_task")
+            where = f" in task {failed_task!r}" if failed_task else ""
+            problem = RunFailed(
+                detail=f"run {run_id} failed{where}",
+                failed_task=failed_task,
+                error=found.get("error"),
             )
+            return JSONResponse(problem.model_dump(), status_code=424)
         handle = pm.handle(run_id)
         result = handle.result_with_values() if handle is not None else None
         if result is not None:
@@ -210,9 +328,17 @@ def create_router(
                 else "it was not started by this server"
             )
             final = _saved_final_result(pm, run_id, found["pipeline"], why)
-        return RunResult(run_id=run_id, pipeline=found["pipeline"], final_result=jsonable(final))
+        encoding, sent = encoded(final)
+        return RunResult(
+            run_id=run_id, pipeline=found["pipeline"], encoding=encoding, final_result=sent
+        )
 
-    @router.post("/runs/{run_id}/cancel", response_model=RunStatus, responses=missing)
+    @router.post(
+        "/runs/{run_id}/cancel",
+        response_model=RunStatus,
+        responses=missing,
+        operation_id="cancel_run",
+    )
     def cancel_run(
         run_id: str,
         wait: float = Query(

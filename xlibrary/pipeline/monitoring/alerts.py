@@ -10,27 +10,42 @@ tasks that failed went over it).
 Each alert is logged as a WARNING, passed to every callback registered with
 ``pm.on_alert(fn)`` (a callback that raises is logged, never raised), POSTed as JSON to
 ``monitoring.alerts.webhook_url`` when set, and kept in the run record and the report.
+
+Webhook POSTs go out on a thread of their own (:class:`WebhookSender`), so a slow or silent
+webhook never holds up a run: at most ``WEBHOOK_QUEUE`` POSTs wait (more are dropped with a
+warning), each gives up after ``monitoring.alerts.webhook_timeout`` seconds, and a failure is
+logged with the webhook's path, query and password hidden (they often hold its token).
 """
 
 from __future__ import annotations
 
+import atexit
+import base64
 import json
 import logging
 import statistics
+import threading
 import time
+import urllib.parse
 import urllib.request
+import weakref
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ..redact import redact_url
 from ..result import PipelineResult, TaskStatus
 from .config import MonitorConfig
 
-__all__ = ["Alert", "dispatch", "evaluate"]
+__all__ = ["Alert", "WebhookSender", "dispatch", "evaluate"]
 
 logger = logging.getLogger("xlibrary.pipeline.alerts")
 
 WEBHOOK_TIMEOUT = 5.0
+"""Seconds a webhook POST may take (``monitoring.alerts.webhook_timeout``)."""
+WEBHOOK_QUEUE = 100
+"""Alert POSTs that may wait for a slow webhook; more are dropped, with a warning."""
 
 
 @dataclass(frozen=True)
@@ -134,9 +149,9 @@ def _peaks_by_worker(result: PipelineResult) -> dict[str, int]:
 def dispatch(
     alerts: Iterable[Alert],
     callbacks: Iterable[Callable[[Alert], object]],
-    webhook_url: str | None,
+    webhook: WebhookSender | None,
 ) -> None:
-    """Log each alert, call the callbacks, and POST them to the webhook."""
+    """Log each alert, call the callbacks, and queue them for the webhook (never waits)."""
     alerts = list(alerts)
     for alert in alerts:
         logger.warning("ALERT %s: %s (run %s)", alert.kind, alert.message, alert.run_id)
@@ -145,16 +160,146 @@ def dispatch(
                 callback(alert)
             except Exception:
                 logger.exception("alert callback %r raised", callback)
-    if webhook_url and alerts:
-        body = json.dumps({"alerts": [alert.to_dict() for alert in alerts]}).encode()
-        request = urllib.request.Request(
-            webhook_url, data=body, headers={"Content-Type": "application/json"}, method="POST"
-        )
+    if webhook is not None and alerts:
+        webhook.send([alert.to_dict() for alert in alerts])
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A webhook that redirects is answered as an error, not followed (a POST turned GET)."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_opener = urllib.request.build_opener(_NoRedirects)
+
+
+class WebhookSender:
+    """POSTs alert bodies as JSON to one webhook, on its own daemon thread.
+
+    :meth:`send` never waits: it queues the body (at most ``maxsize`` wait; when the queue is
+    full, the body is dropped, with one warning until the queue empties again). Each POST
+    gives up after ``timeout`` seconds; a failure is a warning naming the webhook with its
+    path and credentials hidden. :meth:`close` sends what is queued, waiting at most
+    ``timeout`` seconds for the queue (and for the POST under way to end); the manager's
+    ``close`` and interpreter exit call it.
+    """
+
+    def __init__(
+        self, url: str, *, timeout: float = WEBHOOK_TIMEOUT, maxsize: int = WEBHOOK_QUEUE
+    ) -> None:
+        self.url, self._headers = _without_credentials(url)
+        self.shown = redact_url(url, keep_path=False)
+        self.timeout = timeout
+        self.maxsize = maxsize
+        self._pending: deque[tuple[bytes, int]] = deque()
+        self._busy = False
+        self._closed = False
+        self._warned_full = False
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+        _senders.add(self)
+
+    def send(self, alerts: Sequence[Mapping[str, Any]]) -> None:
+        """Queue one POST of ``{"alerts": alerts}``; drop it (warning once) when the queue is
+        full."""
+        body = json.dumps({"alerts": list(alerts)}).encode()
+        with self._changed:
+            if self._closed:
+                logger.warning("not POSTing alerts to %s: its sender is closed", self.shown)
+                return
+            if len(self._pending) >= self.maxsize:
+                if not self._warned_full:
+                    self._warned_full = True
+                    logger.warning(
+                        "the webhook %s is not keeping up: its queue of %d alert POSTs is "
+                        "full, so further alerts are dropped until it catches up",
+                        self.shown,
+                        len(self._pending),
+                    )
+                return
+            self._pending.append((body, len(alerts)))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._work, name="xlibrary-alert-webhook", daemon=True
+                )
+                self._thread.start()
+            self._changed.notify_all()
+
+    def _work(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._pending or self._closed)
+                if not self._pending:
+                    return
+                body, count = self._pending.popleft()
+                self._busy = True
+                if not self._pending:
+                    self._warned_full = False
+            try:
+                self._post(body, count)
+            finally:
+                with self._changed:
+                    self._busy = False
+                    self._changed.notify_all()
+
+    def _post(self, body: bytes, count: int) -> None:
+        request = urllib.request.Request(self.url, data=body, headers=self._headers, method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT) as response:
+            with _opener.open(request, timeout=self.timeout) as response:
                 response.read()
         except Exception as exc:  # an unreachable webhook must not fail the run
-            logger.warning("could not POST %d alert(s) to %s: %s", len(alerts), webhook_url, exc)
+            reason = str(exc).replace(self.url, self.shown)
+            path = urllib.parse.urlsplit(self.url).path
+            if len(path) > 1:
+                reason = reason.replace(path, "/***")
+            logger.warning("could not POST %d alert(s) to %s: %s", count, self.shown, reason)
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Send what is queued within ``timeout`` seconds (default: the POST timeout), drop
+        the rest with a warning, and stop. Returns whether everything queued was sent."""
+        wait = self.timeout if timeout is None else timeout
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+            done = self._changed.wait_for(lambda: not self._pending and not self._busy, wait)
+            dropped = len(self._pending)
+            self._pending.clear()
+            # the POST under way ends within its own timeout: its outcome is logged first
+            self._changed.wait_for(lambda: not self._busy, self.timeout + 1.0)
+        if dropped:
+            logger.warning(
+                "dropped %d alert POST(s) to %s: the webhook did not take them in %gs",
+                dropped,
+                self.shown,
+                wait,
+            )
+        _senders.discard(self)
+        return done
+
+
+def _without_credentials(url: str) -> tuple[str, dict[str, str]]:
+    """``url`` without ``user:password@``, and the headers of a POST to it: JSON, and HTTP
+    Basic authentication with those credentials (urllib does not read them from the URL)."""
+    headers = {"Content-Type": "application/json"}
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None:
+        return url, headers
+    user = urllib.parse.unquote(parts.username)
+    password = urllib.parse.unquote(parts.password or "")
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    headers["Authorization"] = f"Basic {token}"
+    netloc = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc)), headers
+
+
+_senders: weakref.WeakSet[WebhookSender] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_senders() -> None:
+    for sender in list(_senders):
+        sender.close()
 
 
 def durations_by_task(records: Iterable[Mapping[str, Any]]) -> dict[str, list[float]]:

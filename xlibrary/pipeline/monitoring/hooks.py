@@ -14,7 +14,7 @@ from typing import Any
 from ..result import PipelineResult, TaskStatus
 from ..runner import Monitor
 from ..store import RunStore
-from .alerts import Alert, dispatch, durations_by_task, evaluate
+from .alerts import Alert, WebhookSender, dispatch, durations_by_task, evaluate
 from .config import MonitorConfig
 from .metrics import METRICS_TOPIC, sampler
 
@@ -32,6 +32,25 @@ class MonitoringState:
         self.metrics: dict[str, Any] = {"latest": {}, "by_task": {}}
         self.last_runs: dict[str, dict[str, Any]] = {}
         self.history: dict[str, dict[str, deque[float]]] = {}
+        self.webhooks: dict[tuple[str, float], WebhookSender] = {}
+
+    def webhook(self, url: str | None, timeout: float) -> WebhookSender | None:
+        """The sender of alerts to ``url`` (one per webhook, started on first use)."""
+        if url is None:
+            return None
+        with self.lock:
+            sender = self.webhooks.get((url, timeout))
+            if sender is None:
+                sender = self.webhooks[url, timeout] = WebhookSender(url, timeout=timeout)
+            return sender
+
+    def close(self) -> None:
+        """Send the alerts still queued for webhooks (each within its timeout), then stop."""
+        with self.lock:
+            senders = list(self.webhooks.values())
+            self.webhooks.clear()
+        for sender in senders:
+            sender.close()
 
     def record_metric(self, task: str | None, name: str, value: float) -> None:
         self.record_metrics([(task, {name: value})])
@@ -108,7 +127,13 @@ class ManagerMonitor:
             if "long_execution" in config.alerts:  # the only reader of past durations
                 history = self.state.durations(self.runs, result.pipeline, config.history)
             alerts = evaluate(result, config, history, self.memory_limit)
-            dispatch(alerts, self.state.callbacks, config.thresholds.webhook_url)
+            thresholds = config.thresholds
+            webhook = (
+                self.state.webhook(thresholds.webhook_url, thresholds.webhook_timeout)
+                if alerts
+                else None
+            )
+            dispatch(alerts, self.state.callbacks, webhook)
             if "long_execution" in config.alerts:
                 with self.state.lock:
                     for run in result.tasks.values():
