@@ -418,3 +418,16 @@ class Where(StreamTask):
     def process_batch(self, batch):
         Where.seen.add(threading.current_thread().name)
         return batch
+
+
+def test_a_first_batch_of_ints_and_floats_makes_a_float_column(tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    url = f"sqlite:///{tmp_path / 'stream.db'}"
+    stream = StreamPipeline("mixed", batch_size=10)
+    stream.add_source("in", [{"id": 1, "value": 1}, {"id": 2, "value": 2.5}])
+    stream.add_sink("rows", {"type": "database", "connection": url})
+    stream.start()
+    table = sa.Table("rows", sa.MetaData(), autoload_with=sa.create_engine(url))
+    assert isinstance(table.columns["value"].type, sa.Float)
+    assert isinstance(table.columns["id"].type, sa.Integer)

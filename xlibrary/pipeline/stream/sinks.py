@@ -312,9 +312,12 @@ def _infer_schema(rows: Sequence[Mapping[str, Any]]) -> dict[str, str]:
     schema: dict[str, str] = {}
     for row in rows:
         for column, value in row.items():
-            if value is None or column in schema:
+            if value is None:
                 continue
-            schema[column] = _kind_of(value)
+            kind = _kind_of(value)
+            # the first value's kind; a float after ints makes a float column, not a BIGINT
+            if column not in schema or (schema[column] == "integer" and kind == "float"):
+                schema[column] = kind
     for row in rows:  # columns only ever None
         for column in row:
             schema.setdefault(column, "text")
