@@ -313,6 +313,45 @@ def test_sqlite_sink_with_schema_inference_and_upsert(tmp_path: Path) -> None:
     assert [tuple(r) for r in rows] == [(i, i * 0.5, i % 2 == 0) for i in range(10)]
 
 
+def test_sqlite_sink_keeps_floats_that_follow_ints_as_they_are(tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    url = f"sqlite:///{tmp_path / 'stream.db'}"
+    values = [1, 2, 3, 3.7, 0.4, 2.5, 4]
+    stream = StreamPipeline("widening", batch_size=3)
+    stream.add_source("in", [{"id": i, "value": v} for i, v in enumerate(values)])
+    stream.add_sink("rows", {"type": "database", "connection": url})
+    stream.start()
+    with sa.create_engine(url).connect() as connection:
+        got = connection.execute(sa.text("select value from rows order by id")).scalars().all()
+    assert got == values and [type(v) for v in got] == [type(v) for v in values]
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "kind"),
+    [("value", "12", "integer"), ("value", True, "integer"), ("name", 5, "text"),
+     ("ok", 1, "boolean"), ("share", 2**53 + 1, "float")],
+)  # fmt: skip
+def test_sqlite_sink_fails_a_batch_whose_value_the_column_would_change(
+    tmp_path: Path, column: str, value: object, kind: str
+) -> None:
+    """SQLite stores "12" in an INTEGER column as 12, True as 1, 5 in a TEXT one as "5", 1 in
+    a BOOLEAN one as true, 2**53 + 1 in a REAL one rounded: the sink refuses them all."""
+    import sqlalchemy as sa
+
+    url = f"sqlite:///{tmp_path / 'stream.db'}"
+    good = {"id": 0, "value": 10, "name": "a", "ok": False, "share": 0.5}
+    stream = StreamPipeline("typed", batch_size=2)
+    stream.add_source("in", [good, {**good, "id": 1}, {**good, "id": 2}, {**good, column: value}])
+    stream.add_sink("rows", {"type": "database", "connection": url})
+    with pytest.raises(StreamError) as caught:
+        stream.start()
+    for part in (repr(column), repr(value), type(value).__name__, kind, "'rows'", "not committed"):
+        assert part in str(caught.value), str(caught.value)
+    with sa.create_engine(url).connect() as connection:
+        assert connection.execute(sa.text("select id from rows")).scalars().all() == [0, 1]
+
+
 def test_database_sink_needs_dict_records(tmp_path: Path) -> None:
     stream = StreamPipeline("bad_rows")
     stream.add_source("in", [1, 2, 3])
@@ -379,3 +418,16 @@ class Where(StreamTask):
     def process_batch(self, batch):
         Where.seen.add(threading.current_thread().name)
         return batch
+
+
+def test_a_first_batch_of_ints_and_floats_makes_a_float_column(tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    url = f"sqlite:///{tmp_path / 'stream.db'}"
+    stream = StreamPipeline("mixed", batch_size=10)
+    stream.add_source("in", [{"id": 1, "value": 1}, {"id": 2, "value": 2.5}])
+    stream.add_sink("rows", {"type": "database", "connection": url})
+    stream.start()
+    table = sa.Table("rows", sa.MetaData(), autoload_with=sa.create_engine(url))
+    assert isinstance(table.columns["value"].type, sa.Float)
+    assert isinstance(table.columns["id"].type, sa.Integer)

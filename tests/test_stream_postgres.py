@@ -90,3 +90,74 @@ def test_declared_schema_and_a_missing_column(table: str) -> None:
     bad.add_sink("rows", sink)
     with pytest.raises(StreamError, match=r"columns \['colour'\] that table"):
         bad.start()
+
+
+def test_floats_after_a_batch_of_ints_widen_the_column_and_keep_their_value(table: str) -> None:
+    """The first batch makes the column BIGINT; later floats turn it DOUBLE PRECISION."""
+    values = [1, 2, 3, 3.7, 0.4, 2.5, 4, 2.0]
+    stream = StreamPipeline("widening", batch_size=3)
+    stream.add_source("in", [{"id": i, "value": v} for i, v in enumerate(values)])
+    stream.add_sink("rows", {"type": "database", "connection": POSTGRES, "table": table})
+    stream.start()
+    assert [r[1] for r in rows(table)] == values
+    assert column_type(table, "value") == "double precision"
+    assert column_type(table, "id") == "bigint"
+
+
+def test_a_string_in_a_numeric_column_fails_the_batch_uncommitted_naming_it(table: str) -> None:
+    from xlibrary.pipeline import StreamError
+
+    written = StreamPipeline("numbers", batch_size=2)
+    written.add_source("in", [{"id": 1, "value": 10}, {"id": 2, "value": 20}])
+    written.add_sink("rows", {"type": "database", "connection": POSTGRES, "table": table})
+    written.start()
+    stream = StreamPipeline("a_string", batch_size=2)
+    stream.add_source("in", [{"id": 3, "value": 30}, {"id": 4, "value": "12"}])
+    stream.add_sink("rows", {"type": "database", "connection": POSTGRES, "table": table})
+    with pytest.raises(StreamError) as caught:
+        stream.start()
+    message = str(caught.value)
+    for part in (repr(table), "'value'", "'12'", "str", "integer", "not committed"):
+        assert part in message, message
+    assert rows(table) == [(1, 10), (2, 20)]  # nothing of the failed batch, id 3 neither
+
+
+def test_a_declared_integer_column_is_not_widened(table: str) -> None:
+    from xlibrary.pipeline import StreamError
+
+    sink = {"type": "database", "connection": POSTGRES, "table": table,
+            "schema": {"id": "integer", "value": "integer"}}  # fmt: skip
+    stream = StreamPipeline("declared_ints", batch_size=10)
+    stream.add_source("in", [{"id": 1, "value": 1}, {"id": 2, "value": 3.7}])
+    stream.add_sink("rows", sink)
+    with pytest.raises(StreamError, match=r"'value' .*declared 'integer'.*3\.7 \(float\)"):
+        stream.start()
+    assert rows(table) == []
+    assert column_type(table, "value") == "bigint"
+
+
+def test_a_column_is_not_widened_when_doubles_would_round_its_integers(table: str) -> None:
+    from xlibrary.pipeline import StreamError
+
+    big = 2**53 + 1
+    stream = StreamPipeline("big_ints", batch_size=2)
+    records = [{"id": 1, "value": big}, {"id": 2, "value": 1}, {"id": 3, "value": 0.5}]
+    stream.add_source("in", records)
+    stream.add_sink("rows", {"type": "database", "connection": POSTGRES, "table": table})
+    with pytest.raises(StreamError, match=rf"'value' of table '{table}' .*round its integer {big}"):
+        stream.start()
+    assert rows(table) == [(1, big), (2, 1)]
+    assert column_type(table, "value") == "bigint"
+
+
+def column_type(table: str, column: str) -> str:
+    import psycopg
+
+    with psycopg.connect("host=127.0.0.1 port=5432 dbname=test") as conn:
+        found = conn.execute(
+            "select data_type from information_schema.columns "
+            "where table_name = %s and column_name = %s",
+            (table, column),
+        ).fetchone()
+    assert found is not None, f"no column {column!r} in {table!r}"
+    return str(found[0])

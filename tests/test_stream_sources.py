@@ -315,6 +315,104 @@ def test_kafka_topic_that_does_not_exist_stops_the_source_naming_it(kafka_bootst
         source.close()
 
 
+def polled_lag(source: Source) -> int | None:
+    """The lag as the runner reads it: after a read (here one that finds nothing), which is
+    when the consumer takes in what it learned meanwhile."""
+    batch = source.read(10, 0.2)
+    assert batch is not None and batch.records == [], "no record was expected here"
+    return source.lag()
+
+
+def test_kafka_lag_after_a_restart_counts_from_the_groups_offsets(kafka_bootstrap: str) -> None:
+    """Four partitions of 5 records, all committed; 3 more in partition 0 after a restart:
+    once these are read the lag is 0, partitions 1-3 (none of whose records this consumer
+    returns) counted from the group's offsets, not from their start (15) or as unknown."""
+    topic = unique("topic")
+    create_topic(kafka_bootstrap, topic, partitions=4)
+    for partition in range(4):
+        produce(kafka_bootstrap, topic, [{"i": i} for i in range(5)], partition=partition)
+    config = kafka_config(kafka_bootstrap, topic)
+    source = KafkaSource(unique("src"), config)
+    source.open()
+    try:
+        for batch in read_records(source, 20, max_records=20):
+            source.commit(batch)
+    finally:
+        source.close()
+    produce(kafka_bootstrap, topic, [{"i": i} for i in range(5, 8)], partition=0)
+    again = KafkaSource(source.name, config)
+    again.open()
+    try:
+        batches = read_records(again, 3, max_records=10)
+        assert [r["i"] for b in batches for r in b.records] == [5, 6, 7]
+        eventually(lambda: polled_lag(again), 0)
+    finally:
+        again.close()
+
+
+def test_kafka_lag_answers_from_what_the_consumer_knows_without_waiting_for_the_broker(
+    tmp_path: Any,
+) -> None:
+    """lag() is called on the source thread between reads: with the broker gone it answers at
+    once from the consumer's own knowledge (it asked the broker, waiting up to 10 s, about
+    each partition it had returned no record of)."""
+    from tests.brokers import start_tansu
+
+    topic = unique("topic")
+    consumer = {**KAFKA_TEST_CONSUMER, "log_level": 0}  # no log lines about the gone broker
+    with start_tansu(tmp_path / "tansu.log") as bootstrap:
+        create_topic(bootstrap, topic, partitions=4)
+        produce(bootstrap, topic, [{"i": i} for i in range(4)], partition=0)
+        config = kafka_config(bootstrap, topic, consumer=consumer)
+        source = KafkaSource(unique("src"), config)
+        source.open()
+        try:
+            read_records(source, 4, max_records=10)
+            eventually(lambda: polled_lag(source), 0)
+        except BaseException:
+            source.close()
+            raise
+    try:
+        started = time.monotonic()
+        assert source.lag() == 0
+        assert time.monotonic() - started < 2.0, "lag() waited for the broker"
+    finally:
+        source.close()
+
+
+def test_kafka_stream_lag_and_throughput_once_everything_is_committed(
+    kafka_bootstrap: str,
+) -> None:
+    """20,000 records: once all are read and committed, consumer_lag is 0 within a poll or
+    two (it stayed at the first value); throughput counts from the first record read to the
+    last written, not the group join before it (seen from outside, the span holding it)."""
+    from xlibrary.pipeline import StreamPipeline
+
+    topic, n = unique("topic"), 20_000
+    create_topic(kafka_bootstrap, topic, partitions=4)
+    produce(kafka_bootstrap, topic, [{"i": i} for i in range(n)])
+    stream = StreamPipeline(unique("lag"), batch_size=500, batch_timeout=0.2)
+    stream.add_source("in", {"type": "kafka", **kafka_config(kafka_bootstrap, topic)})
+    stream.add_sink("out", lambda records: None)
+    run = stream.start(background=True)
+    try:
+        before_first = asked = time.time()
+        deadline = time.monotonic() + 60
+        while (metrics := run.metrics())["records_written"] < n or metrics["batches_in_flight"]:
+            assert run.running and time.monotonic() < deadline, metrics
+            if metrics["records_read"] == 0:
+                before_first = asked  # no record had come when the metrics were asked for
+            time.sleep(0.01)
+            asked = time.time()
+        all_written = time.time()
+        eventually(lambda: run.metrics()["consumer_lag"], 0, within=2.0)
+        throughput = run.metrics()["throughput"]
+        assert throughput >= n / (all_written - before_first), (throughput, n, before_first)
+    finally:
+        run.stop(30)
+    assert run.error is None
+
+
 # --- Redis Streams -------------------------------------------------------------------------
 
 

@@ -43,10 +43,12 @@ DEFAULT_BOOTSTRAP_SERVERS = "localhost:9092"
 BOOTSTRAP_ENV = "XLIBRARY_KAFKA_BOOTSTRAP_SERVERS"
 FORMATS = ("json", "raw")
 _COMMON_KEYS = ("type", "topic", "bootstrap_servers")
-_BROKER_TIMEOUT = 10.0
+_STATISTICS_MS = 1000
+"""How often the consumer reports its partitions' offsets (``statistics.interval.ms``), from
+which ``lag()`` learns where a partition not read yet starts, without asking the broker."""
+_OFFSETS = ("hi_offset", "lo_offset", "committed_offset")
 _raw_decode = json.JSONDecoder().raw_decode
 _JSON_SPACE = " \t\n\r"
-"""Seconds to wait for the broker when asking it for offsets (for ``lag()``)."""
 
 
 def _confluent_kafka() -> ModuleType:
@@ -80,7 +82,9 @@ class KafkaSource:
     Config: ``topic`` (required); ``bootstrap_servers`` (default
     ``$XLIBRARY_KAFKA_BOOTSTRAP_SERVERS``, else ``localhost:9092``); ``group_id`` (default
     ``xlibrary-<name>``); ``format`` (``"json"`` or ``"raw"``); ``consumer``, extra
-    confluent-kafka consumer settings, applied last.
+    confluent-kafka consumer settings, applied last (``statistics.interval.ms``, 1000 here,
+    is how soon ``lag()`` knows the partitions it has not read from; 0 leaves it ``None``;
+    a ``stats_cb`` of yours still gets every report).
     ``batch_size`` and ``batch_timeout`` belong to the runner.
 
     ::
@@ -124,7 +128,12 @@ class KafkaSource:
         self._consumer: Consumer | None = None
         self._committed: dict[tuple[str, int], int] = {}
         self._commit_error: str | None = None
+        self._partitions: dict[int, dict[str, Any]] = {}
+        """The topic's partitions as the consumer's latest statistics describe them."""
         self.settings["on_commit"] = self._on_commit
+        self.settings.setdefault("statistics.interval.ms", _STATISTICS_MS)
+        self._user_stats_cb = self.settings.get("stats_cb")
+        self.settings["stats_cb"] = self._on_statistics
 
     def open(self) -> None:
         ck = _confluent_kafka()
@@ -263,8 +272,12 @@ class KafkaSource:
     def lag(self) -> int | None:
         """Records of this consumer's partitions not yet read: high watermark - position.
 
-        The high watermarks are those of the consumer's latest fetch (no broker round trip
-        once a partition has been fetched). ``None`` before the group has assigned partitions.
+        Answered from what the consumer already knows, never by asking the broker (it is
+        called on the source thread, between reads): the high watermarks of its latest
+        fetches, its positions, and for a partition it has returned no record of yet, where
+        the group starts it (its committed offset, else the reset point), from the consumer's
+        statistics (every ``statistics.interval.ms``, 1 s by default). ``None`` until then,
+        and before the group has assigned partitions.
         """
         consumer = self._consumer
         if consumer is None:
@@ -274,22 +287,44 @@ class KafkaSource:
             assigned = consumer.assignment()
             if not assigned:
                 return None
-            return sum(self._partition_lag(consumer, tp) for tp in consumer.position(assigned))
+            lags = [self._partition_lag(consumer, tp) for tp in consumer.position(assigned)]
         except ck.KafkaException as exc:
             logger.debug("source %r: lag unknown: %s", self.name, exc)
             return None
+        return None if None in lags else sum(lag for lag in lags if lag is not None)
 
-    def _partition_lag(self, consumer: Consumer, tp: TopicPartition) -> int:
-        low, high = consumer.get_watermark_offsets(tp, cached=True)
-        if high < 0 or (tp.offset < 0 and low < 0):
-            low, high = consumer.get_watermark_offsets(tp, timeout=_BROKER_TIMEOUT)
+    def _partition_lag(self, consumer: Consumer, tp: TopicPartition) -> int | None:
+        low, high = consumer.get_watermark_offsets(tp, cached=True)  # no broker round trip
+        known = self._partitions.get(tp.partition, {})
+        high = high if high >= 0 else known.get("hi_offset", -1)
+        if high < 0:
+            return None
         position = tp.offset
-        if position < 0:  # nothing read from it yet: the group's offset, else where reset goes
-            position = consumer.committed([tp], timeout=_BROKER_TIMEOUT)[0].offset
-        if position < 0:
-            reset = str(self.settings["auto.offset.reset"]).lower()
-            position = high if reset in ("latest", "largest", "end") else low
-        return max(0, high - position)
+        if position < 0 and known.get("fetch_state") == "active":  # none of it read yet
+            position = known.get("committed_offset", -1)
+            if position < 0:  # the group has no offset here: it starts where reset points
+                reset = str(self.settings["auto.offset.reset"]).lower()
+                latest = reset in ("latest", "largest", "end")
+                position = high if latest else low if low >= 0 else known.get("lo_offset", -1)
+        return max(0, high - position) if position >= 0 else None
+
+    def _on_statistics(self, text: str) -> None:
+        """The consumer's statistics (a JSON document, served by ``consume``): keep what
+        ``lag()`` needs of this topic's partitions."""
+        try:
+            partitions = json.loads(text)["topics"][self.topic]["partitions"]
+            self._partitions = {
+                int(number): {
+                    "fetch_state": partition.get("fetch_state"),
+                    **{key: int(partition.get(key, -1)) for key in _OFFSETS},
+                }
+                for number, partition in partitions.items()
+                if int(number) >= 0  # -1: librdkafka's unassigned partition
+            }
+        except (ValueError, KeyError, TypeError, AttributeError):
+            pass  # no partition of the topic assigned yet
+        if self._user_stats_cb is not None:
+            self._user_stats_cb(text)
 
     def close(self) -> None:
         """Commit for good what was committed, then leave the group."""

@@ -49,6 +49,10 @@ logger = logging.getLogger("xlibrary.pipeline.stream")
 
 _END = object()
 SINK_RETRIES = 3
+LAG_EVERY = 1.0
+"""Seconds between two lag readings while batches come (one per read when idle)."""
+LAG_IDLE_EVERY = 0.1
+"""Seconds between two lag readings when reads come back empty (at most one per read)."""
 
 
 @dataclass
@@ -248,6 +252,10 @@ class StreamRun:
         self.dead_letters = 0
         self.lag: int | None = None
         self.started = 0.0
+        self.first_read: float | None = None
+        """When the first record came (not when the run started: a group join is no work)."""
+        self.last_written: float | None = None
+        """When the sinks last wrote a batch; throughput counts from first_read to this."""
         self.finished: float | None = None
         self._threads: list[threading.Thread] = []
 
@@ -320,7 +328,7 @@ class StreamRun:
         try:
             source.open()
             seq = 0
-            last_lag = 0.0
+            last_lag = 0.0  # monotonic
             while not self._stop.is_set():
                 self._commit_ready()
                 if not self._slots.acquire(blocking=False):
@@ -334,6 +342,8 @@ class StreamRun:
                     self._slots.release()
                     if batch is None:
                         break
+                    # idle: a lag reading per poll, so it reaches 0 a poll after the last read
+                    last_lag = self._read_lag(last_lag, LAG_IDLE_EVERY)
                     continue
                 # no records but a position (entries deleted while pending): it goes through,
                 # past the stages and sinks, to be committed in its turn
@@ -343,9 +353,10 @@ class StreamRun:
                     self.in_flight += 1
                     self.max_seen_in_flight = max(self.max_seen_in_flight, self.in_flight)
                 self.source_counter.add(0, len(batch.records), time.time() - started)
+                if self.first_read is None and batch.records:
+                    self.first_read = time.time()  # after the count: never before a record
                 self._queues[0].put(batch)
-                if time.time() - last_lag > 1.0:
-                    self.lag, last_lag = source.lag(), time.time()
+                last_lag = self._read_lag(last_lag, LAG_EVERY)
         except BaseException as exc:
             self._fail(-1, StreamError(f"source {source.name!r} failed: {exc}"), exc)
             logger.error("stream %r: source %r failed: %s", self.pipeline, source.name, exc)
@@ -359,6 +370,15 @@ class StreamRun:
             except Exception:
                 logger.exception("stream %r: closing source %r failed", self.pipeline, source.name)
             self._finish()
+
+    def _read_lag(self, last: float, every: float) -> float:
+        """Read the source's lag when ``every`` seconds have passed since ``last``; when it
+        was read last."""
+        now = time.monotonic()
+        if now - last < every:
+            return last
+        self.lag = self.source.lag()
+        return now
 
     def _commit_ready(self, wait: float = 0.0) -> None:
         """Commit, in order, the batches the sinks have written."""
@@ -470,6 +490,7 @@ class StreamRun:
                     batch.meta["commit"] = False
                     self._commits.put(batch)
                     continue
+                self.last_written = time.time()  # before the count: never after a record
                 self.sink_counter.add(len(batch.records), len(batch.records), time.time() - started)
                 self._commits.put(batch)
         finally:
@@ -493,13 +514,16 @@ class StreamRun:
         end = self.finished or time.time()
         elapsed = max(end - self.started, 1e-9) if self.started else 0.0
         written = self.sink_counter.records_in
+        # from the first record read to the last written: not a group join, not an idle end
+        first, last = self.first_read, self.last_written
+        busy = max(last - first, 1e-9) if first is not None and last is not None else 0.0
         return {
             "pipeline": self.pipeline,
             "running": self.running,
             "elapsed": elapsed,
             "records_read": self.source_counter.records_out,
             "records_written": written,
-            "throughput": written / elapsed if elapsed else 0.0,
+            "throughput": written / busy if busy else 0.0,
             "batches_committed": self.sink_counter.batches,
             "batches_in_flight": self.in_flight,
             "max_batches_in_flight": self.max_seen_in_flight,
