@@ -25,6 +25,9 @@ Every message names the thing that is wrong and how to fix it.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 __all__ = [
     "ClusterError",
     "ConfigError",
@@ -43,6 +46,7 @@ __all__ = [
     "TaskTimeoutError",
     "UnknownDependencyError",
     "ValidationError",
+    "did_you_mean",
 ]
 
 
@@ -164,6 +168,13 @@ class ResourceError(PipelineError, ValueError):
 
 class MissingExtraError(PipelineError, ImportError):
     """An optional dependency is missing; the message names the extra to install."""
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """``"; did you mean 'extract'?"`` for the closest of ``candidates``, or ``""``: the one
+    spelling hint every message of the library uses."""
+    close = difflib.get_close_matches(name, [str(c) for c in candidates], n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def missing_extra(package: str, extra: str, feature: str) -> MissingExtraError:

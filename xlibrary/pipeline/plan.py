@@ -22,15 +22,19 @@ the cache) are looked up here, so a hit prunes the tasks upstream of it.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import enum
 import functools
 import graphlib
 import logging
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
-from .errors import DependencyCycleError, EmptyPipelineError, UnknownDependencyError
+from .errors import (
+    DependencyCycleError,
+    EmptyPipelineError,
+    UnknownDependencyError,
+    did_you_mean,
+)
 from .fingerprint import code_fingerprint, derive_key
 from .pipeline import Pipeline, RetryPolicy, Task
 from .settings import Caching, FaultTolerance
@@ -98,12 +102,6 @@ class Plan:
     def plain_steps(self) -> tuple[Step, ...]:
         """Every task runs: the steps of a run with nothing to look up or restore."""
         return tuple(Step(planned, Action.RUN, reason="not cached") for planned in self.tasks)
-
-
-def did_you_mean(name: str, candidates: Iterable[str]) -> str:
-    """``"; did you mean 'extract'?"`` for the closest candidate, or ``""``."""
-    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def validate(pipeline: Pipeline) -> None:
