@@ -7,6 +7,12 @@ cannot abort the graph: tasks downstream of it see the failure and return a skip
 without calling their function, and independent branches run to the end. With no retry,
 timeout, cache or saving it costs two clock reads and one small object per task.
 
+"An exception" is any ``BaseException``: a task that calls ``sys.exit()`` or raises
+``GeneratorExit`` or ``KeyboardInterrupt`` fails with it, and neither the caller's program nor
+a Dask worker goes down with it. The one exception is a ``KeyboardInterrupt`` in the main
+thread (a sequential run, ``parallel=False``): that is the user's Ctrl-C, and it goes up to
+stop the run.
+
 :class:`CacheLoader` and :class:`SavedLoader` stand in for tasks whose result is already in
 the cache or saved by an earlier run. When that result turns out unusable (expired between
 plan and run, corrupt, tampered with) they return a ``stale`` outcome, and the engine runs
@@ -315,7 +321,9 @@ class TaskRunner:
         ):
             try:
                 value = self.func(*args)
-            except Exception as exc:
+            except BaseException as exc:  # sys.exit() in a task fails the task, not the run
+                if isinstance(exc, KeyboardInterrupt) and _is_ctrl_c():
+                    raise
                 failure = Failure.from_exception(self.name, exc)
                 return Outcome(FAILED, None, 1, started, time.time(), failure)
             return Outcome(SUCCEEDED, value, 1, started, time.time())
@@ -432,7 +440,9 @@ class TaskRunner:
                     value = self.func(*args)
                 else:
                     value = _call_with_timeout(self.func, args, self.timeout, self.name)
-            except Exception as exc:
+            except BaseException as exc:
+                if isinstance(exc, KeyboardInterrupt) and _is_ctrl_c():
+                    raise
                 if (
                     retry is None
                     or attempt > retry.max_retries
@@ -454,6 +464,12 @@ class TaskRunner:
                     time.sleep(wait)
                 continue
             return Outcome(SUCCEEDED, value, attempt, started, time.time())
+
+
+def _is_ctrl_c() -> bool:
+    """Whether a KeyboardInterrupt here can be the user's Ctrl-C: Python delivers it to the
+    main thread only, so on any other thread (a pool's, a Dask worker's) the task raised it."""
+    return threading.current_thread() is threading.main_thread()
 
 
 def _call_with_timeout(func: Callable[..., Any], args: list[Any], timeout: float, name: str) -> Any:
