@@ -1,8 +1,10 @@
-"""Runs that go wrong in ways a task's exception does not: tasks that exit."""
+"""Runs that go wrong in ways a task's exception does not: tasks that exit, results and
+functions that cannot travel to or from a cluster."""
 
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +14,7 @@ import pytest
 from distributed import Client, Nanny, Scheduler, SpecCluster
 
 from xlibrary.pipeline import Pipeline, PipelineManager
+from xlibrary.pipeline.store import SerializationError
 
 
 def exiting(name: str, *, interrupts: bool = True, **options: Any) -> Pipeline:
@@ -113,3 +116,57 @@ def test_a_task_that_exits_fails_on_a_cluster_and_kills_no_worker(
         check_exits(result)
         assert pm.store.read_record("exits_cluster")["status"] == "failed"
     assert set(client.scheduler_info()["workers"]) == workers  # none died, none restarted
+
+
+def unsendable(name: str) -> Pipeline:
+    """A final task returning a lock, one returning a generator that a task on the other
+    worker needs, a task whose function closes over a lock, and tasks that are fine."""
+    lock = threading.Lock()
+    p = Pipeline(name)
+    p.task("lock")(lambda: threading.Lock())
+
+    @p.task("numbers", resource_requirements={"left": 1})
+    def numbers() -> Any:
+        return (i for i in range(3))
+
+    @p.task("total", depends_on=["numbers"], resource_requirements={"right": 1})
+    def total(xs: Any) -> int:
+        return sum(xs)
+
+    @p.task("holds_lock")
+    def holds_lock() -> int:
+        with lock:
+            return 1
+
+    p.task("after_lock", depends_on=["holds_lock"])(lambda x: x)
+    p.task("fine")(lambda: 7)
+    p.task("also_fine", depends_on=["fine"])(lambda x: x + 1)
+    return p
+
+
+@pytest.mark.parametrize("keep", ["final", "all"])
+def test_results_and_functions_that_cannot_travel_fail_their_tasks(
+    client: Client, tmp_path: Path, keep: str
+) -> None:
+    config = {"store": {"url": str(tmp_path)}, "keep_results": keep}
+    with PipelineManager(config, client=client) as pm:
+        result = pm.execute_pipeline(unsendable("unsendable"))
+        record = pm.store.read_record("unsendable")
+    assert result.states == {
+        "lock": "failed",
+        "numbers": "failed",
+        "total": "skipped",
+        "holds_lock": "failed",
+        "after_lock": "skipped",
+        "fine": "succeeded",
+        "also_fine": "succeeded",
+    }
+    assert result.results["also_fine"] == 8
+    for name, kind in [("lock", "lock"), ("numbers", "generator"), ("holds_lock", "lock")]:
+        error = result.tasks[name].error
+        assert isinstance(error, SerializationError), (name, error)
+        assert f"task {name!r}" in str(error) and kind in str(error)
+    assert "cannot be sent to the Dask workers" in str(result.tasks["holds_lock"].error)
+    assert result.tasks["total"].skipped_because == "numbers"
+    assert record["status"] == "failed"
+    assert record["tasks"]["fine"]["status"] == "succeeded"

@@ -30,7 +30,8 @@ import cloudpickle
 from ..errors import ClusterError, RunCancelled, missing_extra
 from ..lower import Key
 from ..monitoring.progress import RunWatch
-from ..runner import FAILED, Failure, Outcome
+from ..runner import DONE, FAILED, SKIPPED, Failure, Outcome, register_with_distributed
+from ..store import SerializationError
 from .reporting import OUTCOMES_TOPIC, OutcomeReporter
 
 if TYPE_CHECKING:
@@ -202,6 +203,7 @@ class DistributedBackend:
 
             return run_locally(graph, keys, None, progress=progress, wanted=wanted)
         distributed = _import_distributed()
+        register_with_distributed()  # outcomes whose values cannot travel fail their tasks
         client = self.client
         fetch = names if wanted is None else [name for name in names if name in wanted]
         fetched = set(fetch)
@@ -215,9 +217,18 @@ class DistributedBackend:
         if progress is not None:
             progress.probe = lambda: _processing(client, run_id)
         try:
-            futures = client.get(
-                _with_restrictions(graph, restrictions), [keys[n] for n in fetch], sync=False
-            )
+            wanted_keys = [keys[n] for n in fetch]
+            try:
+                futures = client.get(
+                    _with_restrictions(graph, restrictions), wanted_keys, sync=False
+                )
+            except Exception:  # the graph cannot be pickled: fail the tasks that cannot
+                shippable = _shippable(graph, keys)
+                if shippable is None:
+                    raise
+                futures = client.get(
+                    _with_restrictions(shippable, restrictions), wanted_keys, sync=False
+                )
             try:
                 with client.as_current():
                     if progress is None:
@@ -248,7 +259,7 @@ class DistributedBackend:
                     )
             if rest:
                 outcomes.update(self._reported(run_id, rest, lost))
-            return outcomes
+            return _blame_unsendable(outcomes)
         finally:
             self._reports.pop(run_id, None)
             self._progress.pop(run_id, None)
@@ -322,6 +333,49 @@ def _wait(distributed: Any, futures: list[Any], watch: RunWatch) -> None:
         except TimeoutError:
             if watch.cancelled:
                 raise RunCancelled("the run was cancelled") from None
+
+
+def _shippable(graph: Mapping[Key, Any], keys: Mapping[str, Key]) -> dict[Key, Any] | None:
+    """``graph`` with each task that cannot be pickled (its function, or what the function
+    closes over or uses, holds a lock, say) standing as that task's failure; ``None`` when
+    every task pickles (the graph failed for another reason)."""
+    from dask.task_spec import DataNode
+
+    out, failed = dict(graph), False
+    for name, key in keys.items():
+        node = graph[key]
+        try:
+            cloudpickle.dumps(node.value if isinstance(node, DataNode) else node.func)
+        except Exception as exc:
+            error = SerializationError(
+                f"task {name!r} cannot be sent to the Dask workers: its function, or something "
+                f"it uses (a closure variable, a global), cannot be pickled: {exc}; create such "
+                "objects (locks, connections, open files) inside the task, or run the pipeline "
+                "on threads (the embedded backend)"
+            )
+            error.__cause__ = exc
+            failure = Failure.from_exception(name, error)
+            out[key] = DataNode(key, Outcome(FAILED, attempts=0, failure=failure))
+            failed = True
+    return out if failed else None
+
+
+def _blame_unsendable(outcomes: dict[str, Outcome]) -> dict[str, Outcome]:
+    """Fail the tasks whose values could not travel to a task on another worker.
+
+    Such a task reported success from its worker; the task that needed its value was skipped
+    with the failure (see runner._skipped_after), which is the task's own."""
+    for outcome in list(outcomes.values()):
+        failure = outcome.failure
+        if outcome.status != SKIPPED or failure is None:
+            continue
+        origin = outcomes.get(failure.task)
+        if origin is not None and origin.status in DONE:
+            outcomes[failure.task] = Outcome(
+                FAILED, None, origin.attempts, origin.started, origin.finished, failure,
+                metrics=origin.metrics, peak_memory=origin.peak_memory, worker=origin.worker,
+            )  # fmt: skip
+    return outcomes
 
 
 def _with_restrictions(
