@@ -1,9 +1,14 @@
 """Runs that go wrong in ways a task's exception does not: tasks that exit, results and
-functions that cannot travel to or from a cluster."""
+functions that cannot travel to or from a cluster, runs interrupted with Ctrl-C or cut off
+by their client, and the run records they leave."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -13,8 +18,10 @@ from typing import Any
 import pytest
 from distributed import Client, Nanny, Scheduler, SpecCluster
 
-from xlibrary.pipeline import Pipeline, PipelineManager
+from xlibrary.pipeline import ClusterError, Pipeline, PipelineManager, TaskStatus
 from xlibrary.pipeline.store import SerializationError
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def exiting(name: str, *, interrupts: bool = True, **options: Any) -> Pipeline:
@@ -79,6 +86,111 @@ def test_a_task_that_exits_fails_in_a_sequential_run(tmp_path: Path) -> None:
         result = pm.execute_pipeline(p, parallel=False)
     assert result.states["exits"] == "failed" and result.states["closes"] == "failed"
     assert result.states["independent"] == "succeeded" and result.results == {"independent": 42}
+
+
+def test_a_keyboard_interrupt_in_the_calling_thread_cancels_the_run(tmp_path: Path) -> None:
+    """parallel=False runs tasks in this thread: a KeyboardInterrupt there is a Ctrl-C. The
+    record keeps what finished, so resume continues from there."""
+    ran, interrupt = [], [True]
+    p = Pipeline("ctrl_c_here")
+    p.task("first")(lambda: 1)
+
+    @p.task("second", depends_on=["first"])
+    def second(x: int) -> int:
+        if interrupt:
+            interrupt.pop()
+            raise KeyboardInterrupt
+        return x + 1
+
+    @p.task("third", depends_on=["second"])
+    def third(x: int) -> int:
+        ran.append("third")
+        return x + 1
+
+    config = {"store": {"url": str(tmp_path)}, "save_intermediate_results": True}
+    with PipelineManager(config) as pm:
+        with pytest.raises(KeyboardInterrupt):
+            pm.execute_pipeline(p, parallel=False)
+        record = pm.store.read_record("ctrl_c_here")
+        assert ran == []
+        assert record["status"] == "cancelled" and record["finished"] is not None
+        assert {t: e["status"] for t, e in record["tasks"].items()} == {
+            "first": "succeeded",
+            "second": "cancelled",
+            "third": "cancelled",
+        }
+        resumed = pm.resume(p)
+    assert resumed.final_result == 3 and ran == ["third"]
+    assert resumed.states == {"first": "cached", "second": "succeeded", "third": "succeeded"}
+
+
+CTRL_C_SCRIPT = """
+import sys, time
+from pathlib import Path
+from xlibrary.pipeline import Pipeline, PipelineManager
+
+here = Path(sys.argv[1])
+p = Pipeline("interrupted")
+
+@p.task("first")
+def first():
+    return 1
+
+@p.task("second", depends_on=["first"])
+def second(x):
+    (here / "second-started").write_text("")
+    time.sleep(1.0)
+    return x
+
+@p.task("third", depends_on=["second"])
+def third(x):
+    (here / "third-ran").write_text("")
+    return x
+
+with PipelineManager({"store": {"url": str(here / "store")}}) as pm:
+    pm.execute_pipeline(p)
+print("not reached")
+"""
+
+
+def test_ctrl_c_cancels_a_run_on_threads_and_raises_keyboard_interrupt(tmp_path: Path) -> None:
+    script = tmp_path / "interrupted.py"
+    script.write_text(textwrap.dedent(CTRL_C_SCRIPT))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "second-started").exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the run never started its second task"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode in (-signal.SIGINT, 130), err.decode()
+    assert b"KeyboardInterrupt" in err and b"not reached" not in out
+    assert not (tmp_path / "third-ran").exists()
+    with PipelineManager({"store": {"url": str(tmp_path / "store")}}) as other:
+        record = other.store.read_record("interrupted")
+        status = other.get_pipeline_status("interrupted")
+    assert record["status"] == "cancelled"
+    assert record["finished"] is not None and record["duration"] is not None
+    assert record["tasks"]["first"]["status"] == "succeeded"
+    assert record["tasks"]["third"]["status"] == "cancelled"
+    assert record["tasks"]["second"]["status"] == "cancelled"
+    assert status["status"] == "cancelled"
+    assert {t: s["status"] for t, s in status["tasks"].items()} == {
+        "first": "succeeded",
+        "second": "cancelled",
+        "third": "cancelled",
+    }
 
 
 # -- on a cluster of worker processes -------------------------------------------------------
@@ -170,3 +282,31 @@ def test_results_and_functions_that_cannot_travel_fail_their_tasks(
     assert result.tasks["total"].skipped_because == "numbers"
     assert record["status"] == "failed"
     assert record["tasks"]["fine"]["status"] == "succeeded"
+
+
+def test_a_run_whose_client_closes_ends_its_record(cluster: SpecCluster, tmp_path: Path) -> None:
+    p = Pipeline("client_closes")
+
+    @p.task("slow")
+    def slow() -> int:
+        time.sleep(2)
+        return 1
+
+    p.task("after", depends_on=["slow"])(lambda x: x)
+    client = Client(cluster, set_as_default=False)
+    try:
+        with PipelineManager({"store": {"url": str(tmp_path)}}, client=client) as pm:
+            threading.Timer(0.7, client.close).start()
+            with pytest.raises(ClusterError, match="client was closed while run"):
+                pm.execute_pipeline(p)
+            record = pm.store.read_record("client_closes")
+            status = pm.get_pipeline_status("client_closes")
+    finally:
+        client.close()
+    assert record["status"] == "failed" and record["finished"] is not None
+    assert record["error"]["message"]
+    assert {t: e["status"] for t, e in record["tasks"].items()} == {
+        "slow": TaskStatus.CANCELLED,
+        "after": TaskStatus.CANCELLED,
+    }
+    assert status["status"] == "failed" and status["error"]

@@ -25,6 +25,8 @@ Every message names the thing that is wrong and how to fix it.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "ClusterError",
     "ConfigError",
@@ -147,7 +149,13 @@ def _rebuild_execution_error(
 
 
 class RunCancelled(PipelineError):
-    """A run was cancelled (``handle.cancel()``) before it finished."""
+    """A run was cancelled (``handle.cancel()``) before it finished.
+
+    ``result`` is how far it got (a ``PipelineResult`` without values: the tasks that finished
+    with their states, the others ``cancelled``), or ``None`` when it never started.
+    """
+
+    result: Any = None
 
 
 class TaskTimeoutError(PipelineError, TimeoutError):

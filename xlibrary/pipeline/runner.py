@@ -11,7 +11,7 @@ timeout, cache or saving it costs two clock reads and one small object per task.
 ``GeneratorExit`` or ``KeyboardInterrupt`` fails with it, and neither the caller's program nor
 a Dask worker goes down with it. The one exception is a ``KeyboardInterrupt`` in the main
 thread (a sequential run, ``parallel=False``): that is the user's Ctrl-C, and it goes up to
-stop the run.
+stop the run (the engine records the run ``cancelled`` and raises it on).
 
 On ``dask.distributed`` an outcome travels (to the client, or to a task on another worker)
 through :func:`register_with_distributed`'s serializer: a value that cannot be pickled (a

@@ -19,6 +19,7 @@ their results are released on the workers as soon as no later task needs them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -242,8 +243,17 @@ class DistributedBackend:
                                 raise RunCancelled("the run was cancelled")
                 done = [f for f in futures if f.status == "finished"]
                 values = dict(zip([f.key for f in done], client.gather(done), strict=True))
-            except BaseException:
-                client.cancel(futures)  # interrupted: do not leave the run going on the cluster
+            except BaseException as exc:
+                if progress is not None:  # what had finished, for the run's record
+                    progress.finished.update(self._finished(client, run_id, fetch, futures))
+                with contextlib.suppress(Exception):  # a closed client: the error says why
+                    client.cancel(futures)  # interrupted: leave nothing going on the cluster
+                if isinstance(exc, Exception) and client.status in ("closing", "closed"):
+                    raise ClusterError(
+                        f"the Dask client was closed while run {run_id} was going, so the run "
+                        "stopped; keep the client open until the runs that use it return "
+                        "(close it after pm.close())"
+                    ) from exc
                 raise
             outcomes: dict[str, Outcome] = {}
             lost: BaseException | None = None
@@ -265,6 +275,24 @@ class DistributedBackend:
             self._progress.pop(run_id, None)
             if progress is not None:
                 progress.probe = None
+
+    def _finished(
+        self, client: Client, run_id: str, fetch: list[str], futures: list[Any]
+    ) -> dict[str, Outcome]:
+        """Outcomes, without values, of the tasks of a run that stops early that had finished:
+        the reports that came, and the finished futures' results (as far as they come)."""
+        out = {
+            name: cloudpickle.loads(meta) for name, meta in self._reports.get(run_id, {}).items()
+        }
+        done = [(n, f) for n, f in zip(fetch, futures, strict=True) if f.status == "finished"]
+        try:
+            values = client.gather([f for _, f in done], errors="skip")
+        except Exception:  # the client or the cluster is gone: the reports are all there is
+            return out
+        for (name, _), value in zip(done, values, strict=False):
+            if type(value) is Outcome:
+                out[name] = value.without_value()
+        return out
 
     def _reported(
         self, run_id: str, names: list[str], lost: BaseException | None
