@@ -132,7 +132,7 @@ def test_result_while_running_failed_and_cancelled(api) -> None:
             "cancelled",
         )
         assert wait_done(client, other)["status"] == "cancelled"
-        assert wait_done(client, other)["tasks"]["after"]["status"] == "pending"
+        assert wait_done(client, other)["tasks"]["after"]["status"] == "cancelled"
 
         failed_id = client.post("/api/pipelines/broken/runs").json()["run_id"]
         assert wait_done(client, failed_id)["status"] == "failed"

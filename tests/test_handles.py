@@ -11,6 +11,7 @@ from distributed import Client, LocalCluster
 
 from xlibrary.pipeline import Pipeline, PipelineManager
 from xlibrary.pipeline.errors import PipelineDefinitionError, PipelineError, RunCancelled
+from xlibrary.pipeline.pictures import to_dot
 
 
 def gated(name: str, gate: threading.Event, ran: list[str]) -> Pipeline:
@@ -322,3 +323,105 @@ def test_tasks_that_ended_read_as_they_will_in_the_result(pm) -> None:
     finally:
         gate.set()
     assert handle.result(timeout=30).states["waits"] == "succeeded"
+
+
+def three_steps(name: str, gate: Path) -> Pipeline:
+    """first; second waits for the file ``gate``; third after it (no lock in the closures:
+    they go to a cluster too)."""
+    pipeline = Pipeline(name)
+    pipeline.task("first")(lambda: 1)
+
+    @pipeline.task("second", depends_on=["first"])
+    def second(x: int) -> int:
+        deadline = time.monotonic() + 30
+        while not gate.exists():
+            assert time.monotonic() < deadline, "the test never opened the gate"
+            time.sleep(0.02)
+        return x + 1
+
+    @pipeline.task("third", depends_on=["second"])
+    def third(x: int) -> int:
+        return x + 1
+
+    return pipeline
+
+
+def check_cancelled(status: dict, expected: dict[str, str]) -> None:
+    assert status["status"] == "cancelled"
+    assert status["started"] is not None and status["finished"] is not None
+    assert status["duration"] is not None and status["duration"] >= 0
+    assert {name: t["status"] for name, t in status["tasks"].items()} == expected
+
+
+def test_a_cancelled_run_keeps_its_finished_tasks(pm, tmp_path) -> None:
+    gate = tmp_path / "gate"
+    pipeline = three_steps("kept", gate)
+    handle = pm.submit(pipeline)
+    try:
+        wait_for(lambda: handle.tracker.states["second"] == "running")
+        running = pm.get_pipeline_status(handle.run_id)
+        assert running["status"] == "running" and running["started"] is not None
+        assert handle.cancel()
+    finally:
+        gate.write_text("go")  # second finishes; third never starts
+    with pytest.raises(RunCancelled) as info:
+        handle.result(timeout=30)
+    expected = {"first": "succeeded", "second": "succeeded", "third": "cancelled"}
+    partial = info.value.result
+    assert partial is not None and partial.states == expected and partial.results == {}
+    assert "cancelled in" in repr(partial)  # the notebook table and pictures show the state
+    assert "cancelled" in partial._repr_html_() and "#ffe0b2" in partial._repr_html_()
+    assert '"third" [label="third\\ncancelled' in to_dot(pipeline, partial)
+    check_cancelled(pm.get_pipeline_status(handle.run_id), expected)
+    pm.store.flush()
+    with PipelineManager({"store": {"url": str(tmp_path / "store")}}) as other:
+        check_cancelled(other.get_pipeline_status(handle.run_id), expected)
+        check_cancelled(other.get_pipeline_status("kept"), expected)
+        record = other.store.read_record("kept")
+    assert record["tasks"]["first"]["attempts"] == 1
+
+
+def test_a_run_cancelled_before_it_started_has_every_task_cancelled(pm, monkeypatch) -> None:
+    import xlibrary.pipeline.handles as handles_module
+
+    monkeypatch.setattr(handles_module, "SUBMIT_THREADS", 1)
+    gate, ran = threading.Event(), []
+    blocker = pm.submit(gated("blocks", gate, ran))
+    waiting = pm.submit(gated("never_started", threading.Event(), ran))
+    assert waiting.cancel()
+    gate.set()
+    blocker.result(timeout=30)
+    status = pm.get_pipeline_status(waiting.run_id)
+    assert status["status"] == "cancelled" and status["started"] is None
+    assert {name: t["status"] for name, t in status["tasks"].items()} == {
+        "first": "cancelled",
+        "second": "cancelled",
+    }
+
+
+def test_a_cancelled_run_on_a_cluster_keeps_its_finished_tasks(tmp_path) -> None:
+    gate = tmp_path / "gate"
+    store = {"store": {"url": str(tmp_path / "store")}}
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False) as cluster:
+        with Client(cluster) as client, PipelineManager(store, client=client) as pm:
+            handle = pm.submit(three_steps("kept_on_cluster", gate))
+            try:
+                wait_for(lambda: handle.tracker.states["first"] == "finished")
+                running = pm.get_pipeline_status(handle.run_id)
+                assert running["status"] == "running" and running["started"] is not None
+                wait_for(
+                    lambda: (
+                        pm.get_pipeline_status(handle.run_id)["tasks"]["second"]["status"]
+                        == "running"
+                    )
+                )
+                handle.cancel()
+                with pytest.raises(RunCancelled):
+                    handle.result(timeout=30)
+            finally:
+                gate.write_text("go")
+            expected = {"first": "succeeded", "second": "cancelled", "third": "cancelled"}
+            check_cancelled(pm.get_pipeline_status(handle.run_id), expected)
+            pm.store.flush()
+    with PipelineManager(store) as other:
+        check_cancelled(other.get_pipeline_status(handle.run_id), expected)

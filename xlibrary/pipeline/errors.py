@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from typing import Any
 
 __all__ = [
     "ClusterError",
@@ -151,7 +152,13 @@ def _rebuild_execution_error(
 
 
 class RunCancelled(PipelineError):
-    """A run was cancelled (``handle.cancel()``) before it finished."""
+    """A run was cancelled (``handle.cancel()``) before it finished.
+
+    ``result`` is how far it got (a ``PipelineResult`` without values: the tasks that finished
+    with their states, the others ``cancelled``), or ``None`` when it never started.
+    """
+
+    result: Any = None
 
 
 class TaskTimeoutError(PipelineError, TimeoutError):

@@ -9,6 +9,13 @@ round never loops: the stale tasks are forced to run, and a task that runs canno
 Observers hear of the run when it starts and when it ends (the run record writer, the
 dashboard's Pipelines page); a monitor measures the tasks and finishes the result (peak
 memory, alerts) before the observers see it.
+
+A run that has started always ends, for its observers too, whatever stops it. Cancelled
+(``cancel`` set) or interrupted (Ctrl-C: ``KeyboardInterrupt``), it ends ``cancelled``;
+stopped by any other exception (the cluster went away, say), it ends ``failed`` with that
+error. Either way the tasks that finished keep their states and the others end
+``cancelled``, and the exception goes on up: ``RunCancelled`` (with that partial result as
+``.result``), ``KeyboardInterrupt`` or the error itself.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -26,7 +33,7 @@ from .errors import RunCancelled
 from .lower import lower
 from .monitoring.progress import Listener, Progress, RunWatch
 from .observe import collect, log_result, run_record, start_record
-from .plan import Action, Plan, prepare_run
+from .plan import Action, Plan, Step, prepare_run
 from .recovery import RecoveryPlan
 from .result import PipelineResult
 from .runner import DONE, SKIPPED, STALE, Monitor, Outcome
@@ -164,30 +171,63 @@ def execute(
                 force=set(force) | stale,
                 targets=targets,
             )
-    except RunCancelled:
-        if observers:
-            record = {
-                **start_record(plan, run_id, steps, started, resumed_from),
-                "status": "cancelled",
-                "finished": time.time(),
-            }
-            for observer in observers:
-                observer.run_started(record)
+        result = collect(
+            plan, run_id, outcomes, steps, started=started, finished=time.time(), fetched=fetched
+        )
+        if monitor is not None:
+            result = monitor.finish(result)
+    except BaseException as exc:
+        finished = {**outcomes, **(bar.finished if bar is not None else {})}
+        try:
+            _stopped(plan, run_id, steps, finished, started, resumed_from, observers, exc)
+        except Exception:  # never hide what stopped the run
+            logger.exception("could not end the record of run %s", run_id)
         raise
     finally:
         if bar is not None:
             bar.close()
-    result = collect(
-        plan, run_id, outcomes, steps, started=started, finished=time.time(), fetched=fetched
-    )
-    if monitor is not None:
-        result = monitor.finish(result)
     log_result(result)
     if observers:
-        record = run_record(result, resumed_from)
-        for observer in observers:
-            try:
-                observer.run_finished(result, record)
-            except Exception:  # the run's own result must not be lost to an observer
-                logger.exception("run observer %r failed", observer)
+        _tell(observers, result, run_record(result, resumed_from))
     return result
+
+
+def _stopped(
+    plan: Plan,
+    run_id: str,
+    steps: tuple[Step, ...],
+    outcomes: Mapping[str, Outcome],
+    started: float,
+    resumed_from: str | None,
+    observers: Sequence[RunObserver],
+    exc: BaseException,
+) -> None:
+    """End a run that ``exc`` stopped early, with the ``outcomes`` of the tasks that had
+    finished (see the module docstring)."""
+    cancelled = isinstance(exc, RunCancelled | KeyboardInterrupt)
+    why = "the run was cancelled" if cancelled else f"the run stopped: {type(exc).__name__}"
+    result = collect(
+        plan, run_id, outcomes, steps, started=started, finished=time.time(), fetched=(),
+        stopped=why,
+    )  # fmt: skip
+    if isinstance(exc, RunCancelled):
+        exc.result = result
+    log = logger.info if cancelled else logger.warning  # a cancel is what the user asked for
+    log("pipeline %r run %s stopped: %s", plan.pipeline, run_id, str(exc) or type(exc).__name__)
+    if observers:
+        status = "cancelled" if cancelled else "failed"
+        stopped_by = None if cancelled else exc
+        _tell(
+            observers,
+            result,
+            run_record(result, resumed_from, status=status, stopped_by=stopped_by),
+        )
+
+
+def _tell(observers: Sequence[RunObserver], result: PipelineResult, record: dict[str, Any]) -> None:
+    """Tell the observers that the run ended."""
+    for observer in observers:
+        try:
+            observer.run_finished(result, record)
+        except Exception:  # the run's own result must not be lost to an observer
+            logger.exception("run observer %r failed", observer)

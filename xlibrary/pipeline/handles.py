@@ -3,7 +3,8 @@
 A handle knows its run id before the run starts, answers ``status()`` (``pending``,
 ``running``, ``succeeded``, ``failed``, ``cancelled``) with the state of each task while the
 run goes, waits with ``result(timeout=)``, and ``cancel()`` stops the run from starting any
-further task (tasks already running finish; their results are dropped). A manager keeps the
+further task (tasks already running finish; their results are dropped). A cancelled run keeps
+the states of the tasks that finished; the others are ``cancelled``. A manager keeps the
 handles of its last ``KEEP_HANDLES`` runs, and the values of its last ``KEEP_VALUES`` finished
 ones: older results keep their task states and error text only, so memory stays bounded.
 """
@@ -93,12 +94,23 @@ class RunHandle:
         self.pipeline = pipeline
         self.run_id = run_id
         self.submitted = time.time()
+        self.started: float | None = None
+        """When the run started going (``None`` while pending)."""
+        self.finished: float | None = None
+        """When it ended (``None`` until then)."""
         self.tracker = RunTracker(tasks)
         self.cancel_event = threading.Event()
         self.future: Future[PipelineResult] = Future()
         self.released = False
         """Whether the result has been let go of its values (see ``KEEP_VALUES``)."""
         self._release_lock = threading.Lock()
+
+    def begin(self) -> bool:
+        """Mark the run as going; False when it was cancelled while pending."""
+        if not self.future.set_running_or_notify_cancel():
+            return False
+        self.started = time.time()
+        return True
 
     def release(self) -> None:
         """Keep the finished result without its values (task states, timings, error text)."""
@@ -155,19 +167,44 @@ class RunHandle:
 
     def describe(self) -> dict[str, Any]:
         """What ``get_pipeline_status`` answers for this run."""
-        status = self.status()
+        future = self.future  # one future throughout: it may end between two reads
         out: dict[str, Any] = {
             "pipeline": self.pipeline,
             "run_id": self.run_id,
-            "status": status,
+            "status": "pending",
             "submitted": self.submitted,
+            "started": self.started,
+            "finished": None,
+            "duration": None,
+            "failed_task": None,
+            "error": None,
         }
-        future = self.future
-        if future.done() and not future.cancelled() and future.exception() is None:
-            out.update(_from_result(future.result()))
-        else:
+        if not future.done():
+            out["status"] = "running" if future.running() else "pending"
             out["tasks"] = {name: {"status": s} for name, s in self.tracker.current().items()}
-        return out
+            return out
+        error = None if future.cancelled() else future.exception()
+        if future.cancelled() or error is not None:
+            return {**out, **self._stopped(error)}
+        return {**out, **_from_result(future.result())}
+
+    def _stopped(self, error: BaseException | None) -> dict[str, Any]:
+        """How a run that ended with ``error`` went (``None``: cancelled before it started)."""
+        partial = getattr(error, "result", None)
+        if isinstance(error, RunCancelled) and isinstance(partial, PipelineResult):
+            return {**_from_result(partial), "status": "cancelled"}
+        # cancelled while pending, or stopped by an error: the tasks as far as they got
+        ended = {"pending": "cancelled", "running": "cancelled"}
+        tasks = {n: ended.get(s, s) for n, s in self.tracker.current().items()}
+        started, finished = self.started, self.finished
+        failed = error is not None and not isinstance(error, RunCancelled)
+        return {
+            "status": "failed" if failed else "cancelled",
+            "finished": finished,
+            "duration": None if started is None or finished is None else finished - started,
+            "error": f"{type(error).__name__}: {error}" if failed else None,
+            "tasks": {name: {"status": s} for name, s in tasks.items()},
+        }
 
     def __repr__(self) -> str:
         return f"<RunHandle {self.pipeline!r} run {self.run_id} {self.status()}>"
@@ -188,13 +225,15 @@ class Submitted:
         """Run ``run(handle)`` on the pool; its result or exception completes the handle."""
 
         def work() -> None:
-            if not handle.future.set_running_or_notify_cancel():
+            if not handle.begin():
                 return  # cancelled while pending
             try:
                 result = run(handle)
             except BaseException as exc:
+                handle.finished = time.time()
                 handle.future.set_exception(exc)
                 return
+            handle.finished = time.time()
             with self._lock:  # the newest KEEP_VALUES finished runs keep their values
                 self._finished.append(handle)
                 while len(self._finished) > KEEP_VALUES:

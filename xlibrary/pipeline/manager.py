@@ -274,7 +274,7 @@ class PipelineManager:
         if track:  # get_pipeline_status follows it task by task, from any thread, while it goes
             run_id = run_id or new_run_id()
             live = RunHandle(pipeline.name, run_id, [t.name for t in plan.tasks])
-            live.future.set_running_or_notify_cancel()
+            live.begin()
             listeners = [*listeners, live.tracker]
             self._running[run_id] = live
         try:

@@ -5,11 +5,17 @@ succeeded, cached, failed or skipped; a task whose upstream did not succeed is r
 skipped with the failed task it goes back to, whatever the backend reported for it; a task
 no one needed (its dependents came from the cache) is skipped with that reason; ``error``
 belongs to the first failed task in topological order.
+
+A run that stops before its end (cancelled, Ctrl-C, an error of the engine or the cluster)
+still ends its record: the tasks that finished keep their states, the others are
+``cancelled`` (``collect(..., stopped=...)``), and the record says ``cancelled`` or
+``failed`` with the error that stopped it (``run_record(..., stopped_by=...)``).
 """
 
 from __future__ import annotations
 
 import logging
+import traceback
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -39,18 +45,17 @@ def collect(
     started: float,
     finished: float,
     fetched: Collection[str] | None = None,
+    stopped: str | None = None,
 ) -> PipelineResult:
     """Assemble the result of run ``run_id`` of ``plan`` from each task's outcome; only the
-    tasks in ``fetched`` (default: all) brought their values back."""
+    tasks in ``fetched`` (default: all) brought their values back. ``stopped`` (why, in
+    words) marks a run that stopped early: a task without an outcome is cancelled."""
     tasks: dict[str, TaskRun] = {}
     results: dict[str, Any] = {}
     first_failure: tuple[str, Outcome] | None = None
     for step in steps:
         name = step.name
         outcome = outcomes.get(name)
-        if outcome is None:  # pruned: nothing needed it
-            tasks[name] = TaskRun(name, TaskStatus.SKIPPED, reason=step.reason)
-            continue
         blocked = None
         if step.action is Action.RUN:
             for dep in step.task.spec.depends_on:
@@ -61,11 +66,20 @@ def collect(
             # A backend may report a task downstream of a failure as failed itself (Dask marks
             # dependents of a lost task erred); it never ran, so it is skipped.
             upstream = tasks[blocked]
+            if upstream.status is TaskStatus.CANCELLED:  # the run stopped before it
+                tasks[name] = TaskRun(name, TaskStatus.CANCELLED, reason=upstream.reason)
+                continue
             root = upstream.skipped_because or upstream.name
             tasks[name] = TaskRun(
                 name, TaskStatus.SKIPPED, skipped_because=root,
                 reason=f"upstream task {root!r} failed",
             )  # fmt: skip
+            continue
+        if outcome is None:
+            if stopped is not None and step.action is not Action.PRUNE:
+                tasks[name] = TaskRun(name, TaskStatus.CANCELLED, reason=stopped)
+            else:  # pruned: nothing needed it
+                tasks[name] = TaskRun(name, TaskStatus.SKIPPED, reason=step.reason)
             continue
         if outcome.status == STALE:
             outcome = _stale_failure(name)
@@ -114,7 +128,7 @@ def collect(
     error = None
     if first_failure is not None:
         error = _execution_error(plan, run_id, tasks, *first_failure)
-    success = error is None
+    success = error is None and stopped is None  # a run that stopped early did not succeed
     final_result: Any = None
     if success:
         if len(plan.sinks) == 1:
@@ -203,8 +217,15 @@ def start_record(
     }
 
 
-def run_record(result: PipelineResult, resumed_from: str | None) -> dict[str, Any]:
-    """The JSON record of a finished run."""
+def run_record(
+    result: PipelineResult,
+    resumed_from: str | None,
+    *,
+    status: str | None = None,
+    stopped_by: BaseException | None = None,
+) -> dict[str, Any]:
+    """The JSON record of a finished run; of one that stopped early, with its ``status``
+    (``cancelled``, ``failed``) and the exception that stopped it."""
     tasks: dict[str, Any] = {}
     for name, run in result.tasks.items():
         entry: dict[str, Any] = {"status": str(run.status), "attempts": run.attempts}
@@ -222,10 +243,22 @@ def run_record(result: PipelineResult, resumed_from: str | None) -> dict[str, An
             }
         tasks[name] = entry
     error = result.error
+    if status is None:
+        status = "succeeded" if result.success else "failed"
+    about: dict[str, Any] | None = None
+    if stopped_by is not None:
+        about = _stop_error(result, stopped_by)
+    elif error is not None:
+        about = {
+            "failed_task": error.failed_task,
+            "message": error.error_message,
+            "summary": str(error),
+            "stack_trace": error.stack_trace,
+        }
     return {
         "run_id": result.run_id,
         "pipeline": result.pipeline,
-        "status": "succeeded" if result.success else "failed",
+        "status": status,
         "started": result.started,
         "finished": result.finished,
         "duration": result.duration,
@@ -235,15 +268,19 @@ def run_record(result: PipelineResult, resumed_from: str | None) -> dict[str, An
         "peak_memory": result.peak_memory,
         "alerts": [alert.to_dict() for alert in result.alerts],
         "failed_task": result.failed_task,
-        "error": None
-        if error is None
-        else {
-            "failed_task": error.failed_task,
-            "message": error.error_message,
-            "summary": str(error),
-            "stack_trace": error.stack_trace,
-        },
+        "error": about,
         "tasks": tasks,
+    }
+
+
+def _stop_error(result: PipelineResult, exc: BaseException) -> dict[str, Any]:
+    """The record's ``error`` for a run that an exception stopped (not a task's failure)."""
+    what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return {
+        "failed_task": result.failed_task,
+        "message": what,
+        "summary": f"run {result.run_id} of pipeline {result.pipeline!r} stopped: {what}",
+        "stack_trace": "".join(traceback.format_exception(exc)),
     }
 
 

@@ -3,7 +3,7 @@
 One box per task, an arrow from each dependency to the task that needs it, left to right.
 Given a run's :class:`~xlibrary.pipeline.result.PipelineResult`, each box also says how its
 task ended and how long it took, and is coloured by it: succeeded green, cached blue, failed
-red, skipped grey.
+red, skipped grey, cancelled orange.
 
 SVG never needs Graphviz: with the ``dot`` command on the ``PATH`` (Debian/Ubuntu:
 ``apt-get install graphviz``) Graphviz lays the graph out, and without it a small layout of

@@ -25,6 +25,9 @@ class TaskStatus(enum.StrEnum):
     """Not run, because a task it depends on failed (see ``TaskRun.skipped_because``)."""
     CACHED = "cached"
     """Not run, because its result came from the cache or a run that saved it."""
+    CANCELLED = "cancelled"
+    """Not finished, because the run stopped first: it was cancelled (``handle.cancel()``,
+    Ctrl-C), or an error of the engine or the cluster ended it."""
 
     def __repr__(self) -> str:  # {'load': 'succeeded'} reads better than the enum repr
         return repr(self.value)
@@ -139,9 +142,8 @@ class PipelineResult:
         for run in self.tasks.values():
             counts[run.status] = counts.get(run.status, 0) + 1
         summary = ", ".join(f"{n} {status}" for status, n in counts.items())
-        outcome = "succeeded" if self.success else f"failed at {self.failed_task!r}"
         return (
-            f"<PipelineResult {self.pipeline!r} run {self.run_id} {outcome} in "
+            f"<PipelineResult {self.pipeline!r} run {self.run_id} {_outcome(self)} in "
             f"{self.duration:.3f}s: {summary}>"
         )
 
@@ -178,6 +180,7 @@ _STATUS_COLOURS: dict[TaskStatus | None, tuple[str, str]] = {
     TaskStatus.CACHED: ("#bbdefb", "#1565c0"),
     TaskStatus.FAILED: ("#ffcdd2", "#c62828"),
     TaskStatus.SKIPPED: ("#eeeeee", "#757575"),
+    TaskStatus.CANCELLED: ("#ffe0b2", "#e65100"),
 }
 """(fill, line) colour of each task status (``None``: not run yet), in pictures and tables."""
 
@@ -268,15 +271,27 @@ def _note(run: TaskRun, results: Mapping[str, Any]) -> str | None:
     if run.status is TaskStatus.SKIPPED:
         because = f"{run.skipped_because!r} failed" if run.skipped_because else run.reason
         return f"not run: {because}" if because else "not run"
+    if run.status is TaskStatus.CANCELLED:
+        return run.reason or "not finished: the run was cancelled"
     return None if run.name in results else "result not kept"
 
 
+def _ended_as(result: PipelineResult) -> TaskStatus:
+    """How the run as a whole ended: succeeded, failed, or cancelled (stopped early)."""
+    if result.success:
+        return TaskStatus.SUCCEEDED
+    if result.failed_task is None and TaskStatus.CANCELLED in result.states.values():
+        return TaskStatus.CANCELLED
+    return TaskStatus.FAILED
+
+
 def _outcome(result: PipelineResult) -> str:
-    return "succeeded" if result.success else f"failed at {result.failed_task!r}"
+    ended = _ended_as(result)
+    return f"failed at {result.failed_task!r}" if ended is TaskStatus.FAILED else str(ended)
 
 
 def _headline_html(result: PipelineResult) -> str:
-    status = TaskStatus.SUCCEEDED if result.success else TaskStatus.FAILED
+    status = _ended_as(result)
     return (
         f"<p>pipeline <strong>{html.escape(result.pipeline)}</strong> · run "
         f"<code>{html.escape(result.run_id)}</code> · "

@@ -7,6 +7,17 @@ cannot abort the graph: tasks downstream of it see the failure and return a skip
 without calling their function, and independent branches run to the end. With no retry,
 timeout, cache or saving it costs two clock reads and one small object per task.
 
+"An exception" is any ``BaseException``: a task that calls ``sys.exit()`` or raises
+``GeneratorExit`` or ``KeyboardInterrupt`` fails with it, and neither the caller's program nor
+a Dask worker goes down with it. The one exception is a ``KeyboardInterrupt`` in the main
+thread (a sequential run, ``parallel=False``): that is the user's Ctrl-C, and it goes up to
+stop the run (the engine records the run ``cancelled`` and raises it on).
+
+On ``dask.distributed`` an outcome travels (to the client, or to a task on another worker)
+through :func:`register_with_distributed`'s serializer: a value that cannot be pickled (a
+lock, a generator) turns the outcome into the failure of its task, naming the task and the
+type, instead of an error that Dask cannot deliver.
+
 :class:`CacheLoader` and :class:`SavedLoader` stand in for tasks whose result is already in
 the cache or saved by an earlier run. When that result turns out unusable (expired between
 plan and run, corrupt, tampered with) they return a ``stale`` outcome, and the engine runs
@@ -19,6 +30,7 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import importlib
 import logging
 import sys
 import threading
@@ -219,6 +231,75 @@ def _sizeof_outcome(outcome: Outcome) -> int:
 sizeof.register(Outcome)(_sizeof_outcome)  # type: ignore[no-untyped-call]
 
 
+# -- outcomes on dask.distributed -------------------------------------------------------------
+_registered = False
+
+
+def register_with_distributed() -> None:
+    """Send outcomes through ``dask.distributed`` with a way out (idempotent).
+
+    An outcome leaves its worker for the client or for a task on another worker. When its
+    value cannot be pickled (a lock, a generator), Dask alone cannot deliver it: the client
+    gets a raw ``TypeError`` and the run is lost, and a task on another worker waits for the
+    value for ever. Through this serializer what arrives instead is the failure of its task,
+    naming the task and the value's type. It costs nothing more when the value pickles; a
+    value that cannot be spilled to disk stays in memory, as Dask does without it.
+    """
+    global _registered
+    if _registered:
+        return
+    serialize: Any = importlib.import_module("distributed.protocol.serialize")
+
+    def dumps(outcome: Outcome, context: dict[str, Any] | None = None) -> Any:
+        try:
+            return serialize.pickle_dumps(outcome, context)
+        except Exception as exc:
+            if context is None:  # spilling to disk, not sending: Dask keeps it in memory
+                raise
+            return serialize.pickle_dumps(_unsendable(outcome, exc), context)
+
+    serialize.dask_serialize.register(Outcome)(dumps)
+    serialize.dask_deserialize.register(Outcome)(serialize.pickle_loads)
+    _registered = True
+
+
+def _unsendable(outcome: Outcome, exc: Exception) -> Outcome:
+    """The failure standing for ``outcome``, whose value could not be pickled (``exc``)."""
+    name, where = _holder_of(outcome)
+    kind = type(outcome.value)
+    type_name = kind.__qualname__
+    if kind.__module__ != "builtins":
+        type_name = f"{kind.__module__}.{type_name}"
+    who = f"task {name!r}" if name else "a task"
+    error = SerializationError(
+        f"{who} returned a {type_name} that cannot be sent from the Dask worker"
+        f"{' ' + where if where else ''} to where it is needed: {exc}; return plain data "
+        "(dicts, lists, DataFrames, arrays), or run the pipeline on threads (the embedded "
+        "backend), where results are not serialized"
+    )
+    error.__cause__ = exc
+    return Outcome(
+        FAILED, None, outcome.attempts, outcome.started, outcome.finished,
+        Failure.from_exception(name, error), metrics=outcome.metrics,
+        peak_memory=outcome.peak_memory, worker=outcome.worker,
+    )  # fmt: skip
+
+
+def _holder_of(outcome: Outcome) -> tuple[str, str]:
+    """The task whose outcome this is and the address of the worker holding it, looked up in
+    the memory of this process's Dask workers (``""`` when not found: the backend names it)."""
+    worker_class = getattr(sys.modules.get("distributed.worker"), "Worker", None)
+    try:
+        for worker in list(getattr(worker_class, "_instances", ())):
+            data = getattr(worker.data, "fast", worker.data)  # in memory, never from disk
+            for key, value in list(data.items()):
+                if value is outcome and type(key) is tuple:
+                    return str(key[0]), str(worker.address)
+    except Exception:  # a worker closing under us: the name is only for the message
+        pass
+    return "", ""
+
+
 @dataclass(frozen=True, slots=True)
 class Persist:
     """What a task needs of the store and cache in one run (absent when it needs nothing)."""
@@ -304,7 +385,7 @@ class TaskRunner:
     def __call__(self, *upstream: Outcome) -> Outcome:
         for outcome in upstream:
             if outcome.status not in DONE:
-                return Outcome(SKIPPED, cause=outcome.root_cause)
+                return _skipped_after(outcome)
         args = [outcome.value for outcome in upstream]
         started = time.time()
         if (
@@ -315,7 +396,9 @@ class TaskRunner:
         ):
             try:
                 value = self.func(*args)
-            except Exception as exc:
+            except BaseException as exc:  # sys.exit() in a task fails the task, not the run
+                if isinstance(exc, KeyboardInterrupt) and _is_ctrl_c():
+                    raise
                 failure = Failure.from_exception(self.name, exc)
                 return Outcome(FAILED, None, 1, started, time.time(), failure)
             return Outcome(SUCCEEDED, value, 1, started, time.time())
@@ -432,7 +515,9 @@ class TaskRunner:
                     value = self.func(*args)
                 else:
                     value = _call_with_timeout(self.func, args, self.timeout, self.name)
-            except Exception as exc:
+            except BaseException as exc:
+                if isinstance(exc, KeyboardInterrupt) and _is_ctrl_c():
+                    raise
                 if (
                     retry is None
                     or attempt > retry.max_retries
@@ -454,6 +539,25 @@ class TaskRunner:
                     time.sleep(wait)
                 continue
             return Outcome(SUCCEEDED, value, attempt, started, time.time())
+
+
+def _is_ctrl_c() -> bool:
+    """Whether a KeyboardInterrupt here can be the user's Ctrl-C: Python delivers it to the
+    main thread only, so on any other thread (a pool's, a Dask worker's) the task raised it."""
+    return threading.current_thread() is threading.main_thread()
+
+
+def _skipped_after(upstream: Outcome) -> Outcome:
+    """The outcome of a task that does not run because ``upstream`` has no value.
+
+    A value that could not travel to this task's worker fails its task on the way (see
+    :func:`register_with_distributed`), after that task already reported success: the skip
+    carries that failure, so the run can tell which task really failed and why.
+    """
+    failure = upstream.failure
+    if failure is not None and not isinstance(failure.exception, SerializationError):
+        failure = None
+    return Outcome(SKIPPED, failure=failure, cause=upstream.root_cause)
 
 
 def _call_with_timeout(func: Callable[..., Any], args: list[Any], timeout: float, name: str) -> Any:
@@ -559,3 +663,7 @@ class SavedLoader:
             CACHED, value, 0, started, time.time(), token=self.token,
             source=f"run:{self.run_id}",
         )  # fmt: skip
+
+
+if "distributed.protocol" in sys.modules:  # a Dask worker (the client's backend registers too)
+    register_with_distributed()

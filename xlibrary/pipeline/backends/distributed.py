@@ -19,6 +19,7 @@ their results are released on the workers as soon as no later task needs them.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import threading
@@ -31,7 +32,8 @@ import cloudpickle
 from ..errors import ClusterError, RunCancelled, missing_extra
 from ..lower import Key
 from ..monitoring.progress import RunWatch
-from ..runner import FAILED, Failure, Outcome
+from ..runner import DONE, FAILED, SKIPPED, Failure, Outcome, register_with_distributed
+from ..store import SerializationError
 from .reporting import OUTCOMES_TOPIC, OutcomeReporter
 
 if TYPE_CHECKING:
@@ -240,6 +242,7 @@ class DistributedBackend:
 
             return run_locally(graph, keys, None, progress=progress, wanted=wanted)
         distributed = _import_distributed()
+        register_with_distributed()  # outcomes whose values cannot travel fail their tasks
         client = self.client
         fetch = names if wanted is None else [name for name in names if name in wanted]
         fetched = set(fetch)
@@ -253,9 +256,18 @@ class DistributedBackend:
         if progress is not None:
             progress.probe = lambda: _processing(client, run_id)
         try:
-            futures = client.get(
-                _with_restrictions(graph, restrictions), [keys[n] for n in fetch], sync=False
-            )
+            wanted_keys = [keys[n] for n in fetch]
+            try:
+                futures = client.get(
+                    _with_restrictions(graph, restrictions), wanted_keys, sync=False
+                )
+            except Exception:  # the graph cannot be pickled: fail the tasks that cannot
+                shippable = _shippable(graph, keys)
+                if shippable is None:
+                    raise
+                futures = client.get(
+                    _with_restrictions(shippable, restrictions), wanted_keys, sync=False
+                )
             try:
                 with client.as_current():
                     if progress is None:
@@ -269,8 +281,17 @@ class DistributedBackend:
                                 raise RunCancelled("the run was cancelled")
                 done = [f for f in futures if f.status == "finished"]
                 values = dict(zip([f.key for f in done], client.gather(done), strict=True))
-            except BaseException:
-                client.cancel(futures)  # interrupted: do not leave the run going on the cluster
+            except BaseException as exc:
+                if progress is not None:  # what had finished, for the run's record
+                    progress.finished.update(self._finished(client, run_id, fetch, futures))
+                with contextlib.suppress(Exception):  # a closed client: the error says why
+                    client.cancel(futures)  # interrupted: leave nothing going on the cluster
+                if isinstance(exc, Exception) and client.status in ("closing", "closed"):
+                    raise ClusterError(
+                        f"the Dask client was closed while run {run_id} was going, so the run "
+                        "stopped; keep the client open until the runs that use it return "
+                        "(close it after pm.close())"
+                    ) from exc
                 raise
             outcomes: dict[str, Outcome] = {}
             lost: BaseException | None = None
@@ -286,12 +307,30 @@ class DistributedBackend:
                     )
             if rest:
                 outcomes.update(self._reported(run_id, rest, lost))
-            return outcomes
+            return _blame_unsendable(outcomes)
         finally:
             self._reports.pop(run_id, None)
             self._progress.pop(run_id, None)
             if progress is not None:
                 progress.probe = None
+
+    def _finished(
+        self, client: Client, run_id: str, fetch: list[str], futures: list[Any]
+    ) -> dict[str, Outcome]:
+        """Outcomes, without values, of the tasks of a run that stops early that had finished:
+        the reports that came, and the finished futures' results (as far as they come)."""
+        out = {
+            name: cloudpickle.loads(meta) for name, meta in self._reports.get(run_id, {}).items()
+        }
+        done = [(n, f) for n, f in zip(fetch, futures, strict=True) if f.status == "finished"]
+        try:
+            values = client.gather([f for _, f in done], errors="skip")
+        except Exception:  # the client or the cluster is gone: the reports are all there is
+            return out
+        for (name, _), value in zip(done, values, strict=False):
+            if type(value) is Outcome:
+                out[name] = value.without_value()
+        return out
 
     def _reported(
         self, run_id: str, names: list[str], lost: BaseException | None
@@ -360,6 +399,49 @@ def _wait(distributed: Any, futures: list[Any], watch: RunWatch) -> None:
         except TimeoutError:
             if watch.cancelled:
                 raise RunCancelled("the run was cancelled") from None
+
+
+def _shippable(graph: Mapping[Key, Any], keys: Mapping[str, Key]) -> dict[Key, Any] | None:
+    """``graph`` with each task that cannot be pickled (its function, or what the function
+    closes over or uses, holds a lock, say) standing as that task's failure; ``None`` when
+    every task pickles (the graph failed for another reason)."""
+    from dask.task_spec import DataNode
+
+    out, failed = dict(graph), False
+    for name, key in keys.items():
+        node = graph[key]
+        try:
+            cloudpickle.dumps(node.value if isinstance(node, DataNode) else node.func)
+        except Exception as exc:
+            error = SerializationError(
+                f"task {name!r} cannot be sent to the Dask workers: its function, or something "
+                f"it uses (a closure variable, a global), cannot be pickled: {exc}; create such "
+                "objects (locks, connections, open files) inside the task, or run the pipeline "
+                "on threads (the embedded backend)"
+            )
+            error.__cause__ = exc
+            failure = Failure.from_exception(name, error)
+            out[key] = DataNode(key, Outcome(FAILED, attempts=0, failure=failure))
+            failed = True
+    return out if failed else None
+
+
+def _blame_unsendable(outcomes: dict[str, Outcome]) -> dict[str, Outcome]:
+    """Fail the tasks whose values could not travel to a task on another worker.
+
+    Such a task reported success from its worker; the task that needed its value was skipped
+    with the failure (see runner._skipped_after), which is the task's own."""
+    for outcome in list(outcomes.values()):
+        failure = outcome.failure
+        if outcome.status != SKIPPED or failure is None:
+            continue
+        origin = outcomes.get(failure.task)
+        if origin is not None and origin.status in DONE:
+            outcomes[failure.task] = Outcome(
+                FAILED, None, origin.attempts, origin.started, origin.finished, failure,
+                metrics=origin.metrics, peak_memory=origin.peak_memory, worker=origin.worker,
+            )  # fmt: skip
+    return outcomes
 
 
 def _with_restrictions(

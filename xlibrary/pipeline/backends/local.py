@@ -86,7 +86,8 @@ def run_locally(
     """Compute ``graph`` in this process: on ``pool``'s threads, or in this thread when
     ``pool`` is None. With ``wanted``, only those tasks' outcomes keep their values; the
     others are taken, without their values, as each task finishes, so Dask releases the
-    values as soon as no later task needs them."""
+    values as soon as no later task needs them. When the run stops early (a cancel, Ctrl-C),
+    ``progress.finished`` gets the outcomes of the tasks that had finished."""
     names = list(keys) if wanted is None else [name for name in keys if name in wanted]
     seen: dict[str, Outcome] = {}
     callbacks: list[tuple[Any, ...]] = []
@@ -100,6 +101,18 @@ def run_locally(
                 seen[key[0]] = result.without_value()
 
         callbacks.append((None, None, None, keep, None))
+    if progress is not None:
+        watch = progress
+
+        def stopped(dsk: Any, state: Any, errored: bool) -> None:
+            """Once per run: when it stops early, what had finished (values left out)."""
+            if errored:
+                for key, value in (state.get("cache") or {}).items():
+                    if type(value) is Outcome:
+                        watch.finished[key[0]] = value.without_value()
+                watch.finished.update(seen)
+
+        callbacks.append((None, None, None, None, stopped))
     wanted_keys = [keys[name] for name in names]
     if pool is not None:
         values = dask.threaded.get(graph, wanted_keys, pool=pool, callbacks=callbacks or None)

@@ -104,7 +104,7 @@ class PipelinesPage(RequestHandler):
             "<meta http-equiv='refresh' content='2'><title>Pipelines</title>"
             "<style>body{font-family:sans-serif;margin:1.5em}td,th{padding:.15em .7em;"
             "text-align:left}h2{margin-top:1.4em}.failed,.erred{color:#b00}"
-            ".succeeded,.memory{color:#070}</style></head><body>"
+            ".succeeded,.memory{color:#070}.cancelled{color:#e65100}</style></head><body>"
             "<p><a href='status'>Dask status</a></p><h1>Pipelines</h1>"
             + "".join(sections)
             + "</body></html>"

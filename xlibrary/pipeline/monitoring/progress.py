@@ -68,6 +68,9 @@ class RunWatch:
         self.probe: Callable[[], Collection[str]] | None = None
         """Set by a backend that does not report starts (a cluster) while the run goes: asks
         which tasks are running now. Called only when someone asks (a status request)."""
+        self.finished: dict[str, Any] = {}
+        """Filled by the backend when the run stops before its end (cancelled, interrupted,
+        an error): the outcomes, without their values, of the tasks that had finished."""
         for listener in self.listeners:
             attach = getattr(listener, "watching", None)
             if attach is not None:
