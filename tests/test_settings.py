@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from xlibrary.pipeline import ConfigError, PipelineManager
+from xlibrary.pipeline import ConfigError, Pipeline, PipelineManager
 from xlibrary.pipeline.settings import Settings, load_settings
 
 # Every config dict that appears in the user guide, as written there.
@@ -120,3 +120,57 @@ def test_scheduler_address_from_the_environment(monkeypatch) -> None:
     monkeypatch.setenv("XLIBRARY_SCHEDULER_ADDRESS", "tcp://10.1.2.3:8786")
     assert load_settings().scheduler_address == "tcp://10.1.2.3:8786"
     assert load_settings({"scheduler_address": "tcp://a:1"}).scheduler_address == "tcp://a:1"
+
+
+# -- numbers and strings that type-check but mean nothing ---------------------------------------
+@pytest.mark.parametrize(
+    ("config", "key", "fragment"),
+    [
+        ({"resource_limits": {"max_cpu_cores": -2}}, "resource_limits.max_cpu_cores", "1 or more"),
+        ({"resource_limits": {"max_cpu_cores": 0}}, "resource_limits.max_cpu_cores", "1 or more"),
+        ({"resource_limits": {"max_memory_gb": 0}}, "resource_limits.max_memory_gb", "above 0"),
+        ({"resource_limits": {"max_memory_gb": float("nan")}}, "max_memory_gb", "finite"),
+        ({"resource_limits": {"max_memory_gb": float("inf")}}, "max_memory_gb", "finite"),
+        ({"fault_tolerance": {"task_timeout": float("nan")}}, "task_timeout", "finite"),
+        ({"fault_tolerance": {"retry_delay": float("nan")}}, "retry_delay", "finite"),
+        ({"fault_tolerance": {"retry_delay": float("inf")}}, "retry_delay", "finite"),
+        ({"fault_tolerance": {"retry_backoff": float("nan")}}, "retry_backoff", "finite"),
+        ({"caching": {"ttl": float("nan")}}, "caching.ttl", "finite"),
+        ({"caching": {"ttl": float("inf")}}, "caching.ttl", "null"),
+        ({"caching": {"ttl": 0}}, "caching.ttl", "above 0"),
+        ({"caching": {"ttl": -5}}, "caching.ttl", "above 0"),
+        ({"caching": {"secret": ""}}, "caching.secret", "empty"),
+        ({"caching": {"redis_url": ""}}, "caching.redis_url", "empty"),
+        ({"scheduler_address": ""}, "scheduler_address", "empty"),
+        ({"scheduler_address": "   "}, "scheduler_address", "empty"),
+        ({"store": {"url": ""}}, "store.url", "empty"),
+        ({"kubernetes": {"image": ""}}, "kubernetes.image", "empty"),
+        ({"kubernetes": {"resource_timeout": 0}}, "kubernetes.resource_timeout", "above 0"),
+        ({"resource_allocation": {"memory_per_worker": ""}}, "memory_per_worker", "empty"),
+        ({"monitoring": {"alerts": {"task_timeout": -1}}}, "alerts.task_timeout", "above 0"),
+        ({"monitoring": {"alerts": {"task_timeout": float("nan")}}}, "task_timeout", "finite"),
+        ({"monitoring": {"alerts": {"webhook_url": ""}}}, "webhook_url", "empty"),
+        ({"monitoring": {"alerts": {"memory_threshold": float("nan")}}}, "threshold", "finite"),
+        ({"security": {"tls_ca_file": ""}}, "security.tls_ca_file", "empty"),
+    ],
+)
+def test_out_of_range_non_finite_and_empty_values_are_rejected(config, key, fragment) -> None:
+    with pytest.raises(ConfigError) as info:
+        PipelineManager(config)
+    assert key in str(info.value) and fragment in str(info.value)
+
+
+def test_an_infinite_task_timeout_means_no_limit() -> None:
+    settings = load_settings({"fault_tolerance": {"task_timeout": float("inf")}})
+    assert settings.fault_tolerance.task_timeout is None
+    p = Pipeline("patient")
+    p.task("answer")(lambda: 42)
+    with PipelineManager({"fault_tolerance": {"task_timeout": float("inf")}}) as pm:
+        result = pm.execute_pipeline(p)
+    assert result.success, result.error
+    assert result.final_result == 42
+
+
+def test_an_empty_secret_in_the_environment_is_ignored(monkeypatch) -> None:
+    monkeypatch.setenv("XLIBRARY_CACHE_SECRET", "")
+    assert load_settings().caching.secret is None

@@ -5,6 +5,10 @@ a config mapping against them. An unknown or misspelt key raises :class:`ConfigE
 key and the closest valid one; a value of the wrong type raises :class:`ConfigError` naming the
 type expected. Nothing below the manager reads a dict.
 
+General rules, besides each key's own range: every number is finite (``nan`` and ``inf`` are
+rejected, except that ``inf`` in a timeout listed in :data:`INFINITE_MEANS_NONE` means no
+limit, as ``null`` does), and no string is empty.
+
 Environment, used when the config does not set the key: ``XLIBRARY_SCHEDULER_ADDRESS``
 (``scheduler_address``), ``XLIBRARY_STORE`` (``store.url``), ``XLIBRARY_CACHE_SECRET``
 (``caching.secret``).
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
@@ -43,6 +48,9 @@ SCHEDULER_ADDRESS_ENV = "XLIBRARY_SCHEDULER_ADDRESS"
 STORE_ENV = "XLIBRARY_STORE"
 SECRET_ENV = "XLIBRARY_CACHE_SECRET"
 
+INFINITE_MEANS_NONE = frozenset({"fault_tolerance.task_timeout"})
+"""Timeouts where ``inf`` is read as ``null``: no limit."""
+
 
 @dataclass(frozen=True)
 class FaultTolerance:
@@ -55,7 +63,8 @@ class FaultTolerance:
     retry_backoff: float = 2.0
     """Each further retry waits this many times longer than the one before."""
     task_timeout: float | None = None
-    """Seconds a task may run before it fails with ``TaskTimeoutError``; ``None``: no limit."""
+    """Seconds a task may run before it fails with ``TaskTimeoutError``; ``None`` (or ``inf``):
+    no limit."""
 
 
 @dataclass(frozen=True)
@@ -321,10 +330,30 @@ def _build(cls: type[_T], values: Mapping[str, Any], prefix: str) -> _T:
                 )
             kwargs[key] = _build(hint, value, f"{dotted}.")  # type: ignore[arg-type]
             continue
-        kwargs[key] = _convert(dotted, value, hint)
+        if dotted in INFINITE_MEANS_NONE and _is_plus_infinity(value):
+            value = None
+        kwargs[key] = _checked(dotted, _convert(dotted, value, hint), hint)
     settings = cls(**kwargs)
     _check_ranges(settings, prefix)
     return settings
+
+
+def _is_plus_infinity(value: Any) -> bool:
+    return isinstance(value, float) and math.isinf(value) and value > 0
+
+
+def _checked(dotted: str, value: Any, hint: Any) -> Any:
+    """The general rules: numbers are finite, strings are not empty."""
+    optional = type(None) in typing.get_args(hint)
+    if isinstance(value, float) and not math.isfinite(value):
+        none = " (or null)" if optional else ""
+        raise ConfigError(f"config key {dotted!r} must be a finite number{none}, got {value}")
+    if isinstance(value, str) and not value.strip():
+        raise ConfigError(
+            f"config key {dotted!r} must not be empty; give a value, or leave the key out for "
+            "its default"
+        )
+    return value
 
 
 def _unknown_key_message(dotted: str, key: str, valid: list[str], prefix: str) -> str:
@@ -416,12 +445,21 @@ def _check_ranges(settings: object, prefix: str) -> None:
                 f"config key '{prefix}task_timeout' must be more than 0 seconds (or null for no "
                 f"limit), got {settings.task_timeout}"
             )
+    elif isinstance(settings, ResourceLimits):
+        if settings.max_cpu_cores is not None:
+            _at_least(prefix, "max_cpu_cores", settings.max_cpu_cores, 1)
+        _above_zero(prefix, "max_memory_gb", settings.max_memory_gb)
+    elif isinstance(settings, Caching):
+        _above_zero(prefix, "ttl", settings.ttl, " seconds (or null: until cleared)")
+    elif isinstance(settings, KubernetesSettings):
+        _above_zero(prefix, "resource_timeout", settings.resource_timeout, " seconds")
     elif isinstance(settings, Settings):
         if settings.num_workers is not None:
             _at_least(prefix, "num_workers", settings.num_workers, 1)
         if settings.worker_nodes is not None:
             _at_least(prefix, "worker_nodes", settings.worker_nodes, 1)
     elif isinstance(settings, MonitoringAlerts):
+        _above_zero(prefix, "task_timeout", settings.task_timeout, " seconds")
         for key in ("memory_threshold", "error_rate_threshold"):
             value = getattr(settings, key)
             if value is not None and not 0 < value <= 1:
@@ -439,6 +477,11 @@ def _check_ranges(settings: object, prefix: str) -> None:
         if settings.cpu_per_worker is not None:
             _at_least(prefix, "cpu_per_worker", settings.cpu_per_worker, 1)
         _at_least(prefix, "gpu_per_worker", settings.gpu_per_worker, 0)
+
+
+def _above_zero(prefix: str, key: str, value: float | None, unit: str = "") -> None:
+    if value is not None and value <= 0:
+        raise ConfigError(f"config key '{prefix}{key}' must be above 0{unit}, got {value:g}")
 
 
 def _at_least(prefix: str, key: str, value: float, minimum: float) -> None:
