@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -294,3 +295,35 @@ def test_unreachable_tls_address_names_the_fix() -> None:
     with PipelineManager({"scheduler_address": f"tls://127.0.0.1:{free_port()}"}) as pm:
         with pytest.raises(ClusterError, match="security settings"):
             pm.execute_pipeline(_asking({}))
+
+
+# -- tasks the workers cannot load --------------------------------------------------------------
+def _hidden_module(tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> object:
+    """A module only this process can import (not the workers, whose sys.path lacks it)."""
+    import importlib
+
+    (tmp_path / f"{name}.py").write_text("def compute():\n    return 41\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    return importlib.import_module(name)
+
+
+def _with_hidden_task(module: object) -> Pipeline:
+    p = Pipeline("hidden_code")
+    p.task("visible")(lambda: 1)
+    p.task("hidden")(module.compute)  # type: ignore[attr-defined]
+    p.task("after", depends_on=["hidden"])(lambda x: x + 1)
+    return p
+
+
+def test_a_task_whose_module_the_workers_lack_fails_naming_both(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = _hidden_module(tmp_path, "hidden_tasks_remote", monkeypatch)
+    with dask_processes(workers=1) as (address, _):
+        with PipelineManager({"scheduler_address": address}) as pm:
+            result = pm.execute_pipeline(_with_hidden_task(module))
+    assert result.states == {"visible": "succeeded", "hidden": "failed", "after": "skipped"}
+    message = str(result.error)
+    assert "'hidden'" in message and "No module named 'hidden_tasks_remote'" in message
+    assert "install" in message.lower()
