@@ -327,3 +327,43 @@ def test_a_task_whose_module_the_workers_lack_fails_naming_both(
     message = str(result.error)
     assert "'hidden'" in message and "No module named 'hidden_tasks_remote'" in message
     assert "install" in message.lower()
+
+
+# -- a cluster without workers ------------------------------------------------------------------
+def test_a_run_on_a_cluster_that_lost_every_worker_fails_naming_its_tasks() -> None:
+    from distributed import Client
+
+    p = Pipeline("orphaned")
+    p.task("fine")(lambda: 1)
+    p.task("crash", depends_on=["fine"])(lambda _: os._exit(1))  # each worker it lands on dies
+    p.task("after", depends_on=["crash"])(lambda x: x)
+    p.task("side", depends_on=["fine"])(lambda x: time.sleep(30))  # running when they die
+    with dask_processes(workers=2, worker_args=["--no-nanny"]) as (address, workers):
+        with Client(address, timeout="30s") as client:
+            client.wait_for_workers(2, timeout=60)
+        with PipelineManager({"scheduler_address": address, "no_workers_timeout": 2}) as pm:
+            result = pm.execute_pipeline(p)  # waited for ever with 0 workers
+        assert [w.poll() for w in workers] == [1, 1]
+    assert result.states == {
+        "fine": "succeeded", "crash": "failed", "side": "failed", "after": "skipped"
+    }  # fmt: skip
+    message = str(result.error)
+    assert "no workers for 2s" in message and "no_workers_timeout" in message
+    assert "could not run: 'crash', 'side', 'after'" in message
+
+
+@pytest.mark.parametrize("keep_results", ["final", "all"])
+def test_a_scheduler_without_workers_fails_the_run_after_no_workers_timeout(
+    keep_results: str,
+) -> None:
+    p = Pipeline("unstaffed")
+    p.task("first")(lambda: 1)
+    p.task("only", depends_on=["first"])(lambda x: x)
+    config = {"no_workers_timeout": 1, "keep_results": keep_results}
+    with dask_processes(workers=0) as (address, _):
+        with PipelineManager({"scheduler_address": address, **config}) as pm:
+            # a submitted run is watched as it goes (each way of waiting for Dask)
+            result = pm.submit(p).result(timeout=60)
+    assert result.states == {"first": "failed", "only": "skipped"}
+    assert "no workers for 1s" in str(result.error)
+    assert "could not run: 'first', 'only'" in str(result.error)

@@ -174,3 +174,11 @@ def test_an_infinite_task_timeout_means_no_limit() -> None:
 def test_an_empty_secret_in_the_environment_is_ignored(monkeypatch) -> None:
     monkeypatch.setenv("XLIBRARY_CACHE_SECRET", "")
     assert load_settings().caching.secret is None
+
+
+def test_no_workers_timeout() -> None:
+    assert load_settings().no_workers_timeout == 60
+    assert load_settings({"no_workers_timeout": float("inf")}).no_workers_timeout is None
+    assert load_settings({"no_workers_timeout": None}).no_workers_timeout is None
+    with pytest.raises(ConfigError, match="'no_workers_timeout' must be above 0"):
+        load_settings({"no_workers_timeout": 0})

@@ -749,8 +749,13 @@ class PipelineManager:
                 address=self.settings.scheduler_address,
                 security=self._security(),
                 on_connect=self._connected,
+                no_workers_timeout=self.settings.no_workers_timeout,
             )
-        return DistributedBackend(cluster_factory=self._start_cluster, on_connect=self._connected)
+        return DistributedBackend(
+            cluster_factory=self._start_cluster,
+            on_connect=self._connected,
+            no_workers_timeout=self.settings.no_workers_timeout,
+        )
 
     def _connected(self, client: Client) -> None:
         """A cluster client is ready: add the Pipelines page and the metrics feed."""

@@ -48,7 +48,7 @@ SCHEDULER_ADDRESS_ENV = "XLIBRARY_SCHEDULER_ADDRESS"
 STORE_ENV = "XLIBRARY_STORE"
 SECRET_ENV = "XLIBRARY_CACHE_SECRET"
 
-INFINITE_MEANS_NONE = frozenset({"fault_tolerance.task_timeout"})
+INFINITE_MEANS_NONE = frozenset({"fault_tolerance.task_timeout", "no_workers_timeout"})
 """Timeouts where ``inf`` is read as ``null``: no limit."""
 
 
@@ -220,6 +220,10 @@ class Settings:
     """Start a cluster: a ``dask.distributed`` LocalCluster, or one on Kubernetes."""
     worker_nodes: int | None = None
     """Workers of a cluster we start."""
+    no_workers_timeout: float | None = 60.0
+    """Seconds a run on ``dask.distributed`` waits while the cluster has no workers at all
+    (they died or left, or none joined yet); then the run fails, naming the tasks that could
+    not run. ``None`` (or ``inf``): wait for workers for ever."""
     auto_scaling: bool = False
     """Scale the cluster we start between ``scaling.minimum`` and ``scaling.maximum``."""
     scaling: Scaling = field(default_factory=Scaling)
@@ -458,6 +462,7 @@ def _check_ranges(settings: object, prefix: str) -> None:
             _at_least(prefix, "num_workers", settings.num_workers, 1)
         if settings.worker_nodes is not None:
             _at_least(prefix, "worker_nodes", settings.worker_nodes, 1)
+        _above_zero(prefix, "no_workers_timeout", settings.no_workers_timeout, " seconds")
     elif isinstance(settings, MonitoringAlerts):
         _above_zero(prefix, "task_timeout", settings.task_timeout, " seconds")
         for key in ("memory_threshold", "error_rate_threshold"):
