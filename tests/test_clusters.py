@@ -367,3 +367,30 @@ def test_a_scheduler_without_workers_fails_the_run_after_no_workers_timeout(
     assert result.states == {"first": "failed", "only": "skipped"}
     assert "no workers for 1s" in str(result.error)
     assert "could not run: 'first', 'only'" in str(result.error)
+
+
+# -- resource_optimization and optimization_strategy take effect -------------------------------
+def test_resource_optimization_runs_on_a_cluster_laid_out_from_the_limits(tmp_path: Path) -> None:
+    config = {
+        "resource_optimization": True,
+        "resource_limits": {"max_cpu_cores": 2, "optimization_strategy": "throughput"},
+        "store": {"url": str(tmp_path)},
+    }
+    with PipelineManager(config) as pm:
+        assert pm.client is not None  # not the embedded threads
+        result = pm.execute_pipeline(_asking({"cpu_cores": 1}))
+        nthreads = pm.client.nthreads()
+    assert result.success, result.error
+    assert sorted(nthreads.values()) == [1, 1]
+
+
+def test_an_optimization_strategy_alone_lays_out_this_machine(monkeypatch) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    settings = load_settings(
+        {"cluster_mode": "local", "resource_limits": {"optimization_strategy": "memory"}}
+    )
+    plan = layout(settings)
+    assert (plan.workers, plan.threads) == (1, 8)
+    throughput = load_settings({"resource_optimization": True})  # balanced by default
+    assert throughput.is_distributed
+    assert (layout(throughput).workers, layout(throughput).threads) == (2, 4)

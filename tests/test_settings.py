@@ -182,3 +182,42 @@ def test_no_workers_timeout() -> None:
     assert load_settings({"no_workers_timeout": None}).no_workers_timeout is None
     with pytest.raises(ConfigError, match="'no_workers_timeout' must be above 0"):
         load_settings({"no_workers_timeout": 0})
+
+
+# -- keys that would have no effect are warned about, once, with why --------------------------
+@pytest.mark.parametrize(
+    ("config", "fragments"),
+    [
+        (
+            {"resource_limits": {"max_cpu_cores": 4}},
+            ["resource_limits", "no cluster", "resource_optimization: true"],
+        ),
+        (
+            {"resource_limits": {"optimization_strategy": "memory"}},
+            ["resource_limits", "no cluster"],
+        ),
+        (
+            {"scheduler_address": "tcp://127.0.0.1:1", "resource_limits": {"max_memory_gb": 4}},
+            ["resource_limits", "tcp://127.0.0.1:1", "its own workers"],
+        ),
+        (
+            {"scheduler_address": "tcp://127.0.0.1:1", "resource_optimization": True},
+            ["resource_optimization", "its own workers"],
+        ),
+        (
+            {
+                "cluster_mode": "local",
+                "worker_nodes": 2,
+                "resource_allocation": {"cpu_per_worker": 1},
+                "resource_limits": {"optimization_strategy": "throughput"},
+            },
+            ["optimization_strategy", "worker_nodes", "resource_allocation"],
+        ),
+    ],
+)
+def test_keys_without_effect_are_warned_once(config, fragments, caplog) -> None:
+    with caplog.at_level(logging.WARNING, logger="xlibrary.pipeline"):
+        PipelineManager(config).close()
+    (record,) = caplog.records
+    for fragment in fragments:
+        assert fragment in record.getMessage()

@@ -41,6 +41,7 @@ __all__ = [
     "Settings",
     "StoreSettings",
     "load_settings",
+    "without_effect",
 ]
 
 
@@ -88,9 +89,10 @@ class ResourceLimits:
 
     max_cpu_cores: int | None = None
     max_memory_gb: float | None = None
-    optimization_strategy: Literal["balanced", "throughput", "memory"] = "balanced"
-    """``throughput``: one-core workers, as many as the cores; ``balanced``: two workers
-    sharing the cores and memory; ``memory``: one worker with all of them."""
+    optimization_strategy: Literal["balanced", "throughput", "memory"] | None = None
+    """``throughput``: one-core workers, as many as the cores; ``balanced`` (the default): two
+    workers sharing the cores and memory; ``memory``: one worker with all of them. Without
+    ``max_cpu_cores`` it splits this machine's cores."""
 
 
 @dataclass(frozen=True)
@@ -194,9 +196,11 @@ class Monitoring:
     real_time: bool = False
     """On a cluster, send metrics logged in tasks to the client as they are logged."""
     metrics: tuple[Literal[METRIC_NAMES], ...] = ()  # type: ignore[valid-type]
-    """What to measure; empty: memory. ``memory``/``memory_usage``: peak memory per task;
-    ``cpu``: CPU seconds per task (metric ``cpu_seconds``); ``queue_depth``: tasks waiting on
-    the cluster; ``task_duration``/``execution_time`` and ``task_status`` are always recorded."""
+    """What to measure: ``memory``/``memory_usage``: peak memory per task; ``cpu``: CPU
+    seconds per task (metric ``cpu_seconds``); ``queue_depth``: tasks waiting for a thread on
+    the cluster (``tasks_queued`` in ``get_current_metrics()``). ``task_duration``/
+    ``execution_time`` and ``task_status`` are always recorded. A list naming none of memory,
+    cpu and queue_depth (or none at all) measures the default: memory and queue depth."""
     alerts: MonitoringAlerts = field(default_factory=MonitoringAlerts)
     history: int = 20
     """Runs of each pipeline that trends and the ``long_execution`` history look back on."""
@@ -229,8 +233,9 @@ class Settings:
     scaling: Scaling = field(default_factory=Scaling)
     resource_allocation: ResourceAllocation = field(default_factory=ResourceAllocation)
     resource_optimization: bool = False
-    """Lay workers out from ``resource_limits`` and its ``optimization_strategy`` (also when
-    only ``resource_limits`` is given)."""
+    """Run on a cluster this manager starts, its workers laid out from ``resource_limits`` and
+    its ``optimization_strategy`` (this machine's cores and memory where no cap is given).
+    ``resource_limits`` alone lays out a cluster that another key starts."""
     resource_limits: ResourceLimits = field(default_factory=ResourceLimits)
     security: SecuritySettings = field(default_factory=SecuritySettings)
     kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
@@ -277,7 +282,56 @@ class Settings:
             or self.scheduler_address is not None
             or self.cluster_mode is not None
             or self.auto_scaling
+            or self.resource_optimization
         )
+
+
+def without_effect(settings: Settings, *, client: bool = False) -> list[str]:
+    """Why keys set in ``settings`` would do nothing, one message each (the manager warns).
+
+    ``client``: runs go to a ``Client`` handed to the manager.
+    """
+    notes: list[str] = []
+    limits = settings.resource_limits
+    layout_keys = [
+        key
+        for key, given in (
+            ("resource_optimization", settings.resource_optimization),
+            ("resource_limits", limits != ResourceLimits()),
+        )
+        if given
+    ]
+    if layout_keys and (client or settings.scheduler_address is not None):
+        where = "your Client's" if client else f"the scheduler at {settings.scheduler_address}"
+        notes.append(
+            f"{' and '.join(layout_keys)} lay out the workers of a cluster this manager starts; "
+            f"{where} cluster has its own workers, so they have no effect there"
+        )
+    elif "resource_limits" in layout_keys and not settings.is_distributed:
+        notes.append(
+            "resource_limits lays out the workers of a cluster this manager starts, and this "
+            "config starts no cluster (runs use this process's threads), so it has no effect; "
+            "add resource_optimization: true (or cluster_mode: local) to run on a cluster laid "
+            "out from it"
+        )
+    allocation = settings.resource_allocation
+    sized_by = [
+        key
+        for key, given in (
+            ("worker_nodes", settings.worker_nodes is not None),
+            (
+                "resource_allocation",
+                allocation.cpu_per_worker is not None or allocation.memory_per_worker is not None,
+            ),
+        )
+        if given
+    ]
+    if limits.optimization_strategy is not None and sized_by:
+        notes.append(
+            "resource_limits.optimization_strategy decides how many workers there are and how "
+            f"big; {' and '.join(sized_by)} already say that, so it has no effect"
+        )
+    return notes
 
 
 def load_settings(config: Mapping[str, Any] | Settings | None = None) -> Settings:
