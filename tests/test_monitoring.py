@@ -299,13 +299,25 @@ def test_detailed_logging_one_line_per_task_start_and_end(store: str, caplog) ->
 
 # -- what each monitoring key does ----------------------------------------------------------------
 def test_listing_only_always_recorded_metrics_keeps_memory_on(store: str) -> None:
+    p = Pipeline("plain")
+    p.task("big")(lambda: holds_memory(150))  # not tracked: measured as the config says
     config = {"store": {"url": store}, "monitoring": {"metrics": ["task_duration"]}}
     with PipelineManager(config) as pm:
-        result = pm.execute_pipeline(monitored_pipeline(pm))
-        report = pm.get_performance_report("monitored")
+        result = pm.execute_pipeline(p)
+        report = pm.get_performance_report("plain")
     assert result.success, result.error
     assert report["tasks"]["big"]["peak_memory_mb"] >= 150
-    assert report["tasks"]["report"]["duration"] is not None
+    assert report["tasks"]["big"]["duration"] >= 0.3
+
+
+def test_a_memory_threshold_alert_measures_memory_whatever_the_metrics(store: str) -> None:
+    p = Pipeline("thresholded")
+    p.task("big")(lambda: holds_memory(50))
+    alerts = {"memory_threshold": 0.0001}  # of this machine's memory: any process is over it
+    config = {"store": {"url": store}, "monitoring": {"metrics": ["cpu"], "alerts": alerts}}
+    with PipelineManager(config) as pm:
+        result = pm.execute_pipeline(p)
+    assert "memory_threshold" in {alert.kind for alert in result.alerts}
 
 
 def test_peak_memory_is_in_mb_wherever_it_is_shown(store: str) -> None:
