@@ -189,6 +189,10 @@ def test_def_tasks_of_a_run_file_travel_to_a_scheduler(tmp_path: Path, capsys) -
         )
     )
     with dask_processes(workers=1) as (address, _):
+        from distributed import Client
+
+        with Client(address, timeout="30s") as client:
+            client.wait_for_workers(1, timeout=60)
         code = main(["run", str(path), "--scheduler", address, "--no-progress"])
     captured = capsys.readouterr()
     assert code == 0, captured.err[-3000:]

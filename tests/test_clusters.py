@@ -319,8 +319,12 @@ def _with_hidden_task(module: object) -> Pipeline:
 def test_a_task_whose_module_the_workers_lack_fails_naming_both(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from distributed import Client
+
     module = _hidden_module(tmp_path, "hidden_tasks_remote", monkeypatch)
     with dask_processes(workers=1) as (address, _):
+        with Client(address, timeout="30s") as client:
+            client.wait_for_workers(1, timeout=60)
         with PipelineManager({"scheduler_address": address}) as pm:
             result = pm.execute_pipeline(_with_hidden_task(module))
     assert result.states == {"visible": "succeeded", "hidden": "failed", "after": "skipped"}
@@ -360,7 +364,10 @@ def test_a_scheduler_without_workers_fails_the_run_after_no_workers_timeout(
     p.task("first")(lambda: 1)
     p.task("only", depends_on=["first"])(lambda x: x)
     config = {"no_workers_timeout": 1, "keep_results": keep_results}
+    from distributed import Client
+
     with dask_processes(workers=0) as (address, _):
+        Client(address, timeout="30s").close()  # the scheduler is up
         with PipelineManager({"scheduler_address": address, **config}) as pm:
             # a submitted run is watched as it goes (each way of waiting for Dask)
             result = pm.submit(p).result(timeout=60)
