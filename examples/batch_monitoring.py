@@ -115,7 +115,7 @@ if __name__ == "__main__":
     print(f"Total execution time: {performance_report['total_time']:.2f}s")
     print(f"Memory peak: {performance_report['peak_memory']} MB")
     for name, task in performance_report["tasks"].items():
-        print(f"  {name}: {task['duration']:.3f}s, peak {task['peak_memory']} MB")
+        print(f"  {name}: {task['duration']:.3f}s, peak {task['peak_memory_mb']} MB")
     print(f"Dashboard: {pm.dashboard_link}  (pipelines: {pm.dashboard_link[:-6]}pipelines)")
 
     linger = float(sys.argv[sys.argv.index("--linger") + 1]) if "--linger" in sys.argv else 0

@@ -122,3 +122,78 @@ def test_unknown_option_names_its_command(
     err = capsys.readouterr().err
     assert f"usage: xlibrary-pipeline {command} " in err
     assert f"xlibrary-pipeline {command}: error: unrecognized arguments: {extra}" in err
+
+
+def _run_cli(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """The console script in its own process group, all of it killed if it outlives timeout."""
+    import os
+    import signal
+
+    script = shutil.which("xlibrary-pipeline") or str(
+        Path(sys.executable).with_name("xlibrary-pipeline")
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [script, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        env=env, start_new_session=True,
+    )  # fmt: skip
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"xlibrary-pipeline {' '.join(args)} hung for {timeout}s:\n{err[-3000:]}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def test_readme_command_runs_the_distributed_example() -> None:
+    # README: each example runs with `xlibrary-pipeline run examples/NAME.py`; this one starts
+    # a LocalCluster of worker processes, which cannot import the file as a module
+    proc = _run_cli(["run", "examples/distributed_etl.py", "--no-progress"], timeout=90)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "pipeline 'large_scale_etl' succeeded" in proc.stdout
+    assert '"total_records_processed": 10000000' in proc.stdout
+
+
+def test_def_tasks_of_a_run_file_travel_to_a_scheduler(tmp_path: Path, capsys) -> None:
+    from tests.conftest import dask_processes
+
+    path = tmp_path / "defs.py"
+    path.write_text(
+        textwrap.dedent(
+            """
+            from xlibrary.pipeline import Pipeline
+
+            jobs = Pipeline("defs_job")
+
+
+            class Rows:
+                def __init__(self, n):
+                    self.n = n
+
+
+            def helper(n):
+                return Rows(n)
+
+
+            @jobs.task("make")
+            @jobs.retry_on_failure(max_retries=1, retry_on=(LookupError,))
+            def make():
+                return helper(3)
+
+
+            @jobs.task("count", depends_on=["make"])
+            def count(rows):
+                return {"rows": rows.n}
+            """
+        )
+    )
+    with dask_processes(workers=1) as (address, _):
+        from distributed import Client
+
+        with Client(address, timeout="30s") as client:
+            client.wait_for_workers(1, timeout=60)
+        code = main(["run", str(path), "--scheduler", address, "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err[-3000:]
+    assert json.loads(captured.out.split("final result:\n")[1]) == {"rows": 3}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -294,3 +295,109 @@ def test_unreachable_tls_address_names_the_fix() -> None:
     with PipelineManager({"scheduler_address": f"tls://127.0.0.1:{free_port()}"}) as pm:
         with pytest.raises(ClusterError, match="security settings"):
             pm.execute_pipeline(_asking({}))
+
+
+# -- tasks the workers cannot load --------------------------------------------------------------
+def _hidden_module(tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> object:
+    """A module only this process can import (not the workers, whose sys.path lacks it)."""
+    import importlib
+
+    (tmp_path / f"{name}.py").write_text("def compute():\n    return 41\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    return importlib.import_module(name)
+
+
+def _with_hidden_task(module: object) -> Pipeline:
+    p = Pipeline("hidden_code")
+    p.task("visible")(lambda: 1)
+    p.task("hidden")(module.compute)  # type: ignore[attr-defined]
+    p.task("after", depends_on=["hidden"])(lambda x: x + 1)
+    return p
+
+
+def test_a_task_whose_module_the_workers_lack_fails_naming_both(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from distributed import Client
+
+    module = _hidden_module(tmp_path, "hidden_tasks_remote", monkeypatch)
+    with dask_processes(workers=1) as (address, _):
+        with Client(address, timeout="30s") as client:
+            client.wait_for_workers(1, timeout=60)
+        with PipelineManager({"scheduler_address": address}) as pm:
+            result = pm.execute_pipeline(_with_hidden_task(module))
+    assert result.states == {"visible": "succeeded", "hidden": "failed", "after": "skipped"}
+    message = str(result.error)
+    assert "'hidden'" in message and "No module named 'hidden_tasks_remote'" in message
+    assert "install" in message.lower()
+
+
+# -- a cluster without workers ------------------------------------------------------------------
+def test_a_run_on_a_cluster_that_lost_every_worker_fails_naming_its_tasks() -> None:
+    from distributed import Client
+
+    p = Pipeline("orphaned")
+    p.task("fine")(lambda: 1)
+    p.task("crash", depends_on=["fine"])(lambda _: os._exit(1))  # each worker it lands on dies
+    p.task("after", depends_on=["crash"])(lambda x: x)
+    p.task("side", depends_on=["fine"])(lambda x: time.sleep(30))  # running when they die
+    with dask_processes(workers=2, worker_args=["--no-nanny"]) as (address, workers):
+        with Client(address, timeout="30s") as client:
+            client.wait_for_workers(2, timeout=60)
+        with PipelineManager({"scheduler_address": address, "no_workers_timeout": 2}) as pm:
+            result = pm.execute_pipeline(p)  # waited for ever with 0 workers
+        assert [w.poll() for w in workers] == [1, 1]
+    assert result.states == {
+        "fine": "succeeded", "crash": "failed", "side": "failed", "after": "skipped"
+    }  # fmt: skip
+    message = str(result.error)
+    assert "no workers for 2s" in message and "no_workers_timeout" in message
+    assert "could not run: 'crash', 'side', 'after'" in message
+
+
+@pytest.mark.parametrize("keep_results", ["final", "all"])
+def test_a_scheduler_without_workers_fails_the_run_after_no_workers_timeout(
+    keep_results: str,
+) -> None:
+    p = Pipeline("unstaffed")
+    p.task("first")(lambda: 1)
+    p.task("only", depends_on=["first"])(lambda x: x)
+    config = {"no_workers_timeout": 1, "keep_results": keep_results}
+    from distributed import Client
+
+    with dask_processes(workers=0) as (address, _):
+        Client(address, timeout="30s").close()  # the scheduler is up
+        with PipelineManager({"scheduler_address": address, **config}) as pm:
+            # a submitted run is watched as it goes (each way of waiting for Dask)
+            result = pm.submit(p).result(timeout=60)
+    assert result.states == {"first": "failed", "only": "skipped"}
+    assert "no workers for 1s" in str(result.error)
+    assert "could not run: 'first', 'only'" in str(result.error)
+
+
+# -- resource_optimization and optimization_strategy take effect -------------------------------
+def test_resource_optimization_runs_on_a_cluster_laid_out_from_the_limits(tmp_path: Path) -> None:
+    config = {
+        "resource_optimization": True,
+        "resource_limits": {"max_cpu_cores": 2, "optimization_strategy": "throughput"},
+        "store": {"url": str(tmp_path)},
+    }
+    with PipelineManager(config) as pm:
+        assert pm.client is not None  # not the embedded threads
+        result = pm.execute_pipeline(_asking({"cpu_cores": 1}))
+        nthreads = pm.client.nthreads()
+    assert result.success, result.error
+    assert sorted(nthreads.values()) == [1, 1]
+
+
+def test_an_optimization_strategy_alone_lays_out_this_machine(monkeypatch) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    settings = load_settings(
+        {"cluster_mode": "local", "resource_limits": {"optimization_strategy": "memory"}}
+    )
+    plan = layout(settings)
+    assert (plan.workers, plan.threads) == (1, 8)
+    throughput = load_settings({"resource_optimization": True})  # balanced by default
+    assert throughput.is_distributed
+    assert (layout(throughput).workers, layout(throughput).threads) == (2, 4)

@@ -135,3 +135,30 @@ def test_keep_results_final_on_the_embedded_backend() -> None:
     assert set(result.results) == {"where", "total"}
     assert result.states == {n: "succeeded" for n in ("extract", "square", "where", "total")}
     assert result.tasks["extract"].duration is not None
+
+
+def test_a_task_the_local_cluster_workers_cannot_load_fails_instead_of_hanging(
+    tmp_path, monkeypatch
+) -> None:
+    # the workers start first, so their sys.path lacks the module's folder
+    import importlib
+    import threading
+
+    with PipelineManager({"distributed_mode": True, "worker_nodes": 1}) as pm:
+        assert pm.client is not None
+        (tmp_path / "hidden_tasks_local.py").write_text("def compute():\n    return 41\n")
+        monkeypatch.syspath_prepend(str(tmp_path))
+        module = importlib.import_module("hidden_tasks_local")
+        p = Pipeline("hidden_local")
+        p.task("visible")(lambda: 1)
+        p.task("hidden")(module.compute)
+        results: list = []
+        runner = threading.Thread(target=lambda: results.append(pm.execute_pipeline(p)))
+        runner.daemon = True
+        runner.start()
+        runner.join(60)
+        assert results, "the run hung"
+    (result,) = results
+    assert result.states == {"visible": "succeeded", "hidden": "failed"}
+    assert "No module named 'hidden_tasks_local'" in str(result.error)
+    assert "'hidden'" in str(result.error)

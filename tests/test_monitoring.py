@@ -83,7 +83,7 @@ def test_metrics_and_peak_memory_on_a_local_cluster(store: str) -> None:
         assert current["metrics"]["records_extracted"] == 3
         assert current["by_task"]["big"]["megabytes"] == 150
         cluster = current["cluster"]
-        assert cluster["workers"] >= 1 and cluster["memory"] > 0
+        assert cluster["workers"] >= 1 and cluster["memory_mb"] > 0
         assert {"cpu", "tasks_processing", "tasks_queued"} <= set(cluster)
 
 
@@ -426,3 +426,81 @@ def test_webhook_urls_are_redacted_in_logs_and_settings(store: str, caplog) -> N
         assert secret not in caplog.text
         assert secret not in shown
     assert "webhook_url='http://bot:***@127.0.0.1:" in shown
+
+
+# -- what each monitoring key does ----------------------------------------------------------------
+def test_listing_only_always_recorded_metrics_keeps_memory_on(store: str) -> None:
+    p = Pipeline("plain")
+    p.task("big")(lambda: holds_memory(150))  # not tracked: measured as the config says
+    config = {"store": {"url": store}, "monitoring": {"metrics": ["task_duration"]}}
+    with PipelineManager(config) as pm:
+        result = pm.execute_pipeline(p)
+        report = pm.get_performance_report("plain")
+    assert result.success, result.error
+    assert report["tasks"]["big"]["peak_memory_mb"] >= 150
+    assert report["tasks"]["big"]["duration"] >= 0.3
+
+
+def test_a_memory_threshold_alert_measures_memory_whatever_the_metrics(store: str) -> None:
+    p = Pipeline("thresholded")
+    p.task("big")(lambda: holds_memory(50))
+    alerts = {"memory_threshold": 0.0001}  # of this machine's memory: any process is over it
+    config = {"store": {"url": store}, "monitoring": {"metrics": ["cpu"], "alerts": alerts}}
+    with PipelineManager(config) as pm:
+        result = pm.execute_pipeline(p)
+    assert "memory_threshold" in {alert.kind for alert in result.alerts}
+
+
+def test_peak_memory_is_in_mb_wherever_it_is_shown(store: str) -> None:
+    with PipelineManager({"store": {"url": store}, "monitoring_enabled": True}) as pm:
+        pm.execute_pipeline(monitored_pipeline(pm))
+        report = pm.get_performance_report("monitored")
+        last = pm.get_monitoring_dashboard().get_current_metrics()["last_runs"]["monitored"]
+    assert 150 <= report["peak_memory_mb"] < 10_000
+    assert report["peak_memory"] == report["peak_memory_mb"]  # the guide's key, the same MB
+    assert last["peak_memory_mb"] == report["peak_memory_mb"]
+    assert "peak_memory" not in last  # no key left in bytes
+    assert 150 <= report["tasks"]["big"]["peak_memory_mb"] <= report["peak_memory_mb"]
+
+
+_RELEASE = threading.Event()
+
+
+def _wait_for_release() -> bool:
+    return _RELEASE.wait(30)  # by reference to this module: the workers are threads here
+
+
+def test_tasks_waiting_for_a_thread_are_the_queue_depth(store: str) -> None:
+    from distributed import Client, LocalCluster
+
+    _RELEASE.clear()
+    p = Pipeline("crowded")
+    for i in range(4):
+        p.task(f"wait_{i}")(_wait_for_release)
+    seen: list[dict] = []
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        config = {"store": {"url": store}, "monitoring": {"metrics": ["queue_depth"]}}
+        with PipelineManager(config, client=client) as pm:
+            handle = pm.submit(p)
+            dashboard = pm.get_monitoring_dashboard()
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                seen.append(dashboard.get_current_metrics().get("cluster") or {})
+                if seen[-1].get("tasks_processing") == 1 and seen[-1].get("tasks_queued") == 3:
+                    break
+                time.sleep(0.05)
+            _RELEASE.set()
+            assert handle.result(timeout=30).success
+        without = {"store": {"url": store}, "monitoring": {"metrics": ["memory"]}}
+        with PipelineManager(without, client=client) as pm:
+            assert pm.client is client
+            cluster_metrics = pm.get_monitoring_dashboard().get_current_metrics()["cluster"]
+    # one task on the worker's only thread, three waiting for it
+    assert (seen[-1]["tasks_processing"], seen[-1]["tasks_queued"]) == (1, 3), seen[-3:]
+    assert "tasks_queued" not in cluster_metrics  # queue_depth not asked for
+    assert cluster_metrics["memory_mb"] > 0 and cluster_metrics["memory_limit_mb"] > 0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import time
 
 import pytest
 
@@ -215,3 +217,38 @@ def test_options_set_on_a_function_follow_it_into_a_hand_built_task() -> None:
     assert p["fetch"].retry == RetryPolicy(max_retries=2)
     p.add(Task("own", fetch, retry=RetryPolicy(max_retries=5)))
     assert p["own"].retry == RetryPolicy(max_retries=5)  # the spec's own value wins
+
+
+@pytest.mark.parametrize(
+    ("make", "fragment"),
+    [
+        (lambda p: p.task("t", timeout=float("nan")), "timeout"),
+        (lambda p: p.retry_on_failure(delay=float("nan")), "delay"),
+        (lambda p: p.retry_on_failure(delay=float("inf")), "delay"),
+        (lambda p: p.retry_on_failure(backoff=float("nan")), "backoff"),
+        (lambda p: p.retry_on_failure(backoff=float("inf")), "backoff"),
+        (lambda p: p.retry_on_failure(max_delay=float("nan")), "max_delay"),
+        (lambda p: PipelineManager().cache_result(ttl=float("nan")), "ttl"),
+        (lambda p: PipelineManager().cache_result(ttl=float("inf")), "ttl"),
+    ],
+)
+def test_task_options_must_be_finite(make, fragment) -> None:
+    p = Pipeline("p")
+    with pytest.raises(PipelineDefinitionError, match=fragment) as info:
+        make(p)(lambda: None)
+    assert "finite" in str(info.value)
+
+
+def test_an_infinite_task_timeout_means_no_limit() -> None:
+    p = Pipeline("p")
+    p.task("slow", timeout=math.inf)(lambda: time.sleep(0.05) or "done")
+    with PipelineManager({"fault_tolerance": {"task_timeout": 0.01}}) as pm:
+        assert pm.plan(p).tasks[0].timeout is None  # inf overrides the manager's default
+        result = pm.execute_pipeline(p)
+    assert result.success, result.error
+    assert result.final_result == "done"
+
+
+def test_a_long_retry_backoff_is_capped_not_an_overflow() -> None:
+    policy = RetryPolicy(max_retries=5000, delay=1.0, backoff=2.0, max_delay=5.0)
+    assert policy.delay_before(2000) == 5

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from xlibrary.pipeline import ConfigError, PipelineManager
+from xlibrary.pipeline import ConfigError, Pipeline, PipelineManager
 from xlibrary.pipeline.settings import Settings, load_settings
 
 # Every config dict that appears in the user guide, as written there.
@@ -159,3 +159,104 @@ def test_dashboard_address_is_this_machine_unless_opened() -> None:
         with pytest.raises(ConfigError) as info:
             load_settings({"dashboard_address": bad})
         assert "'dashboard_address' must be host:port, such as '127.0.0.1:8787'" in str(info.value)
+
+
+# -- numbers and strings that type-check but mean nothing ---------------------------------------
+@pytest.mark.parametrize(
+    ("config", "key", "fragment"),
+    [
+        ({"resource_limits": {"max_cpu_cores": -2}}, "resource_limits.max_cpu_cores", "1 or more"),
+        ({"resource_limits": {"max_cpu_cores": 0}}, "resource_limits.max_cpu_cores", "1 or more"),
+        ({"resource_limits": {"max_memory_gb": 0}}, "resource_limits.max_memory_gb", "above 0"),
+        ({"resource_limits": {"max_memory_gb": float("nan")}}, "max_memory_gb", "finite"),
+        ({"resource_limits": {"max_memory_gb": float("inf")}}, "max_memory_gb", "finite"),
+        ({"fault_tolerance": {"task_timeout": float("nan")}}, "task_timeout", "finite"),
+        ({"fault_tolerance": {"retry_delay": float("nan")}}, "retry_delay", "finite"),
+        ({"fault_tolerance": {"retry_delay": float("inf")}}, "retry_delay", "finite"),
+        ({"fault_tolerance": {"retry_backoff": float("nan")}}, "retry_backoff", "finite"),
+        ({"caching": {"ttl": float("nan")}}, "caching.ttl", "finite"),
+        ({"caching": {"ttl": float("inf")}}, "caching.ttl", "null"),
+        ({"caching": {"ttl": 0}}, "caching.ttl", "above 0"),
+        ({"caching": {"ttl": -5}}, "caching.ttl", "above 0"),
+        ({"caching": {"secret": ""}}, "caching.secret", "empty"),
+        ({"caching": {"redis_url": ""}}, "caching.redis_url", "empty"),
+        ({"scheduler_address": ""}, "scheduler_address", "empty"),
+        ({"scheduler_address": "   "}, "scheduler_address", "empty"),
+        ({"store": {"url": ""}}, "store.url", "empty"),
+        ({"kubernetes": {"image": ""}}, "kubernetes.image", "empty"),
+        ({"kubernetes": {"resource_timeout": 0}}, "kubernetes.resource_timeout", "above 0"),
+        ({"resource_allocation": {"memory_per_worker": ""}}, "memory_per_worker", "empty"),
+        ({"monitoring": {"alerts": {"task_timeout": -1}}}, "alerts.task_timeout", "above 0"),
+        ({"monitoring": {"alerts": {"task_timeout": float("nan")}}}, "task_timeout", "finite"),
+        ({"monitoring": {"alerts": {"webhook_url": ""}}}, "webhook_url", "empty"),
+        ({"monitoring": {"alerts": {"memory_threshold": float("nan")}}}, "threshold", "finite"),
+        ({"security": {"tls_ca_file": ""}}, "security.tls_ca_file", "empty"),
+    ],
+)
+def test_out_of_range_non_finite_and_empty_values_are_rejected(config, key, fragment) -> None:
+    with pytest.raises(ConfigError) as info:
+        PipelineManager(config)
+    assert key in str(info.value) and fragment in str(info.value)
+
+
+def test_an_infinite_task_timeout_means_no_limit() -> None:
+    settings = load_settings({"fault_tolerance": {"task_timeout": float("inf")}})
+    assert settings.fault_tolerance.task_timeout is None
+    p = Pipeline("patient")
+    p.task("answer")(lambda: 42)
+    with PipelineManager({"fault_tolerance": {"task_timeout": float("inf")}}) as pm:
+        result = pm.execute_pipeline(p)
+    assert result.success, result.error
+    assert result.final_result == 42
+
+
+def test_an_empty_secret_in_the_environment_is_ignored(monkeypatch) -> None:
+    monkeypatch.setenv("XLIBRARY_CACHE_SECRET", "")
+    assert load_settings().caching.secret is None
+
+
+def test_no_workers_timeout() -> None:
+    assert load_settings().no_workers_timeout == 60
+    assert load_settings({"no_workers_timeout": float("inf")}).no_workers_timeout is None
+    assert load_settings({"no_workers_timeout": None}).no_workers_timeout is None
+    with pytest.raises(ConfigError, match="'no_workers_timeout' must be above 0"):
+        load_settings({"no_workers_timeout": 0})
+
+
+# -- keys that would have no effect are warned about, once, with why --------------------------
+@pytest.mark.parametrize(
+    ("config", "fragments"),
+    [
+        (
+            {"resource_limits": {"max_cpu_cores": 4}},
+            ["resource_limits", "no cluster", "resource_optimization: true"],
+        ),
+        (
+            {"resource_limits": {"optimization_strategy": "memory"}},
+            ["resource_limits", "no cluster"],
+        ),
+        (
+            {"scheduler_address": "tcp://127.0.0.1:1", "resource_limits": {"max_memory_gb": 4}},
+            ["resource_limits", "tcp://127.0.0.1:1", "its own workers"],
+        ),
+        (
+            {"scheduler_address": "tcp://127.0.0.1:1", "resource_optimization": True},
+            ["resource_optimization", "its own workers"],
+        ),
+        (
+            {
+                "cluster_mode": "local",
+                "worker_nodes": 2,
+                "resource_allocation": {"cpu_per_worker": 1},
+                "resource_limits": {"optimization_strategy": "throughput"},
+            },
+            ["optimization_strategy", "worker_nodes", "resource_allocation"],
+        ),
+    ],
+)
+def test_keys_without_effect_are_warned_once(config, fragments, caplog) -> None:
+    with caplog.at_level(logging.WARNING, logger="xlibrary.pipeline"):
+        PipelineManager(config).close()
+    (record,) = caplog.records
+    for fragment in fragments:
+        assert fragment in record.getMessage()

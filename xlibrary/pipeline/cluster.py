@@ -5,10 +5,11 @@ Layout (:func:`layout`), for ``cluster_mode`` local or kubernetes, and ``auto_sc
 
 * ``resource_allocation`` (``cpu_per_worker``, ``memory_per_worker``, ``gpu_per_worker``) and
   ``worker_nodes`` say it directly;
-* otherwise ``resource_limits`` (``max_cpu_cores``, ``max_memory_gb``) is split into workers by
-  its ``optimization_strategy``: ``throughput`` makes one-core workers, as many as the cores
-  (the most tasks at once); ``memory`` makes one worker with everything (the biggest task fits);
-  ``balanced`` makes two workers sharing it all;
+* otherwise ``resource_limits`` (``max_cpu_cores``, ``max_memory_gb``; this machine's cores
+  where not given) is split into workers by its ``optimization_strategy``: ``throughput`` makes
+  one-core workers, as many as the cores (the most tasks at once); ``memory`` makes one worker
+  with everything (the biggest task fits); ``balanced`` (the default) makes two workers sharing
+  it all. This applies when any ``resource_limits`` key or ``resource_optimization`` is set;
 * otherwise Dask's own choice for this machine (``worker_nodes`` workers if given).
 
 A worker offers its threads as the Dask resource ``cpu_cores``, its memory limit in MiB as
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 
 from .errors import ConfigError, ResourceError
 from .plan import Plan
-from .settings import Settings
+from .settings import ResourceLimits, Settings
 
 __all__ = ["WorkerLayout", "check_resources", "layout", "parse_memory"]
 
@@ -88,10 +89,11 @@ def layout(settings: Settings, *, machine_memory: int | None = None) -> WorkerLa
         else None
     )
     workers = settings.worker_nodes
-    use_limits = limits.max_cpu_cores is not None or limits.max_memory_gb is not None
-    if threads is None and memory is None and use_limits:
+    capped = limits.max_cpu_cores is not None or limits.max_memory_gb is not None
+    by_limits = settings.resource_optimization or limits != ResourceLimits()
+    if threads is None and memory is None and by_limits:
         cores = limits.max_cpu_cores or os.cpu_count() or 1
-        strategy = limits.optimization_strategy
+        strategy = limits.optimization_strategy or "balanced"
         if workers is None:
             workers = {"throughput": cores, "memory": 1}.get(strategy, min(2, cores))
         threads = max(1, cores // workers)
@@ -99,7 +101,7 @@ def layout(settings: Settings, *, machine_memory: int | None = None) -> WorkerLa
             memory = int(limits.max_memory_gb * 2**30 / workers)
     if workers is None:
         workers = _default_workers(threads)
-    if use_limits:
+    if capped:
         _check_caps(settings, workers, threads, memory)
     if threads is None:
         threads = max(1, (os.cpu_count() or 1) // workers)

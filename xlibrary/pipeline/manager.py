@@ -31,7 +31,7 @@ from .recovery import (
     retry_plan,
 )
 from .result import PipelineResult
-from .settings import Settings, load_settings
+from .settings import Settings, load_settings, without_effect
 from .store import Cache, RunStore, default_store_url, open_cache, open_runs
 
 if TYPE_CHECKING:
@@ -70,6 +70,9 @@ class PipelineManager:
                 "knows its scheduler"
             )
         self._client = client
+        if not isinstance(config, Settings):  # a shipped manager (a worker's) warns not again
+            for note in without_effect(self.settings, client=client is not None):
+                logger.warning(note)
         self._backends: dict[str, Backend] = {}
         self._lock = threading.Lock()
         self._closed = False
@@ -527,9 +530,10 @@ class PipelineManager:
     def get_performance_report(
         self, pipeline_name: str | Pipeline, *, run_id: str | None = None
     ) -> PerformanceReport:
-        """The latest run's (or ``run_id``'s) performance: ``total_time`` s, ``peak_memory``
-        MB, and per task duration, attempts, status, peak memory and metrics; read from the
-        run record, so it also reports runs made by other processes."""
+        """The latest run's (or ``run_id``'s) performance: ``total_time`` s, ``peak_memory_mb``
+        (also as the guide's ``peak_memory``), and per task duration, attempts, status, peak
+        memory and metrics; read from the run record, so it also reports runs made by other
+        processes."""
         name = pipeline_name.name if isinstance(pipeline_name, Pipeline) else pipeline_name
         record = self.store.read_record(name, run_id)
         if record is None or record.get("finished") is None:
@@ -605,18 +609,30 @@ class PipelineManager:
         info = client.scheduler_info()
         workers = info.get("workers", {})
         metrics = [w.get("metrics", {}) for w in workers.values()]
-        processing = client.processing()  # type: ignore[no-untyped-call]
-        queued = client.run_on_scheduler(  # type: ignore[no-untyped-call]
-            lambda dask_scheduler: len(dask_scheduler.queued) + len(dask_scheduler.unrunnable)
+        # a lambda travels by value: the scheduler needs no xlibrary to run it
+        running, waiting = client.run_on_scheduler(  # type: ignore[no-untyped-call]
+            lambda dask_scheduler: (
+                sum(min(len(ws.processing), ws.nthreads) for ws in dask_scheduler.workers.values()),
+                len(dask_scheduler.queued)
+                + len(dask_scheduler.unrunnable)
+                + sum(
+                    max(0, len(ws.processing) - ws.nthreads)
+                    for ws in dask_scheduler.workers.values()
+                ),
+            )
         )
-        return {
+        current = {
             "workers": len(workers),
-            "memory": sum(m.get("memory", 0) for m in metrics),
-            "memory_limit": sum(int(w.get("memory_limit") or 0) for w in workers.values()),
+            "memory_mb": round(sum(m.get("memory", 0) for m in metrics) / 2**20, 1),
+            "memory_limit_mb": round(
+                sum(int(w.get("memory_limit") or 0) for w in workers.values()) / 2**20, 1
+            ),
             "cpu": sum(m.get("cpu", 0.0) for m in metrics) / max(1, len(metrics)),
-            "tasks_processing": sum(len(keys) for keys in processing.values()),
-            "tasks_queued": queued,
+            "tasks_processing": running,
         }
+        if self._monitor_config.queue_depth:
+            current["tasks_queued"] = waiting
+        return current
 
     # -- backends -----------------------------------------------------------------------
     def _wants_distributed(self) -> bool:
@@ -751,8 +767,13 @@ class PipelineManager:
                 address=self.settings.scheduler_address,
                 security=self._security(),
                 on_connect=self._connected,
+                no_workers_timeout=self.settings.no_workers_timeout,
             )
-        return DistributedBackend(cluster_factory=self._start_cluster, on_connect=self._connected)
+        return DistributedBackend(
+            cluster_factory=self._start_cluster,
+            on_connect=self._connected,
+            no_workers_timeout=self.settings.no_workers_timeout,
+        )
 
     def _connected(self, client: Client) -> None:
         """A cluster client is ready: add the Pipelines page and the metrics feed."""

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import inspect
+import math
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -79,6 +80,10 @@ class RetryPolicy:
             )
         if self.max_retries < 0:
             raise PipelineDefinitionError(f"max_retries must be 0 or more, got {self.max_retries}")
+        for key in ("delay", "backoff", "max_delay"):
+            value = getattr(self, key)
+            if not _is_number(value) or not math.isfinite(value):
+                raise PipelineDefinitionError(f"retry {key} must be a finite number, got {value!r}")
         if self.delay < 0 or self.max_delay < 0:
             raise PipelineDefinitionError("retry delay and max_delay must be 0 or more seconds")
         if self.backoff < 1:
@@ -95,7 +100,10 @@ class RetryPolicy:
 
     def delay_before(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        return float(min(self.delay * self.backoff ** (attempt - 1), self.max_delay))
+        try:
+            return float(min(self.delay * self.backoff ** (attempt - 1), self.max_delay))
+        except OverflowError:  # backoff ** attempt beyond a float: far past max_delay
+            return float(self.max_delay)
 
 
 @dataclass(frozen=True)
@@ -114,10 +122,11 @@ class CachePolicy:
                 "derive one from the task's name, code and inputs"
             )
         if self.ttl is not None and (
-            isinstance(self.ttl, bool) or not isinstance(self.ttl, int | float) or self.ttl <= 0
+            not _is_number(self.ttl) or not math.isfinite(self.ttl) or self.ttl <= 0
         ):
             raise PipelineDefinitionError(
-                f"cache ttl must be a number of seconds above 0, got {self.ttl!r}"
+                f"cache ttl must be a finite number of seconds above 0, got {self.ttl!r}; leave "
+                "it out for the manager's caching.ttl"
             )
 
 
@@ -126,7 +135,8 @@ class Task:
     """The frozen spec of one task. Derive a changed one with ``dataclasses.replace``.
 
     ``func`` receives the results of ``depends_on`` as positional arguments, in that order.
-    ``retry`` and ``timeout`` override the manager's ``fault_tolerance`` defaults.
+    ``retry`` and ``timeout`` override the manager's ``fault_tolerance`` defaults
+    (``timeout=math.inf``: no limit, whatever the default).
     ``resource_requirements`` (``{"cpu_cores": 4, "memory_mb": 4096, "gpu": 1}``) is kept on
     the spec for the resource-aware scheduler. ``cache`` caches the result
     (``@pm.cache_result``); ``monitor`` measures it closely (``@pm.track_performance``).
@@ -156,13 +166,11 @@ class Task:
         depends_on = _normalize_depends_on(self.name, self.depends_on)
         object.__setattr__(self, "depends_on", depends_on)
         if self.timeout is not None and (
-            isinstance(self.timeout, bool)
-            or not isinstance(self.timeout, int | float)
-            or self.timeout <= 0
+            not _is_number(self.timeout) or math.isnan(self.timeout) or self.timeout <= 0
         ):
             raise PipelineDefinitionError(
-                f"task {self.name!r}: timeout must be a number of seconds above 0, "
-                f"got {self.timeout!r}"
+                f"task {self.name!r}: timeout must be a number of seconds above 0 (finite, or "
+                f"math.inf for no limit), got {self.timeout!r}"
             )
         if self.resource_requirements is not None:
             _check_resources(self.name, self.resource_requirements)
@@ -176,6 +184,10 @@ class Task:
     def function_name(self) -> str:
         """The function's qualified name, for messages."""
         return getattr(self.func, "__qualname__", None) or repr(self.func)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _normalize_depends_on(name: str, depends_on: Any) -> tuple[str, ...]:

@@ -26,6 +26,7 @@ import enum
 import functools
 import graphlib
 import logging
+import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
@@ -169,6 +170,8 @@ def make_plan(
         if retry is not None and retry.max_retries == 0:
             retry = None
         timeout = spec.timeout if spec.timeout is not None else fault_tolerance.task_timeout
+        if timeout == math.inf:  # the task's own "no limit"
+            timeout = None
         rule = None
         if caching.enabled and (spec.cache is not None or caching.cache_results):
             policy = spec.cache

@@ -43,7 +43,7 @@ from typing import Any
 import cloudpickle
 from dask.sizeof import sizeof
 
-from .errors import TaskError, TaskTimeoutError
+from .errors import ClusterError, TaskError, TaskTimeoutError
 from .fingerprint import UnhashableInput, derive_key, input_token
 from .monitoring.metrics import TaskContext, current_task, rss_bytes, sampler, summarize
 from .pipeline import RetryPolicy
@@ -368,10 +368,15 @@ class TaskRunner:
         self.monitor = monitor
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (
-            TaskRunner,
-            (self.name, self.func, self.retry, self.timeout, self.persist, self.monitor),
-        )
+        # The user's code (the function, and the retry policy whose exception classes may be
+        # the user's) travels as one cloudpickle payload (by value for __main__ and modules
+        # registered with register_pickle_by_value, as `xlibrary-pipeline run` does with its
+        # file). Unpickled by _runner_from, it need not load where the runner only passes
+        # through (a scheduler); where it cannot load, the task fails with an error naming it
+        # and the cause, instead of the worker's connection breaking and the run hanging.
+        func = self.func
+        code = func.payload if type(func) is _Unloadable else cloudpickle.dumps((func, self.retry))
+        return (_runner_from, (self.name, code, self.timeout, self.persist, self.monitor))
 
     def __repr__(self) -> str:
         return f"TaskRunner({self.name!r})"
@@ -558,6 +563,43 @@ def _skipped_after(upstream: Outcome) -> Outcome:
     if failure is not None and not isinstance(failure.exception, SerializationError):
         failure = None
     return Outcome(SKIPPED, failure=failure, cause=upstream.root_cause)
+
+
+def _runner_from(
+    name: str,
+    code: bytes,
+    timeout: float | None,
+    persist: Persist | None,
+    monitor: Monitor | None,
+) -> TaskRunner:
+    """A pickled TaskRunner, with its code loaded if it can be here (see its __reduce__)."""
+    try:
+        func, retry = cloudpickle.loads(code)
+    except Exception as exc:  # ModuleNotFoundError mostly; AttributeError for a renamed function
+        return TaskRunner(name, _Unloadable(name, code, exc), None, timeout, persist, monitor)
+    return TaskRunner(name, func, retry, timeout, persist, monitor)
+
+
+class _Unloadable:
+    """Stands in for a task's code that could not be unpickled in this process; running it
+    fails the task with the reason. Pickled again, it is the original code."""
+
+    __slots__ = ("error", "name", "payload")
+
+    def __init__(self, name: str, payload: bytes, error: Exception) -> None:
+        self.name = name
+        self.payload = payload
+        self.error = error
+
+    def __call__(self, *args: Any) -> Any:
+        error = self.error
+        raise ClusterError(
+            f"task {self.name!r} cannot run on {_where()}: its code could not be loaded there "
+            f"({type(error).__name__}: {error}). Install what the task's code imports where "
+            "the Dask workers run (the same packages and modules as this client), or define "
+            "the task in the script you run or in the file given to `xlibrary-pipeline run` "
+            "(their functions travel by value)"
+        ) from error
 
 
 def _call_with_timeout(func: Callable[..., Any], args: list[Any], timeout: float, name: str) -> Any:

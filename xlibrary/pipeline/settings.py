@@ -5,6 +5,10 @@ a config mapping against them. An unknown or misspelt key raises :class:`ConfigE
 key and the closest valid one; a value of the wrong type raises :class:`ConfigError` naming the
 type expected. Nothing below the manager reads a dict.
 
+General rules, besides each key's own range: every number is finite (``nan`` and ``inf`` are
+rejected, except that ``inf`` in a timeout listed in :data:`INFINITE_MEANS_NONE` means no
+limit, as ``null`` does), and no string is empty.
+
 Environment, used when the config does not set the key: ``XLIBRARY_SCHEDULER_ADDRESS``
 (``scheduler_address``), ``XLIBRARY_STORE`` (``store.url``), ``XLIBRARY_CACHE_SECRET``
 (``caching.secret``).
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
@@ -38,12 +43,16 @@ __all__ = [
     "Settings",
     "StoreSettings",
     "load_settings",
+    "without_effect",
 ]
 
 
 SCHEDULER_ADDRESS_ENV = "XLIBRARY_SCHEDULER_ADDRESS"
 STORE_ENV = "XLIBRARY_STORE"
 SECRET_ENV = "XLIBRARY_CACHE_SECRET"
+
+INFINITE_MEANS_NONE = frozenset({"fault_tolerance.task_timeout", "no_workers_timeout"})
+"""Timeouts where ``inf`` is read as ``null``: no limit."""
 
 
 @dataclass(frozen=True)
@@ -57,7 +66,8 @@ class FaultTolerance:
     retry_backoff: float = 2.0
     """Each further retry waits this many times longer than the one before."""
     task_timeout: float | None = None
-    """Seconds a task may run before it fails with ``TaskTimeoutError``; ``None``: no limit."""
+    """Seconds a task may run before it fails with ``TaskTimeoutError``; ``None`` (or ``inf``):
+    no limit."""
 
 
 @dataclass(frozen=True)
@@ -81,9 +91,10 @@ class ResourceLimits:
 
     max_cpu_cores: int | None = None
     max_memory_gb: float | None = None
-    optimization_strategy: Literal["balanced", "throughput", "memory"] = "balanced"
-    """``throughput``: one-core workers, as many as the cores; ``balanced``: two workers
-    sharing the cores and memory; ``memory``: one worker with all of them."""
+    optimization_strategy: Literal["balanced", "throughput", "memory"] | None = None
+    """``throughput``: one-core workers, as many as the cores; ``balanced`` (the default): two
+    workers sharing the cores and memory; ``memory``: one worker with all of them. Without
+    ``max_cpu_cores`` it splits this machine's cores."""
 
 
 @dataclass(frozen=True)
@@ -197,9 +208,11 @@ class Monitoring:
     real_time: bool = False
     """On a cluster, send metrics logged in tasks to the client as they are logged."""
     metrics: tuple[Literal[METRIC_NAMES], ...] = ()  # type: ignore[valid-type]
-    """What to measure; empty: memory. ``memory``/``memory_usage``: peak memory per task;
-    ``cpu``: CPU seconds per task (metric ``cpu_seconds``); ``queue_depth``: tasks waiting on
-    the cluster; ``task_duration``/``execution_time`` and ``task_status`` are always recorded."""
+    """What to measure: ``memory``/``memory_usage``: peak memory per task; ``cpu``: CPU
+    seconds per task (metric ``cpu_seconds``); ``queue_depth``: tasks waiting for a thread on
+    the cluster (``tasks_queued`` in ``get_current_metrics()``). ``task_duration``/
+    ``execution_time`` and ``task_status`` are always recorded. A list naming none of memory,
+    cpu and queue_depth (or none at all) measures the default: memory and queue depth."""
     alerts: MonitoringAlerts = field(default_factory=MonitoringAlerts)
     history: int = 20
     """Runs of each pipeline that trends and the ``long_execution`` history look back on."""
@@ -227,13 +240,18 @@ class Settings:
     """Where the dashboard of a LocalCluster we start listens, ``host:port`` (port 0: any
     free one): this machine only by default; ``0.0.0.0:8787`` opens it to the network. The
     cluster's other servers always listen on 127.0.0.1."""
+    no_workers_timeout: float | None = 60.0
+    """Seconds a run on ``dask.distributed`` waits while the cluster has no workers at all
+    (they died or left, or none joined yet); then the run fails, naming the tasks that could
+    not run. ``None`` (or ``inf``): wait for workers for ever."""
     auto_scaling: bool = False
     """Scale the cluster we start between ``scaling.minimum`` and ``scaling.maximum``."""
     scaling: Scaling = field(default_factory=Scaling)
     resource_allocation: ResourceAllocation = field(default_factory=ResourceAllocation)
     resource_optimization: bool = False
-    """Lay workers out from ``resource_limits`` and its ``optimization_strategy`` (also when
-    only ``resource_limits`` is given)."""
+    """Run on a cluster this manager starts, its workers laid out from ``resource_limits`` and
+    its ``optimization_strategy`` (this machine's cores and memory where no cap is given).
+    ``resource_limits`` alone lays out a cluster that another key starts."""
     resource_limits: ResourceLimits = field(default_factory=ResourceLimits)
     security: SecuritySettings = field(default_factory=SecuritySettings)
     kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
@@ -280,7 +298,56 @@ class Settings:
             or self.scheduler_address is not None
             or self.cluster_mode is not None
             or self.auto_scaling
+            or self.resource_optimization
         )
+
+
+def without_effect(settings: Settings, *, client: bool = False) -> list[str]:
+    """Why keys set in ``settings`` would do nothing, one message each (the manager warns).
+
+    ``client``: runs go to a ``Client`` handed to the manager.
+    """
+    notes: list[str] = []
+    limits = settings.resource_limits
+    layout_keys = [
+        key
+        for key, given in (
+            ("resource_optimization", settings.resource_optimization),
+            ("resource_limits", limits != ResourceLimits()),
+        )
+        if given
+    ]
+    if layout_keys and (client or settings.scheduler_address is not None):
+        where = "your Client's" if client else f"the scheduler at {settings.scheduler_address}"
+        notes.append(
+            f"{' and '.join(layout_keys)} lay out the workers of a cluster this manager starts; "
+            f"{where} cluster has its own workers, so they have no effect there"
+        )
+    elif "resource_limits" in layout_keys and not settings.is_distributed:
+        notes.append(
+            "resource_limits lays out the workers of a cluster this manager starts, and this "
+            "config starts no cluster (runs use this process's threads), so it has no effect; "
+            "add resource_optimization: true (or cluster_mode: local) to run on a cluster laid "
+            "out from it"
+        )
+    allocation = settings.resource_allocation
+    sized_by = [
+        key
+        for key, given in (
+            ("worker_nodes", settings.worker_nodes is not None),
+            (
+                "resource_allocation",
+                allocation.cpu_per_worker is not None or allocation.memory_per_worker is not None,
+            ),
+        )
+        if given
+    ]
+    if limits.optimization_strategy is not None and sized_by:
+        notes.append(
+            "resource_limits.optimization_strategy decides how many workers there are and how "
+            f"big; {' and '.join(sized_by)} already say that, so it has no effect"
+        )
+    return notes
 
 
 def load_settings(config: Mapping[str, Any] | Settings | None = None) -> Settings:
@@ -337,10 +404,30 @@ def _build(cls: type[_T], values: Mapping[str, Any], prefix: str) -> _T:
                 )
             kwargs[key] = _build(hint, value, f"{dotted}.")  # type: ignore[arg-type]
             continue
-        kwargs[key] = _convert(dotted, value, hint)
+        if dotted in INFINITE_MEANS_NONE and _is_plus_infinity(value):
+            value = None
+        kwargs[key] = _checked(dotted, _convert(dotted, value, hint), hint)
     settings = cls(**kwargs)
     _check_ranges(settings, prefix)
     return settings
+
+
+def _is_plus_infinity(value: Any) -> bool:
+    return isinstance(value, float) and math.isinf(value) and value > 0
+
+
+def _checked(dotted: str, value: Any, hint: Any) -> Any:
+    """The general rules: numbers are finite, strings are not empty."""
+    optional = type(None) in typing.get_args(hint)
+    if isinstance(value, float) and not math.isfinite(value):
+        none = " (or null)" if optional else ""
+        raise ConfigError(f"config key {dotted!r} must be a finite number{none}, got {value}")
+    if isinstance(value, str) and not value.strip():
+        raise ConfigError(
+            f"config key {dotted!r} must not be empty; give a value, or leave the key out for "
+            "its default"
+        )
+    return value
 
 
 def _unknown_key_message(dotted: str, key: str, valid: list[str], prefix: str) -> str:
@@ -432,13 +519,23 @@ def _check_ranges(settings: object, prefix: str) -> None:
                 f"config key '{prefix}task_timeout' must be more than 0 seconds (or null for no "
                 f"limit), got {settings.task_timeout}"
             )
+    elif isinstance(settings, ResourceLimits):
+        if settings.max_cpu_cores is not None:
+            _at_least(prefix, "max_cpu_cores", settings.max_cpu_cores, 1)
+        _above_zero(prefix, "max_memory_gb", settings.max_memory_gb)
+    elif isinstance(settings, Caching):
+        _above_zero(prefix, "ttl", settings.ttl, " seconds (or null: until cleared)")
+    elif isinstance(settings, KubernetesSettings):
+        _above_zero(prefix, "resource_timeout", settings.resource_timeout, " seconds")
     elif isinstance(settings, Settings):
         if settings.num_workers is not None:
             _at_least(prefix, "num_workers", settings.num_workers, 1)
         if settings.worker_nodes is not None:
             _at_least(prefix, "worker_nodes", settings.worker_nodes, 1)
         _check_listen_address(f"{prefix}dashboard_address", settings.dashboard_address)
+        _above_zero(prefix, "no_workers_timeout", settings.no_workers_timeout, " seconds")
     elif isinstance(settings, MonitoringAlerts):
+        _above_zero(prefix, "task_timeout", settings.task_timeout, " seconds")
         for key in ("memory_threshold", "error_rate_threshold"):
             value = getattr(settings, key)
             if value is not None and not 0 < value <= 1:
@@ -487,6 +584,11 @@ def _check_webhook(dotted: str, url: str) -> None:
             f"config key {dotted!r} must be an http:// or https:// URL with a host (alerts are "
             f"POSTed to it as JSON), got {redact_url(url, keep_path=False)!r}"
         )
+
+
+def _above_zero(prefix: str, key: str, value: float | None, unit: str = "") -> None:
+    if value is not None and value <= 0:
+        raise ConfigError(f"config key '{prefix}{key}' must be above 0{unit}, got {value:g}")
 
 
 def _at_least(prefix: str, key: str, value: float, minimum: float) -> None:

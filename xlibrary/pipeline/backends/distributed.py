@@ -10,6 +10,13 @@ manager configured for a cluster costs nothing until it runs something.
 * On a scheduler we did not start, the first run checks that the workers have xlibrary
   installed: they import the task wrapper, and without it every task would fail.
 
+A cluster with no workers at all for ``no_workers_timeout`` seconds while a run waits (they
+died, e.g. nanny-less workers of a task that crashes its process, or never joined) fails the
+run: a watcher thread asks the scheduler for its worker count about once a second, and at the
+deadline cancels the run's tasks, which fail with a :class:`ClusterError` naming them. It is
+watched here, on the client side, because a scheduler we did not start keeps its own config
+(Dask's ``distributed.scheduler.no-workers-timeout``).
+
 Tasks with ``resource_requirements`` carry them as Dask resource restrictions (a layer of the
 graph per distinct request). With ``wanted`` (``keep_results: final``) only the final tasks'
 results travel to the client; the other tasks' outcomes, without their values, come through
@@ -25,6 +32,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping
+from concurrent.futures import CancelledError
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
@@ -47,6 +55,8 @@ logger = logging.getLogger(__name__)
 CONNECT_TIMEOUT = "10s"
 REPORT_WAIT = 30.0
 """Seconds to wait, after the final tasks finish, for the last outcome reports."""
+CLOSE_TIMEOUT = 20.0
+"""Seconds each of closing the client and closing the cluster may take."""
 
 
 def _import_distributed() -> Any:
@@ -107,8 +117,10 @@ class DistributedBackend:
         security: Any = None,
         cluster_factory: Callable[[], Cluster] | None = None,
         on_connect: Callable[[Client], None] | None = None,
+        no_workers_timeout: float | None = None,
     ) -> None:
         self._user_client = client
+        self._no_workers_timeout = no_workers_timeout
         self._address = address
         self._security = security
         self._cluster_factory = cluster_factory
@@ -121,6 +133,7 @@ class DistributedBackend:
         self._reporting = False
         self._lock = threading.Lock()
         self._closed = False
+        self._workers = _WorkerCount(lambda: self._client)
 
     @property
     def owns_cluster(self) -> bool:
@@ -255,6 +268,7 @@ class DistributedBackend:
                 self._progress[run_id] = progress
         if progress is not None:
             progress.probe = lambda: _processing(client, run_id)
+        watch: _NoWorkersWatch | None = None
         try:
             wanted_keys = [keys[n] for n in fetch]
             try:
@@ -268,17 +282,25 @@ class DistributedBackend:
                 futures = client.get(
                     _with_restrictions(shippable, restrictions), wanted_keys, sync=False
                 )
+            if self._no_workers_timeout is not None:
+                watch = _NoWorkersWatch(
+                    client, futures, self._no_workers_timeout, self._workers.count
+                )
             try:
                 with client.as_current():
-                    if progress is None:
-                        distributed.wait(futures)
-                    elif rest or not progress.listeners:  # reports count; watch for a cancel
-                        _wait(distributed, futures, progress)
-                    else:
-                        for future in distributed.as_completed(futures):
-                            progress.done(str(future.key[0]))
-                            if progress.cancelled:
-                                raise RunCancelled("the run was cancelled")
+                    try:
+                        if progress is None:
+                            distributed.wait(futures)
+                        elif rest or not progress.listeners:  # reports count; watch for a cancel
+                            _wait(distributed, futures, progress)
+                        else:
+                            for future in distributed.as_completed(futures):
+                                progress.done(str(future.key[0]))
+                                if progress.cancelled:
+                                    raise RunCancelled("the run was cancelled")
+                    except CancelledError:
+                        if watch is None or not watch.fired:
+                            raise
                 done = [f for f in futures if f.status == "finished"]
                 values = dict(zip([f.key for f in done], client.gather(done), strict=True))
             except BaseException as exc:
@@ -295,20 +317,24 @@ class DistributedBackend:
                 raise
             outcomes: dict[str, Outcome] = {}
             lost: BaseException | None = None
+            stranded = self._stranded(run_id, names, fetch, futures, rest, watch)
             for name, future in zip(fetch, futures, strict=True):
                 if future.key in values:
                     outcomes[name] = values[future.key]
                 else:
                     # Dask itself failed the task (a worker died too often, the result could
                     # not be sent, the run was cancelled): the task wrapper never reported.
-                    lost = _error_of(future)
+                    lost = stranded if stranded and future.status == "cancelled" else None
+                    lost = lost or _error_of(future)
                     outcomes[name] = Outcome(
                         FAILED, attempts=1, failure=Failure.from_exception(name, lost)
                     )
             if rest:
-                outcomes.update(self._reported(run_id, rest, lost))
+                outcomes.update(self._reported(run_id, rest, stranded or lost))
             return _blame_unsendable(outcomes)
         finally:
+            if watch is not None:
+                watch.stop()
             self._reports.pop(run_id, None)
             self._progress.pop(run_id, None)
             if progress is not None:
@@ -331,6 +357,35 @@ class DistributedBackend:
             if type(value) is Outcome:
                 out[name] = value.without_value()
         return out
+
+    def _stranded(
+        self,
+        run_id: str,
+        names: list[str],
+        fetch: list[str],
+        futures: list[Any],
+        rest: list[str],
+        watch: _NoWorkersWatch | None,
+    ) -> ClusterError | None:
+        """When the watch cancelled the run for want of workers: the error of the tasks that
+        could not run, naming them."""
+        if watch is None or not watch.fired:
+            return None
+        reports = self._reports.get(run_id, {})
+        waiting = {n for n, f in zip(fetch, futures, strict=True) if f.status == "cancelled"}
+        waiting.update(n for n in rest if n not in reports)
+        stuck = [name for name in names if name in waiting]
+        shown = ", ".join(repr(name) for name in stuck[:10])
+        more = f" and {len(stuck) - 10} more" if len(stuck) > 10 else ""
+        where = f"at {self._address}" if self._address else "of this run"
+        return ClusterError(
+            f"the Dask cluster {where} had no workers for {watch.timeout:g}s "
+            f"(no_workers_timeout), so {len(stuck)} task(s) could not run: {shown}{more}. "
+            "Its workers died or left: look for a task that crashes its worker process "
+            "(os._exit, a segfault, running out of memory) or workers that were stopped; start "
+            "workers (`dask worker ADDRESS`), or raise no_workers_timeout when they take "
+            "longer to join"
+        )
 
     def _reported(
         self, run_id: str, names: list[str], lost: BaseException | None
@@ -365,10 +420,84 @@ class DistributedBackend:
             self._closed = True
             client, self._client = self._client, None
             cluster, self._cluster = self._cluster, None
+        # bounded: a scheduler or workers that do not answer must not hold the caller
         if client is not None and client is not self._user_client:
-            client.close()
+            _close_within(client, "the Dask client")
         if cluster is not None:
-            cluster.close()
+            _close_within(cluster, "the Dask cluster")
+
+
+def _close_within(closable: Any, what: str) -> None:
+    try:
+        closable.close(timeout=CLOSE_TIMEOUT)
+    except Exception as exc:  # TimeoutError, or a comm error of a dead scheduler
+        logger.warning("%s did not close within %gs (%s); leaving it", what, CLOSE_TIMEOUT, exc)
+
+
+class _WorkerCount:
+    """The scheduler's worker count, asked at most every half second whatever the number of
+    runs watching it; ``None`` when the scheduler does not answer in time."""
+
+    def __init__(self, client: Callable[[], Any]) -> None:
+        self._client = client
+        self._lock = threading.Lock()
+        self._asked = -1.0
+        self._count: int | None = None
+
+    def count(self) -> int | None:
+        with self._lock:
+            if time.monotonic() - self._asked < 0.5:
+                return self._count
+            client = self._client()
+            try:
+                info = client.sync(client.scheduler.identity, n_workers=0, callback_timeout=5)
+            except Exception:  # a slow or closed scheduler: Dask's own errors say so
+                info = None
+            count = info.get("n_workers") if isinstance(info, dict) else None
+            self._count = count if isinstance(count, int) else None
+            self._asked = time.monotonic()
+            return self._count
+
+
+class _NoWorkersWatch:
+    """Cancels a run's futures once the cluster has had no workers for ``timeout`` seconds."""
+
+    def __init__(
+        self,
+        client: Any,
+        futures: list[Any],
+        timeout: float,
+        workers: Callable[[], int | None],
+    ) -> None:
+        self.timeout = timeout
+        self.fired = False
+        self._client = client
+        self._futures = futures
+        self._workers = workers
+        self._stop = threading.Event()
+        thread = threading.Thread(target=self._watch, name="xlibrary-no-workers", daemon=True)
+        thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _watch(self) -> None:
+        interval = max(0.05, min(1.0, self.timeout / 4))
+        since: float | None = None
+        while not self._stop.wait(interval):
+            count = self._workers()
+            if count is None or count > 0:
+                since = None
+                continue
+            now = time.monotonic()
+            since = now if since is None else since
+            if now - since >= self.timeout:
+                self.fired = True
+                try:
+                    self._client.cancel(self._futures, reason="no-workers")
+                except Exception:  # the client is closing: the run ends anyway
+                    logger.debug("could not cancel a run without workers", exc_info=True)
+                return
 
 
 def _processing(client: Any, run_id: str) -> list[str]:
@@ -466,8 +595,6 @@ def _with_restrictions(
 
 def _error_of(future: Any) -> BaseException:
     if future.status == "cancelled":
-        from concurrent.futures import CancelledError
-
         return CancelledError(f"Dask cancelled the task {future.key!r}")
     try:
         exc = future.exception()

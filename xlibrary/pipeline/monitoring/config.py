@@ -19,6 +19,10 @@ _THRESHOLD_KINDS = {
 }
 
 
+_OPTIONAL = frozenset({"memory", "memory_usage", "cpu", "queue_depth"})
+"""Metrics that cost something to measure; the others are always recorded."""
+
+
 @dataclass(frozen=True)
 class MonitorConfig:
     enabled: bool = False
@@ -45,9 +49,11 @@ class MonitorConfig:
         return config.measuring(monitoring.metrics).alerting(())
 
     def measuring(self, metrics: Iterable[str]) -> MonitorConfig:
-        """Measure only ``metrics`` (empty: everything)."""
-        names = set(_checked(metrics, METRIC_NAMES, "metric"))
-        if not names:  # the default: memory; CPU seconds only when asked for
+        """Measure only the optional measurements in ``metrics`` (memory, CPU, queue depth);
+        durations and statuses are always recorded, so a list of only those (or an empty
+        one) keeps the default: memory and queue depth, not CPU."""
+        names = set(_checked(metrics, METRIC_NAMES, "metric")) & _OPTIONAL
+        if not names:  # the default: CPU seconds only when asked for
             return dataclasses.replace(self, memory=True, cpu=False, queue_depth=True)
         return dataclasses.replace(
             self,
@@ -64,7 +70,9 @@ class MonitorConfig:
                 chosen.add(kind)
         if self.enabled and not chosen:
             chosen.add("task_failure")
-        return dataclasses.replace(self, alerts=frozenset(chosen))
+        # the memory_threshold alert reads the peaks: measured even when metrics leave it out
+        memory = self.memory or "memory_threshold" in chosen
+        return dataclasses.replace(self, alerts=frozenset(chosen), memory=memory)
 
 
 def _checked(names: Iterable[str], valid: tuple[str, ...], what: str) -> list[str]:

@@ -151,7 +151,7 @@ class ManagerMonitor:
                 "status": "succeeded" if result.success else "failed",
                 "duration": result.duration,
                 "finished": result.finished,
-                "peak_memory": peak,
+                "peak_memory_mb": None if peak is None else round(peak / 2**20, 1),
             }
         return dataclasses.replace(result, alerts=tuple(alerts))
 

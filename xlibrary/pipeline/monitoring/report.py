@@ -21,9 +21,11 @@ def _mb(value: float | None) -> float | None:
 
 
 class PerformanceReport(dict[str, Any]):
-    """A run's performance as a dict: ``total_time`` (s), ``peak_memory`` (MB), ``tasks``
-    (per task: ``duration``, ``attempts``, ``status``, ``peak_memory`` MB, ``metrics``,
-    ``worker``), ``alerts``. ``save_html(path)`` writes it as a page."""
+    """A run's performance as a dict: ``total_time`` (s), ``peak_memory_mb``, ``tasks`` (per
+    task: ``duration``, ``attempts``, ``status``, ``peak_memory_mb``, ``metrics``,
+    ``worker``), ``alerts``. Memory is in MB (2**20 bytes) wherever it is shown; ``peak_memory``
+    (the guide's key, run and tasks) is the same number. ``save_html(path)`` writes it as a
+    page."""
 
     def save_html(self, path: str | Path) -> Path:
         """Write the report as a self-contained HTML page; returns its path."""
@@ -39,7 +41,7 @@ class PerformanceReport(dict[str, Any]):
                         task["status"],
                         "" if task["duration"] is None else f"{task['duration']:.3f}",
                         task["attempts"],
-                        "" if task["peak_memory"] is None else task["peak_memory"],
+                        "" if task["peak_memory_mb"] is None else task["peak_memory_mb"],
                         metrics,
                         task.get("worker") or "",
                     )
@@ -48,7 +50,7 @@ class PerformanceReport(dict[str, Any]):
             )
         alerts = "".join(f"<li>{html.escape(a['message'])}</li>" for a in self.get("alerts", []))
         title = f"{self['pipeline']} run {self['run_id']}"
-        peak = self["peak_memory"]
+        peak = self["peak_memory_mb"]
         page = f"""<!doctype html><html><head><meta charset="utf-8">
 <title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:.2em .8em;text-align:left}}
@@ -69,11 +71,13 @@ def performance_report(record: Mapping[str, Any]) -> PerformanceReport:
     tasks = {}
     for name, task in record.get("tasks", {}).items():
         started, finished = task.get("started"), task.get("finished")
+        peak = _mb(task.get("peak_memory"))  # bytes in the record
         tasks[name] = {
             "status": task.get("status"),
             "duration": None if started is None or finished is None else finished - started,
             "attempts": task.get("attempts", 0),
-            "peak_memory": _mb(task.get("peak_memory")),
+            "peak_memory_mb": peak,
+            "peak_memory": peak,
             "metrics": dict(task.get("metrics") or {}),
             "worker": task.get("worker"),
         }
@@ -82,6 +86,7 @@ def performance_report(record: Mapping[str, Any]) -> PerformanceReport:
         run_id=record["run_id"],
         status=record.get("status"),
         total_time=record.get("duration") or 0.0,
+        peak_memory_mb=_mb(record.get("peak_memory")),
         peak_memory=_mb(record.get("peak_memory")),
         tasks=tasks,
         alerts=list(record.get("alerts") or []),
@@ -92,8 +97,11 @@ class MonitoringDashboard:
     """What is going on now, and how runs went lately.
 
     ``get_current_metrics()``: the metrics logged last (by tasks and by this program), the
-    last run of each pipeline this manager ran and, on a cluster, its workers, memory, CPU
-    and the tasks processing and queued. ``get_performance_trends()``: per pipeline and task,
+    last run of each pipeline this manager ran (``peak_memory_mb``) and, on a cluster, its
+    ``workers``, ``memory_mb`` and ``memory_limit_mb`` (summed over them), ``cpu`` (mean
+    percent), ``tasks_processing`` (running on a worker thread now) and, when ``queue_depth``
+    is measured, ``tasks_queued`` (waiting: for a thread on a worker, in the scheduler's
+    queue, or for a worker that can run them). ``get_performance_trends()``: per pipeline and task,
     durations over the last runs with their mean, 95th percentile and direction, read from
     the run records of the store (so it sees runs made by other processes).
     """
