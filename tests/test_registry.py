@@ -45,7 +45,7 @@ def test_a_taken_name_needs_clobber_and_bad_targets_are_refused() -> None:
     with pytest.raises(PipelineError, match="clobber=True"):
         things.register("a", "collections:OrderedDict")
     things.register("a", "collections:OrderedDict", clobber=True)
-    with pytest.raises(PipelineError, match="package.module:Class"):
+    with pytest.raises(PipelineError, match=r"package\.module:Class"):
         things.register("b", "collections.OrderedDict")
     with pytest.raises(PipelineError, match="register a class"):
         things.register("c", 42)  # type: ignore[arg-type]
