@@ -203,15 +203,18 @@ def test_a_config_is_parsed_once_when_added(tmp_path: Path) -> None:
             r"unknown key 'batch_timout'; did you mean 'batch_timeout'\?",
         ),
         (
-            lambda s: s.add_sink("x", {"type": "file", "path": "a", "format": "xml"}),
-            r"sink 'x': 'format' must be 'jsonl' or 'parquet', got 'xml'",
+            lambda s: s.add_sink("x", {"type": "file", "path": "a", "format": "jsnl"}),
+            r"sink 'x': 'format' must be 'jsonl' or 'parquet', got str 'jsnl'; did you mean "
+            r"'jsonl'",
         ),
         (
-            lambda s: s.add_sink("x", {"type": "database", "connection": "sqlite://", "upsert_key": 5}),
+            lambda s: s.add_sink("x", {"type": "database", "connection": "sqlite://",
+                                       "upsert_key": 5}),
             r"sink 'x': 'upsert_key' must be str or list of str, got int 5",
         ),
         (
-            lambda s: s.add_sink("x", {"type": "database", "connection": "sqlite://", "tabel": "t"}),
+            lambda s: s.add_sink("x", {"type": "database", "connection": "sqlite://",
+                                       "tabel": "t"}),
             r"sink 'x': unknown key 'tabel'; did you mean 'table'\?",
         ),
         (
