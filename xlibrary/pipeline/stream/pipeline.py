@@ -86,7 +86,7 @@ class StreamPipeline:
         self._run: StreamRun | None = None
 
     # -- declaring ------------------------------------------------------------------------------
-    def add_source(self, name: str, source: Any) -> StreamPipeline:
+    def add_source(self, name: str, config: Any) -> StreamPipeline:
         """The source: a config dict of a registered type (``{"type": "kafka" | "redis" |
         "file", ...}``, checked now), a :class:`~.base.Source`, or an iterable of records."""
         if self._source is not None:
@@ -94,7 +94,7 @@ class StreamPipeline:
                 f"stream {self.name!r} already has source {self._source.name!r}; a stream reads "
                 "one source (merge topics in the source config)"
             )
-        self._source = source_spec(name, source)  # checks the config now, connects at start
+        self._source = source_spec(name, config)  # checks the config now, connects at start
         return self
 
     def add_stage(
@@ -118,13 +118,13 @@ class StreamPipeline:
         self._stages.append(Stage(task, parallelism, stage_name))
         return self
 
-    def add_sink(self, name: str, sink: Any) -> StreamPipeline:
+    def add_sink(self, name: str, config: Any) -> StreamPipeline:
         """A sink: a config dict of a registered type (``{"type": "database" | "kafka" |
         "file", ...}``, checked now), a :class:`~.base.Sink`, or a callable taking a list of
         records."""
         if any(existing.name == name for existing in self._sinks):
             raise StreamError(f"stream {self.name!r} already has a sink named {name!r}")
-        self._sinks.append(sink_spec(name, sink))  # checks the config now, connects at start
+        self._sinks.append(sink_spec(name, config))  # checks the config now, connects at start
         return self
 
     # -- running --------------------------------------------------------------------------------
