@@ -95,6 +95,21 @@ class PlainSink:
         pass
 
 
+class HalfSource:
+    """Nearly a source: no lag(), no close()."""
+
+    name = "half"
+
+    def open(self) -> None:
+        pass
+
+    def read(self, max_records: int, timeout: float) -> Batch | None:
+        return None
+
+    def commit(self, batch: Batch) -> None:
+        pass
+
+
 def test_a_source_and_a_sink_registered_by_class_are_used_from_a_config_dict() -> None:
     source_type, sink_type = unique("counting"), unique("listing")
     sources.register(source_type, CountingSource)
@@ -220,6 +235,10 @@ def test_a_config_is_parsed_once_when_added(tmp_path: Path) -> None:
         (
             lambda s: s.add_sink("x", {"type": "callable", "function": "print"}),
             r"sink 'x': 'function' must be callable, got str 'print'",
+        ),
+        (
+            lambda s: s.add_source("x", HalfSource()),
+            r"source 'x' must be .*, got HalfSource \(a Source needs lag, close too\)",
         ),
         (
             lambda s: s.add_sink("x", 42),

@@ -85,6 +85,7 @@ def source_spec(name: str, given: Any) -> SourceSpec:
         raise StreamError(
             f"source {name!r} must be a config dict with a 'type' ({', '.join(sources)}), a "
             f"Source, or an iterable of records, got {type(given).__name__}"
+            f"{_lacks(given, 'Source')}"
         )
     make()  # checks it now (a missing extra, settings that cannot work); connects at start
     return SourceSpec(name, make, options)
@@ -104,9 +105,25 @@ def sink_spec(name: str, given: Any) -> SinkSpec:
         raise StreamError(
             f"sink {name!r} must be a config dict with a 'type' ({', '.join(sinks)}), a Sink, "
             f"or a callable taking a list of records, got {type(given).__name__}"
+            f"{_lacks(given, 'Sink')}"
         )
     make()
     return SinkSpec(name, make)
+
+
+_MEMBERS = {
+    "Source": ("name", "open", "read", "commit", "lag", "close"),
+    "Sink": ("name", "open", "write", "close"),
+}
+
+
+def _lacks(given: Any, protocol: str) -> str:
+    """For an object that is nearly a Source (or Sink): the members it lacks, else ""."""
+    members = _MEMBERS[protocol]
+    missing = [m for m in members if not hasattr(given, m)]
+    if not missing or len(missing) > len(members) // 2:  # not trying to be one
+        return ""
+    return f" (a {protocol} needs {', '.join(missing)} too)"
 
 
 def _same(part: Any) -> Any:
