@@ -245,6 +245,8 @@ def _describe(hint: Any) -> str:
     if origin is tuple:
         item = _describe(args[0])
         return f"{item} or list of {item}"
+    if origin is dict:
+        return "dict (with str keys)"
     if origin is collections.abc.Iterable:
         return "an iterable (not a str or dict)"
     if origin is collections.abc.Callable:
