@@ -171,22 +171,11 @@ class FailsOnWithALock(FailsOn):
             return super().process_batch(batch)
 
 
-def _with_source(stream: StreamPipeline, source: CommittingSource) -> None:
-    import xlibrary.pipeline.stream.pipeline as module
-
-    original = module.make_source
-    stream._source = ("committing", source)
-    module.make_source = lambda name, config: config if config is source else original(name, config)
-
-
-def test_on_error_fail_stops_and_commits_nothing_from_the_bad_batch(monkeypatch) -> None:
-    import xlibrary.pipeline.stream.pipeline as module
-
+def test_on_error_fail_stops_and_commits_nothing_from_the_bad_batch() -> None:
     source = CommittingSource(records(100))
-    monkeypatch.setattr(module, "make_source", lambda name, config: config)
     out: list[dict] = []
     stream = StreamPipeline("failing", max_in_flight=1)
-    stream._source = ("committing", source)
+    stream.add_source("committing", source)
     stream.add_stage(FailsOn({35}))
     stream.add_sink("out", out.extend)
     with pytest.raises(StreamError, match=r"stage 'FailsOn' .* failed on batch 3: ValueError"):
@@ -197,19 +186,14 @@ def test_on_error_fail_stops_and_commits_nothing_from_the_bad_batch(monkeypatch)
 
 @pytest.mark.parametrize("stage_type", [FailsOn, FailsOnWithALock])
 @pytest.mark.parametrize("policy", ["skip", "dead_letter"])
-def test_bad_records_are_skipped_or_dead_lettered(
-    policy: str, stage_type: type[FailsOn], monkeypatch
-) -> None:
-    import xlibrary.pipeline.stream.pipeline as module
-
+def test_bad_records_are_skipped_or_dead_lettered(policy: str, stage_type: type[FailsOn]) -> None:
     source = CommittingSource(records(50))
-    monkeypatch.setattr(module, "make_source", lambda name, config: config)
     out: list[dict] = []
     letters: list[dict] = []
     stream = StreamPipeline(
         "tolerant", on_error=policy, dead_letter=letters.extend if policy == "dead_letter" else None
     )
-    stream._source = ("committing", source)
+    stream.add_source("committing", source)
     stage = stage_type({3, 17, 18})
     stream.add_stage(stage)
     stream.add_sink("out", out.extend)
@@ -231,11 +215,9 @@ def test_bad_records_are_skipped_or_dead_lettered(
 
 
 def test_a_sink_that_keeps_failing_stops_the_stream_without_committing(monkeypatch) -> None:
-    import xlibrary.pipeline.stream.pipeline as module
-    import xlibrary.pipeline.stream.runner as runner
+    import xlibrary.pipeline.stream.engine as engine
 
-    monkeypatch.setattr(runner, "SINK_RETRIES", 2)
-    monkeypatch.setattr(module, "make_source", lambda name, config: config)
+    monkeypatch.setattr(engine, "SINK_RETRIES", 2)
     source = CommittingSource(records(30))
     calls = {"n": 0}
 
@@ -245,7 +227,7 @@ def test_a_sink_that_keeps_failing_stops_the_stream_without_committing(monkeypat
             raise ConnectionError("database went away")
 
     stream = StreamPipeline("sink_down", max_in_flight=1)
-    stream._source = ("committing", source)
+    stream.add_source("committing", source)
     stream.add_sink("db", broken)
     with pytest.raises(
         StreamError, match=r"writing batch 1 of stream .sink_down. failed: database went away"

@@ -52,7 +52,7 @@ SCRIPT = textwrap.dedent(
     """
     import os, sys
     from xlibrary.pipeline import StreamPipeline, StreamTask
-    from xlibrary.pipeline.stream.sinks import DatabaseSink
+    from xlibrary.pipeline.stream.database import DatabaseSink
 
     class Enrich(StreamTask):
         def process_batch(self, batch):
@@ -80,9 +80,7 @@ SCRIPT = textwrap.dedent(
                              "bootstrap_servers": os.environ["BOOTSTRAP"],
                              "group_id": os.environ["GROUP"]})
     stream.add_stage(Enrich(), parallelism=2)
-    stream.add_sink("rows", (lambda rows: sink.write(rows)) if crash else sink)
-    if crash:
-        sink.open()
+    stream.add_sink("rows", sink)  # a config, or the crashing sink itself
     print("started", flush=True)
     stream.start()
     """

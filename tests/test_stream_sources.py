@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import socket
 import sys
 import time
@@ -243,6 +244,25 @@ def test_kafka_sink_raises_when_records_are_not_delivered() -> None:
             sink.write([{"a": 1}, {"a": 2}])
     finally:
         sink.close()
+
+
+def test_kafka_sink_delivery_failures_are_tried_again(caplog: pytest.LogCaptureFixture) -> None:
+    """A broker out of reach may come back: the stream tries the batch again before it stops
+    (every StreamError counted as permanent, so a Kafka delivery failure was never retried)."""
+    from xlibrary.pipeline import StreamPipeline
+
+    nowhere = f"127.0.0.1:{free_port()}"
+    stream = StreamPipeline(unique("unreachable"))
+    stream.add_source("in", [{"a": 1}])
+    stream.add_sink(
+        "out",
+        {"type": "kafka", "topic": "t", "bootstrap_servers": nowhere,
+         "producer": {"message.timeout.ms": 300}},
+    )  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="xlibrary.pipeline.stream"):
+        with pytest.raises(StreamError, match=r"1 of 1 records were not delivered to topic 't'"):
+            stream.start()
+    assert "attempt 3 of 3" in caplog.text
 
 
 def test_kafka_sink_refuses_records_it_cannot_write_before_sending_any(

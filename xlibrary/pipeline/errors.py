@@ -16,6 +16,8 @@
     ├── ClusterError (ConnectionError)           the Dask cluster cannot be started or reached
     ├── ResourceError (ValueError)               no worker can ever give a task what it asks
     ├── MissingExtraError (ImportError)          an optional dependency is not installed
+    ├── StreamError                              a stream cannot start, or stopped on a record
+    │   └── StreamDeliveryError (ConnectionError)  a sink could not deliver a batch this time
     └── TaskError                                for users: raise it (or a subclass) from a task
         ├── ExtractionError                      as in the guide's ETL example
         └── ValidationError                      as in the guide's ML example
@@ -42,6 +44,8 @@ __all__ = [
     "PipelineExecutionError",
     "ResourceError",
     "RunCancelled",
+    "StreamDeliveryError",
+    "StreamError",
     "TaskError",
     "TaskSignatureError",
     "TaskTimeoutError",
@@ -175,6 +179,17 @@ class ResourceError(PipelineError, ValueError):
 
 class MissingExtraError(PipelineError, ImportError):
     """An optional dependency is missing; the message names the extra to install."""
+
+
+class StreamError(PipelineError):
+    """A stream cannot start (a bad source or sink config), or stopped on a record or batch it
+    could not process, write or commit."""
+
+
+class StreamDeliveryError(StreamError, ConnectionError):
+    """A sink could not deliver a batch this time (a broker or database out of reach): the
+    stream tries the batch again before it stops. A plain :class:`StreamError` from a sink
+    means the batch can never be written as it is, and is not tried again."""
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:

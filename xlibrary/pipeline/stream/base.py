@@ -1,31 +1,34 @@
 """The parts of a stream: what a source, a sink and a stage task promise.
 
-A **source** hands out micro-batches and commits them when told: the runner calls
+A **source** hands out micro-batches and commits them when told: the engine calls
 ``commit(batch)`` only after every sink has durably written what the batch became, so a
 source whose commits survive a crash (Kafka consumer offsets, Redis Streams acknowledgements)
 gives at-least-once delivery: a batch read but not committed is read again after a restart.
-A source may be called from one thread only (the runner's source thread): ``read``,
+A source may be called from one thread only (the engine's source thread): ``read``,
 ``commit`` and ``close`` all come from it.
 
 A **sink** writes a list of records and returns only once they are durable (committed to the
-database, flushed to Kafka, written to the file); it is called from the runner's sink thread.
+database, flushed to Kafka, written to the file); it is called from the engine's sink thread.
+It raises :class:`StreamError` for records it can never take as they are (the stream stops
+there), and :class:`StreamDeliveryError` (or any other exception) for a failure that may pass,
+such as a broker or database out of reach: the batch is tried again first.
 
 Records are plain Python values, usually dicts (decoded JSON).
+
+New source and sink types are registered by name (:mod:`~xlibrary.pipeline.stream.registry`);
+instances are also taken as they are by ``add_source``/``add_sink``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import importlib
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from types import ModuleType
+from typing import Any, Protocol, runtime_checkable
 
-from ..errors import PipelineError
+from ..errors import StreamDeliveryError, StreamError, missing_extra
 
-__all__ = ["Batch", "Sink", "Source", "StreamError", "StreamTask"]
-
-
-class StreamError(PipelineError):
-    """A stream cannot start, or stopped on a record it could not process."""
+__all__ = ["Batch", "Sink", "Source", "StreamDeliveryError", "StreamError", "StreamTask"]
 
 
 @dataclass
@@ -36,11 +39,11 @@ class Batch:
     position: Any = None
     """Source-specific: Kafka offsets by partition, Redis stream entry ids, a file line."""
     seq: int = 0
-    """The batch's number in this run, from 0 (set by the runner)."""
-    read_at: float = 0.0
+    """The batch's number in this run, from 0 (set by the engine)."""
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+@runtime_checkable
 class Source(Protocol):
     """Where records come from."""
 
@@ -69,6 +72,7 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
 class Sink(Protocol):
     """Where results go."""
 
@@ -77,7 +81,9 @@ class Sink(Protocol):
     def open(self) -> None: ...
 
     def write(self, records: list[Any]) -> None:
-        """Write ``records`` durably; return only once they are committed."""
+        """Write ``records`` durably; return only once they are committed. Raise
+        :class:`StreamError` for records that can never be written as they are,
+        :class:`StreamDeliveryError` for a failure worth trying again."""
         ...
 
     def close(self) -> None: ...
@@ -111,11 +117,15 @@ class StreamTask:
         return type(self).__name__
 
 
-def option(config: Mapping[str, Any], key: str, kind: type, default: Any, where: str) -> Any:
-    """``config[key]`` checked against ``kind`` (or ``default``), for source/sink configs."""
-    value = config.get(key, default)
-    if value is None or (isinstance(value, kind) and not (kind is int and isinstance(value, bool))):
-        return value
-    raise StreamError(
-        f"{where}: {key!r} must be {kind.__name__}, got {type(value).__name__} {value!r}"
-    )
+def import_extra(module: str, *, package: str, extra: str, feature: str) -> ModuleType:
+    """The optional dependency ``module``, or :class:`MissingExtraError` naming the extra
+    that brings it (``package`` is its name on PyPI)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise missing_extra(package, extra, feature) from exc
+
+
+def not_json(what: str, error: ValueError, fix: str = "") -> StreamError:
+    """The error for a record that is not JSON: ``what`` names it, ``fix`` says what to do."""
+    return StreamError(f"{what} is not JSON ({error}){f'; {fix}' if fix else ''}")

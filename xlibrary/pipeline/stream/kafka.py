@@ -14,7 +14,8 @@ What they guarantee:
   ``format: "raw"`` to get bytes instead); a null value (a tombstone) becomes ``None``.
 * **Durable out**: :meth:`KafkaSink.write` returns only once the broker has acknowledged every
   record (``acks=all``, idempotent producer); if any delivery failed it raises
-  :class:`StreamError`, so the runner does not commit the batch at its source.
+  :class:`StreamDeliveryError` (the stream tries the batch again, then stops without
+  committing it at its source; a batch tried again may reach the topic twice).
 """
 
 from __future__ import annotations
@@ -24,25 +25,29 @@ import logging
 import os
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
-from ..errors import missing_extra
-from .base import Batch, StreamError, option
-from .sources import check_keys
+from .base import Batch, StreamDeliveryError, StreamError, import_extra, not_json
+from .config import SinkConfig, SourceConfig, as_config
 
 if TYPE_CHECKING:
     from types import ModuleType
 
     from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
-__all__ = ["DEFAULT_BOOTSTRAP_SERVERS", "KafkaSink", "KafkaSource"]
+__all__ = [
+    "DEFAULT_BOOTSTRAP_SERVERS",
+    "KafkaSink",
+    "KafkaSinkConfig",
+    "KafkaSource",
+    "KafkaSourceConfig",
+]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_BOOTSTRAP_SERVERS = "localhost:9092"
 BOOTSTRAP_ENV = "XLIBRARY_KAFKA_BOOTSTRAP_SERVERS"
-FORMATS = ("json", "raw")
-_COMMON_KEYS = ("type", "topic", "bootstrap_servers")
 _STATISTICS_MS = 1000
 """How often the consumer reports its partitions' offsets (``statistics.interval.ms``), from
 which ``lag()`` learns where a partition not read yet starts, without asking the broker."""
@@ -52,40 +57,39 @@ _JSON_SPACE = " \t\n\r"
 
 
 def _confluent_kafka() -> ModuleType:
-    try:
-        import confluent_kafka
-    except ImportError as exc:
-        raise missing_extra("confluent-kafka", "kafka", "Kafka sources and sinks") from exc
-    return confluent_kafka
+    return import_extra(
+        "confluent_kafka",
+        package="confluent-kafka",
+        extra="kafka",
+        feature="Kafka sources and sinks",
+    )
 
 
-def _settings(config: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
-    extra = option(config, key, dict, None, where) or {}
-    return {str(name): value for name, value in extra.items()}
+def _bootstrap(given: str | None) -> str:
+    return given or os.environ.get(BOOTSTRAP_ENV) or DEFAULT_BOOTSTRAP_SERVERS
 
 
-def _topic(config: Mapping[str, Any], where: str) -> str:
-    topic = option(config, "topic", str, None, where)
-    if not topic:
-        raise StreamError(f"{where}: 'topic' (the Kafka topic's name) is required")
-    return str(topic)
+@dataclass(frozen=True)
+class KafkaSourceConfig(SourceConfig):
+    """Type ``kafka`` as a source: ``topic`` (required); ``bootstrap_servers`` (default
+    ``$XLIBRARY_KAFKA_BOOTSTRAP_SERVERS``, else ``localhost:9092``); ``group_id`` (default
+    ``xlibrary-<name>``); ``format`` (``"json"`` or ``"raw"``); ``consumer``, extra
+    confluent-kafka consumer settings, applied last (``statistics.interval.ms``, 1000 here,
+    is how soon ``lag()`` knows the partitions it has not read from; 0 leaves it ``None``;
+    a ``stats_cb`` of yours still gets every report)."""
 
-
-def _bootstrap(config: Mapping[str, Any], where: str) -> str:
-    default = os.environ.get(BOOTSTRAP_ENV) or DEFAULT_BOOTSTRAP_SERVERS
-    return str(option(config, "bootstrap_servers", str, default, where))
+    topic: str = field(metadata={"doc": "the Kafka topic's name"})
+    bootstrap_servers: str | None = None
+    group_id: str | None = None
+    format: Literal["json", "raw"] = "json"
+    consumer: dict[str, Any] = field(default_factory=dict)
 
 
 class KafkaSource:
     """Records from a Kafka topic, read by a consumer group; see the module docstring.
 
-    Config: ``topic`` (required); ``bootstrap_servers`` (default
-    ``$XLIBRARY_KAFKA_BOOTSTRAP_SERVERS``, else ``localhost:9092``); ``group_id`` (default
-    ``xlibrary-<name>``); ``format`` (``"json"`` or ``"raw"``); ``consumer``, extra
-    confluent-kafka consumer settings, applied last (``statistics.interval.ms``, 1000 here,
-    is how soon ``lag()`` knows the partitions it has not read from; 0 leaves it ``None``;
-    a ``stats_cb`` of yours still gets every report).
-    ``batch_size`` and ``batch_timeout`` belong to the runner.
+    Config: :class:`KafkaSourceConfig` (``batch_size`` and ``batch_timeout`` belong to the
+    stream).
 
     ::
 
@@ -97,19 +101,16 @@ class KafkaSource:
         source.close()
     """
 
-    KEYS = (*_COMMON_KEYS, "group_id", "format", "consumer", "batch_size", "batch_timeout")
+    config_type = KafkaSourceConfig
 
-    def __init__(self, name: str, config: Mapping[str, Any]) -> None:
-        where = f"source {name!r}"
-        check_keys(config, self.KEYS, where)
+    def __init__(self, name: str, config: KafkaSourceConfig | Mapping[str, Any]) -> None:
+        config = as_config(KafkaSourceConfig, name, config)
         self.name = name
-        self.topic = _topic(config, where)
-        self.format: str = option(config, "format", str, "json", where)
-        if self.format not in FORMATS:
-            raise StreamError(f"{where}: 'format' must be 'json' or 'raw', got {self.format!r}")
+        self.topic = config.topic
+        self.format: str = config.format
         self.settings: dict[str, Any] = {
-            "bootstrap.servers": _bootstrap(config, where),
-            "group.id": option(config, "group_id", str, f"xlibrary-{name}", where),
+            "bootstrap.servers": _bootstrap(config.bootstrap_servers),
+            "group.id": config.group_id or f"xlibrary-{name}",
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
@@ -117,14 +118,14 @@ class KafkaSource:
             # librdkafka's 45 s; 6000 ms is the least a Kafka broker accepts by default
             "session.timeout.ms": 6000,
             "heartbeat.interval.ms": 1000,
-            **_settings(config, "consumer", where),
+            **config.consumer,
         }
         if str(self.settings["enable.auto.commit"]).lower() not in ("false", "0"):
             raise StreamError(
-                f"{where}: 'consumer' cannot turn on 'enable.auto.commit': offsets are committed "
-                "only once the sinks hold the batch"
+                f"source {name!r}: 'consumer' cannot turn on 'enable.auto.commit': offsets are "
+                "committed only once the sinks hold the batch"
             )
-        _confluent_kafka()  # fail here, not at open(), when the extra is missing
+        self._ck = _confluent_kafka()  # fail here, not at open(), when the extra is missing
         self._consumer: Consumer | None = None
         self._committed: dict[tuple[str, int], int] = {}
         self._commit_error: str | None = None
@@ -136,7 +137,7 @@ class KafkaSource:
         self.settings["stats_cb"] = self._on_statistics
 
     def open(self) -> None:
-        ck = _confluent_kafka()
+        ck = self._ck
         try:
             consumer = ck.Consumer(self.settings)
             consumer.subscribe([self.topic])
@@ -150,7 +151,7 @@ class KafkaSource:
         """Up to ``max_records`` records: a full batch as soon as there is one, else what came
         within ``timeout`` seconds (the batch timeout). Never ``None``: a topic does not end."""
         consumer = self._open_consumer()
-        ck = _confluent_kafka()
+        ck = self._ck
         deadline = time.monotonic() + max(timeout, 0.0)
         messages: list[Message] = []
         try:
@@ -170,7 +171,7 @@ class KafkaSource:
         position: dict[tuple[str, int], int] = {}
         for message in usable:  # in order: the last offset of each partition wins
             position[(message.topic(), message.partition())] = message.offset() + 1  # type: ignore[index,operator]
-        return Batch(self._decode_all(usable), position=position, read_at=time.time())
+        return Batch(self._decode_all(usable), position=position)
 
     def _decode_all(self, messages: list[Message]) -> list[Any]:
         """The records of ``messages``: each value parsed on its own (joining them into one
@@ -213,10 +214,11 @@ class KafkaSource:
         try:
             return json.loads(value)
         except ValueError as exc:
-            raise StreamError(
+            what = (
                 f"source {self.name!r}: the record at offset {offset} of partition {partition} "
-                f"of topic {topic!r} is not JSON ({exc}); use format 'raw' to read bytes"
-            ) from exc
+                f"of topic {topic!r}"
+            )
+            raise not_json(what, exc, "use format 'raw' to read bytes") from exc
 
     def commit(self, batch: Batch) -> None:
         """Commit the batch's offsets, without waiting for the broker's answer.
@@ -230,7 +232,7 @@ class KafkaSource:
         if not batch.position:
             return
         consumer = self._open_consumer()
-        ck = _confluent_kafka()
+        ck = self._ck
         self._committed.update(batch.position)
         try:
             consumer.commit(offsets=self._offsets(batch.position), asynchronous=True)
@@ -238,7 +240,7 @@ class KafkaSource:
             raise StreamError(f"source {self.name!r}: committing {batch.position}: {exc}") from exc
 
     def _offsets(self, position: Mapping[tuple[str, int], int]) -> list[Any]:
-        ck = _confluent_kafka()
+        ck = self._ck
         return [ck.TopicPartition(t, p, offset) for (t, p), offset in position.items()]
 
     def _on_commit(self, error: KafkaError | None, partitions: list[Any]) -> None:
@@ -257,7 +259,7 @@ class KafkaSource:
         """Commit the last positions and wait for the broker (before leaving the group)."""
         if not self._committed:
             return
-        ck = _confluent_kafka()
+        ck = self._ck
         try:
             committed = consumer.commit(offsets=self._offsets(self._committed), asynchronous=False)
         except ck.KafkaException as exc:
@@ -282,7 +284,7 @@ class KafkaSource:
         consumer = self._consumer
         if consumer is None:
             return None
-        ck = _confluent_kafka()
+        ck = self._ck
         try:
             assigned = consumer.assignment()
             if not assigned:
@@ -342,13 +344,24 @@ class KafkaSource:
         return self._consumer
 
 
+@dataclass(frozen=True)
+class KafkaSinkConfig(SinkConfig):
+    """Type ``kafka`` as a sink: ``topic`` (required); ``bootstrap_servers`` (as for
+    :class:`KafkaSourceConfig`); ``key``, a record field whose value becomes the message key
+    (so records with one key stay in one partition, in order); ``producer``, extra
+    confluent-kafka producer settings, applied last (``message.timeout.ms`` bounds how long a
+    write waits for an unreachable broker)."""
+
+    topic: str = field(metadata={"doc": "the Kafka topic's name"})
+    bootstrap_servers: str | None = None
+    key: str | None = None
+    producer: dict[str, Any] = field(default_factory=dict)
+
+
 class KafkaSink:
     """Writes each record as one JSON message to a Kafka topic; see the module docstring.
 
-    Config: ``topic`` (required); ``bootstrap_servers`` (as for :class:`KafkaSource`); ``key``,
-    a record field whose value becomes the message key (so records with one key stay in one
-    partition, in order); ``producer``, extra confluent-kafka producer settings, applied last
-    (``message.timeout.ms`` bounds how long a write waits for an unreachable broker).
+    Config: :class:`KafkaSinkConfig`.
 
     ::
 
@@ -358,25 +371,24 @@ class KafkaSink:
         sink.close()
     """
 
-    KEYS = (*_COMMON_KEYS, "key", "producer")
+    config_type = KafkaSinkConfig
 
-    def __init__(self, name: str, config: Mapping[str, Any]) -> None:
-        where = f"sink {name!r}"
-        check_keys(config, self.KEYS, where)
+    def __init__(self, name: str, config: KafkaSinkConfig | Mapping[str, Any]) -> None:
+        config = as_config(KafkaSinkConfig, name, config)
         self.name = name
-        self.topic = _topic(config, where)
-        self.key: str | None = option(config, "key", str, None, where)
+        self.topic = config.topic
+        self.key = config.key
         self.settings: dict[str, Any] = {
-            "bootstrap.servers": _bootstrap(config, where),
+            "bootstrap.servers": _bootstrap(config.bootstrap_servers),
             "acks": "all",
             "enable.idempotence": True,
-            **_settings(config, "producer", where),
+            **config.producer,
         }
-        _confluent_kafka()
+        self._ck = _confluent_kafka()
         self._producer: Producer | None = None
 
     def open(self) -> None:
-        ck = _confluent_kafka()
+        ck = self._ck
         try:
             self._producer = ck.Producer(self.settings)
         except ck.KafkaException as exc:
@@ -387,7 +399,7 @@ class KafkaSink:
         if self._producer is None:
             raise StreamError(f"sink {self.name!r}: call open() before writing")
         producer = self._producer
-        ck = _confluent_kafka()
+        ck = self._ck
         messages = [(self._key_of(r, i), self._encode(r, i)) for i, r in enumerate(records)]
         failures: list[KafkaError] = []
 
@@ -403,7 +415,9 @@ class KafkaSink:
             raise StreamError(f"sink {self.name!r}: producing to {self.topic!r}: {exc}") from exc
         if failures or unsent:
             cause = failures[0].str() if failures else "flush gave up"
-            raise StreamError(
+            # a broker out of reach, a timeout: worth trying again; a fatal producer error is not
+            error = StreamError if any(f.fatal() for f in failures) else StreamDeliveryError
+            raise error(
                 f"sink {self.name!r}: {len(failures) + unsent} of {len(records)} records were "
                 f"not delivered to topic {self.topic!r}: {cause}"
             )

@@ -10,21 +10,23 @@
     stream.start()                       # until the source ends, stop() or Ctrl-C
     handle = stream.start(background=True); ...; handle.stop()
 
-See :mod:`~xlibrary.pipeline.stream.runner` for the guarantees (order, at-least-once,
-backpressure, draining on stop, bad records).
+See :mod:`~xlibrary.pipeline.stream.engine` for the guarantees (order, at-least-once,
+backpressure, draining on stop, bad records), and :mod:`~xlibrary.pipeline.stream.registry`
+for what ``add_source``/``add_sink`` take (a config dict of a registered type, an instance).
+Configs are checked when added, into value objects: a run reads nothing else.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .base import Sink, Source, StreamError, StreamTask
-from .runner import DaskParallel, Stage, StreamRun
-from .sinks import make_sink
-from .sources import make_source
+from .base import StreamError, StreamTask
+from .engine import StreamRun
+from .registry import SinkSpec, SourceSpec, sink_spec, source_spec
+from .stages import DaskStage, Stage, StageExecutor
 
 if TYPE_CHECKING:
     from ..manager import PipelineManager
@@ -75,23 +77,24 @@ class StreamPipeline:
         self.batch_timeout = batch_timeout
         self.max_in_flight = max_in_flight
         self.on_error = on_error
-        self._dead_letter = dead_letter
+        # checked now, like every sink: a bad config fails here, not when the stream starts
+        self._dead_letter = sink_spec("dead_letter", dead_letter) if dead_letter else None
         self.manager = manager
-        self._source: tuple[str, Any] | None = None
+        self._source: SourceSpec | None = None
         self._stages: list[Stage] = []
-        self._sinks: list[tuple[str, Any]] = []
+        self._sinks: list[SinkSpec] = []
         self._run: StreamRun | None = None
 
     # -- declaring ------------------------------------------------------------------------------
-    def add_source(self, name: str, config: Mapping[str, Any] | Any) -> StreamPipeline:
-        """The source: ``{"type": "kafka" | "redis" | "file", ...}`` or an iterable."""
+    def add_source(self, name: str, config: Any) -> StreamPipeline:
+        """The source: a config dict of a registered type (``{"type": "kafka" | "redis" |
+        "file", ...}``, checked now), a :class:`~.base.Source`, or an iterable of records."""
         if self._source is not None:
             raise StreamError(
-                f"stream {self.name!r} already has source {self._source[0]!r}; a stream reads "
+                f"stream {self.name!r} already has source {self._source.name!r}; a stream reads "
                 "one source (merge topics in the source config)"
             )
-        make_source(name, config)  # checks the config now, connects at start
-        self._source = (name, config)
+        self._source = source_spec(name, config)  # checks the config now, connects at start
         return self
 
     def add_stage(
@@ -115,12 +118,13 @@ class StreamPipeline:
         self._stages.append(Stage(task, parallelism, stage_name))
         return self
 
-    def add_sink(self, name: str, config: Mapping[str, Any] | Any) -> StreamPipeline:
-        """A sink: ``{"type": "database" | "kafka" | "file", ...}`` or a callable."""
-        if any(existing == name for existing, _ in self._sinks):
+    def add_sink(self, name: str, config: Any) -> StreamPipeline:
+        """A sink: a config dict of a registered type (``{"type": "database" | "kafka" |
+        "file", ...}``, checked now), a :class:`~.base.Sink`, or a callable taking a list of
+        records."""
+        if any(existing.name == name for existing in self._sinks):
             raise StreamError(f"stream {self.name!r} already has a sink named {name!r}")
-        make_sink(name, config)  # checks the config now, connects at start
-        self._sinks.append((name, config))
+        self._sinks.append(sink_spec(name, config))  # checks the config now, connects at start
         return self
 
     # -- running --------------------------------------------------------------------------------
@@ -165,36 +169,32 @@ class StreamPipeline:
             raise StreamError(f"stream {self.name!r} has no source; add one with add_source")
         if not self._sinks:
             raise StreamError(f"stream {self.name!r} has no sink; add one with add_sink")
-        name, config = self._source
-        source: Source = make_source(name, config)
-        sinks: list[Sink] = [make_sink(n, c) for n, c in self._sinks]
-        dead = make_sink("dead_letter", self._dead_letter) if self._dead_letter else None
-        options = config if isinstance(config, Mapping) else {}
-        batch_size = self.batch_size or options.get("batch_size") or 100
-        batch_timeout = self.batch_timeout or options.get("batch_timeout") or 1.0
-        parallel = None
+        options = self._source.options
+        batch_size = self.batch_size or options.batch_size or 100
+        batch_timeout = self.batch_timeout or options.batch_timeout or 1.0
+        chunked: Callable[[Stage], StageExecutor] | None = None
         client = self.manager.client if self.manager is not None else None
         if client is not None:
             prefix = f"{self.name}-{secrets.token_hex(3)}"
 
-            def parallel(stage: Stage) -> DaskParallel:
-                return DaskParallel(stage, client, prefix)
+            def chunked(stage: Stage) -> StageExecutor:
+                return DaskStage(stage, client, prefix)
 
         return StreamRun(
             self.name,
-            source,
+            self._source.make(),
             self._stages,
-            sinks,
+            [sink.make() for sink in self._sinks],
             batch_size=int(batch_size),
             batch_timeout=float(batch_timeout),
             max_in_flight=self.max_in_flight,
             on_error=self.on_error,
-            dead_letter=dead,
-            parallel=parallel,
+            dead_letter=self._dead_letter.make() if self._dead_letter else None,
+            chunked=chunked,
         )
 
     def __repr__(self) -> str:
         stages = ", ".join(f"{s.name}x{s.parallelism}" for s in self._stages)
-        source = self._source[0] if self._source else None
-        sinks = [n for n, _ in self._sinks]
+        source = self._source.name if self._source else None
+        sinks = [sink.name for sink in self._sinks]
         return f"StreamPipeline({self.name!r}, source={source!r}, stages=[{stages}], sinks={sinks})"

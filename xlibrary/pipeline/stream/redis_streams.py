@@ -20,17 +20,17 @@ What it guarantees:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import time
 from collections.abc import Mapping
 from typing import Any
 
-from ..errors import missing_extra
-from .base import Batch, StreamError, option
-from .sources import check_keys
+from .base import Batch, StreamError, import_extra, not_json
+from .config import SourceConfig, as_config
 
-__all__ = ["DEFAULT_REDIS_URL", "RedisStreamSource"]
+__all__ = ["DEFAULT_REDIS_URL", "RedisStreamSource", "RedisStreamSourceConfig"]
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 _MAX_BLOCK = 5.0
@@ -38,21 +38,25 @@ _MAX_BLOCK = 5.0
 _SOCKET_TIMEOUT = 3 * _MAX_BLOCK
 
 
-def _redis() -> Any:
-    try:
-        import redis
-    except ImportError as exc:
-        raise missing_extra("redis", "redis", "Redis Streams sources") from exc
-    return redis
+@dataclasses.dataclass(frozen=True)
+class RedisStreamSourceConfig(SourceConfig):
+    """Type ``redis``: ``stream`` (required); ``url`` (default ``redis://127.0.0.1:6379/0``);
+    ``group`` (default ``xlibrary-<name>``); ``consumer`` (default ``<name>-<hostname>``);
+    ``field``, the entry field holding a record as JSON (default ``"data"``; an entry without
+    it becomes the dict of its fields, as strings)."""
+
+    stream: str = dataclasses.field(metadata={"doc": "the Redis stream's key"})
+    url: str = dataclasses.field(default=DEFAULT_REDIS_URL, metadata={"secret": True})
+    group: str | None = None
+    consumer: str | None = None
+    field: str = "data"
 
 
 class RedisStreamSource:
     """Records from a Redis stream, read by a consumer group; see the module docstring.
 
-    Config: ``stream`` (required); ``url`` (default ``redis://127.0.0.1:6379/0``); ``group``
-    (default ``xlibrary-<name>``); ``consumer`` (default ``<name>-<hostname>``); ``field``, the
-    entry field holding a record as JSON (default ``"data"``; an entry without it becomes the
-    dict of its fields, as strings). ``batch_size`` and ``batch_timeout`` belong to the runner.
+    Config: :class:`RedisStreamSourceConfig` (``batch_size`` and ``batch_timeout`` belong to
+    the stream).
 
     ::
 
@@ -65,30 +69,28 @@ class RedisStreamSource:
         source.close()
     """
 
-    KEYS = ("type", "stream", "url", "group", "consumer", "field", "batch_size", "batch_timeout")
+    config_type = RedisStreamSourceConfig
 
-    def __init__(self, name: str, config: Mapping[str, Any]) -> None:
-        where = f"source {name!r}"
-        check_keys(config, self.KEYS, where)
+    def __init__(self, name: str, config: RedisStreamSourceConfig | Mapping[str, Any]) -> None:
+        config = as_config(RedisStreamSourceConfig, name, config)
         self.name = name
-        stream = option(config, "stream", str, None, where)
-        if not stream:
-            raise StreamError(f"{where}: 'stream' (the Redis stream's key) is required")
-        self.stream: str = stream
-        self.url: str = option(config, "url", str, DEFAULT_REDIS_URL, where)
-        self.group: str = option(config, "group", str, f"xlibrary-{name}", where)
-        default_consumer = f"{name}-{socket.gethostname()}"
-        self.consumer: str = option(config, "consumer", str, default_consumer, where)
-        self.field: str = option(config, "field", str, "data", where)
+        self.stream = config.stream
+        self.url = config.url
+        self.group = config.group or f"xlibrary-{name}"
+        self.consumer = config.consumer or f"{name}-{socket.gethostname()}"
+        self.field = config.field
         self._field_key = self.field.encode()
-        _redis()  # fail here, not at open(), when the extra is missing
+        # fail here, not at open(), when the extra is missing
+        self._redis = import_extra(
+            "redis", package="redis", extra="redis", feature="Redis Streams sources"
+        )
         self._client: Any = None
         self._pending_after: str | None = None
         """While re-reading this consumer's pending entries: the last id read; then None."""
 
     def open(self) -> None:
         """Connect, create the group (and the stream) if missing, and start with pending entries."""
-        redis = _redis()
+        redis = self._redis
         client = redis.Redis.from_url(
             self.url, socket_connect_timeout=5, socket_timeout=_SOCKET_TIMEOUT
         )
@@ -131,14 +133,14 @@ class RedisStreamSource:
             reply = client.xreadgroup(
                 self.group, self.consumer, {self.stream: after}, count=count, block=block
             )
-        except _redis().RedisError as exc:
+        except self._redis.RedisError as exc:
             raise self._error("reading", exc) from exc
         return list(reply[0][1]) if reply else []
 
     def _batch(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> Batch:
         records = [self._decode(entry_id, fields) for entry_id, fields in entries if fields]
         ids = [entry_id.decode() for entry_id, _ in entries]
-        return Batch(records, position=ids, read_at=time.time())
+        return Batch(records, position=ids)
 
     def _decode(self, entry_id: bytes, fields: dict[bytes, bytes]) -> Any:
         raw = fields.get(self._field_key)
@@ -150,10 +152,11 @@ class RedisStreamSource:
         try:
             return json.loads(raw)
         except ValueError as exc:
-            raise StreamError(
+            what = (
                 f"source {self.name!r}: field {self.field!r} of entry {entry_id.decode()} of "
-                f"stream {self.stream!r} is not JSON ({exc})"
-            ) from exc
+                f"stream {self.stream!r}"
+            )
+            raise not_json(what, exc) from exc
 
     def commit(self, batch: Batch) -> None:
         """Acknowledge (``XACK``) exactly the batch's entries."""
@@ -162,7 +165,7 @@ class RedisStreamSource:
         client = self._open_client()
         try:
             client.xack(self.stream, self.group, *batch.position)
-        except _redis().RedisError as exc:
+        except self._redis.RedisError as exc:
             raise self._error(f"acknowledging {len(batch.position)} entries", exc) from exc
 
     def lag(self) -> int | None:
@@ -172,7 +175,7 @@ class RedisStreamSource:
             return None
         try:
             groups = self._client.xinfo_groups(self.stream)
-        except _redis().RedisError:
+        except self._redis.RedisError:
             return None
         for group in groups:
             if group.get("name") in (self.group, self.group.encode()):

@@ -1,84 +1,29 @@
-"""Sinks of a stream: a database (SQLAlchemy), Kafka, files (fsspec), or a callable.
+"""A database as the sink of a stream, through SQLAlchemy (``xlibrary[sql]``).
 
-``make_sink(name, config)`` turns what ``StreamPipeline.add_sink`` was given into a
-:class:`~.base.Sink`. Every sink's ``write`` returns only once the records are durable: the
-database transaction committed, the Kafka producer flushed, the file in place (written to a
-temporary name and renamed, one file per batch). The runner commits the source only then.
+:class:`DatabaseSink` (type ``database``) writes each batch as one transaction of batched
+inserts (or upserts), so ``write`` returns only once the batch is committed; the stream commits
+the source only then. No value is changed on its way in (see the class).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import decimal
-import difflib
-import io
-import json
 import logging
 import numbers
-import posixpath
-import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import missing_extra
-from .base import Sink, StreamError
-from .sources import check_keys
+from .base import StreamError, import_extra
+from .config import SinkConfig, as_config
 
-__all__ = ["CallableSink", "DatabaseSink", "FileSink", "make_sink"]
+__all__ = ["DatabaseSink", "DatabaseSinkConfig"]
 
 logger = logging.getLogger("xlibrary.pipeline.stream")
 
-SINK_TYPES = ("database", "kafka", "file", "callable")
 
-
-def make_sink(name: str, config: Any) -> Sink:
-    """The sink ``add_sink(name, config)`` describes."""
-    if callable(config) and not isinstance(config, Mapping):
-        return CallableSink(name, config)
-    if not isinstance(config, Mapping):
-        raise StreamError(
-            f"sink {name!r} must be a config dict with a 'type' (database, kafka, file) or a "
-            f"callable taking a list of records, got {type(config).__name__}"
-        )
-    kind = config.get("type")
-    if kind == "database":
-        return DatabaseSink(name, config)
-    if kind == "kafka":
-        from .kafka import KafkaSink
-
-        return KafkaSink(name, config)
-    if kind == "file":
-        return FileSink(name, config)
-    if kind == "callable":
-        check_keys(config, ("type", "function"), f"sink {name!r}")
-        return CallableSink(name, config["function"])
-    close = difflib.get_close_matches(str(kind), SINK_TYPES, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise StreamError(
-        f"sink {name!r}: unknown type {kind!r}{hint}; use one of {', '.join(SINK_TYPES)}"
-    )
-
-
-class CallableSink:
-    """Calls a function with each batch's list of records (``results.extend`` works)."""
-
-    def __init__(self, name: str, function: Callable[[list[Any]], object]) -> None:
-        if not callable(function):
-            raise StreamError(f"sink {name!r}: 'function' must be callable")
-        self.name = name
-        self.function = function
-
-    def open(self) -> None:
-        pass
-
-    def write(self, records: list[Any]) -> None:
-        self.function(records)
-
-    def close(self) -> None:
-        pass
-
-
-# -- databases --------------------------------------------------------------------------------
 def _engine_url(url: str) -> str:
     """``postgresql://`` means psycopg (3) here: SQLAlchemy's default driver is psycopg2."""
     if url.startswith("postgresql://") or url.startswith("postgres://"):
@@ -86,14 +31,24 @@ def _engine_url(url: str) -> str:
     return url
 
 
+@dataclass(frozen=True)
+class DatabaseSinkConfig(SinkConfig):
+    """Type ``database``: ``connection`` (the URL, required), ``table`` (default: the sink's
+    name), ``schema`` (``{"column": "integer" | "float" | "text" | "boolean" | "json" |
+    "timestamp"}``; default: inferred from the first batch), ``upsert_key`` (a column or list
+    of columns: rows with the same key replace each other, so a batch written twice leaves no
+    duplicate)."""
+
+    connection: str = field(metadata={"doc": "a database URL", "secret": True})
+    table: str | None = None
+    schema: dict[str, str] | None = None
+    upsert_key: tuple[str, ...] = ()
+
+
 class DatabaseSink:
     """Rows into a table through SQLAlchemy: ``postgresql://...``, ``sqlite:///...``, any URL.
 
-    Config: ``connection`` (the URL, required), ``table`` (default: the sink's name),
-    ``schema`` (``{"column": "integer" | "float" | "text" | "boolean" | "json" | "timestamp"}``;
-    default: inferred from the first batch), ``upsert_key`` (a column or list of columns:
-    rows with the same key replace each other, so a batch written twice leaves no duplicate).
-    Each batch is one transaction of batched inserts.
+    Config: :class:`DatabaseSinkConfig`. Each batch is one transaction of batched inserts.
 
     No value is changed on its way in: each batch is checked against the table's columns
     first. A float for an integer column that was not declared in ``schema`` (one inferred from
@@ -103,29 +58,24 @@ class DatabaseSink:
     batch, uncommitted, with a :class:`StreamError` naming the table, column, value and types.
     """
 
-    KEYS = ("type", "connection", "table", "schema", "upsert_key")
+    config_type = DatabaseSinkConfig
 
-    def __init__(self, name: str, config: Mapping[str, Any]) -> None:
-        check_keys(config, self.KEYS, f"sink {name!r}")
-        url = config.get("connection")
-        if not isinstance(url, str):
-            raise StreamError(f"sink {name!r}: 'connection' (a database URL) is required")
+    def __init__(self, name: str, config: DatabaseSinkConfig | Mapping[str, Any]) -> None:
+        config = as_config(DatabaseSinkConfig, name, config)
         self.name = name
-        self.url = url
-        self.table_name: str = config.get("table") or name
-        self.schema: dict[str, str] | None = config.get("schema")
-        key = config.get("upsert_key")
-        self.upsert_key: list[str] = [key] if isinstance(key, str) else list(key or [])
+        self.url = config.connection
+        self.table_name: str = config.table or name
+        self.schema: dict[str, str] | None = config.schema
+        self.upsert_key: list[str] = list(config.upsert_key)
         self._engine: Any = None
         self._table: Any = None
         self._kinds: dict[str, str] = {}
         """The checked columns of the table and their kinds (integer, float, text, boolean)."""
 
     def open(self) -> None:
-        try:
-            import sqlalchemy
-        except ImportError as exc:
-            raise missing_extra("sqlalchemy", "sql", "database sinks") from exc
+        sqlalchemy = import_extra(
+            "sqlalchemy", package="sqlalchemy", extra="sql", feature="database sinks"
+        )
         try:
             self._engine = sqlalchemy.create_engine(_engine_url(self.url))
         except ImportError as exc:  # the URL's driver is missing
@@ -404,59 +354,3 @@ def _sql_type(kind: str, dialect: str) -> Any:
     if kind not in types:
         raise StreamError(f"unknown column type {kind!r}; use one of {', '.join(types)}")
     return types[kind]
-
-
-# -- files ------------------------------------------------------------------------------------
-class FileSink:
-    """One file per batch under an fsspec folder: JSON lines (default) or Parquet.
-
-    Config: ``path`` (a folder URL, required), ``format`` (``jsonl`` or ``parquet``),
-    ``storage_options``. Each batch is written as ``part-<stream run>-<batch>.<ext>`` under a
-    temporary name and moved into place, so a reader never sees half a file.
-    """
-
-    KEYS = ("type", "path", "format", "storage_options")
-
-    def __init__(self, name: str, config: Mapping[str, Any]) -> None:
-        check_keys(config, self.KEYS, f"sink {name!r}")
-        if not isinstance(config.get("path"), str):
-            raise StreamError(f"sink {name!r}: 'path' (an fsspec folder) is required")
-        self.name = name
-        self.format = config.get("format", "jsonl")
-        if self.format not in ("jsonl", "parquet"):
-            raise StreamError(f"sink {name!r}: format must be 'jsonl' or 'parquet'")
-        self.path: str = config["path"]
-        self.storage_options = dict(config.get("storage_options") or {})
-        self._fs: Any = None
-        self._root = ""
-        self._run = uuid.uuid4().hex[:8]
-        self._count = 0
-
-    def open(self) -> None:
-        import fsspec
-
-        self._fs, self._root = fsspec.core.url_to_fs(self.path, **self.storage_options)
-        self._fs.makedirs(self._root, exist_ok=True)
-
-    def write(self, records: list[Any]) -> None:
-        if not records:
-            return
-        data = self._encode(records)
-        name = f"part-{self._run}-{self._count:08d}.{self.format}"
-        target = posixpath.join(self._root, name)
-        temporary = posixpath.join(self._root, f".tmp-{name}")
-        self._fs.pipe_file(temporary, data)
-        self._fs.mv(temporary, target)
-        self._count += 1
-
-    def _encode(self, records: list[Any]) -> bytes:
-        if self.format == "jsonl":
-            return "".join(json.dumps(r, default=str) + "\n" for r in records).encode()
-        import pandas as pd
-
-        buffer = io.BytesIO()
-        pd.DataFrame.from_records(records).to_parquet(buffer, index=False)
-        return buffer.getvalue()
-
-    def close(self) -> None:
-        self._fs = None

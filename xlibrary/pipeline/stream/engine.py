@@ -1,14 +1,17 @@
-"""The stream runner: micro-batches from a source, through the stages, into the sinks.
+"""The stream engine: micro-batches from a source, through the stages, into the sinks.
 
-Threads and their order:
+:class:`StreamRun` is one run of a stream. Threads and their order:
 
 * the **source thread** reads micro-batches (``batch_size`` records, or fewer once
   ``batch_timeout`` passes) and is the only thread that touches the source: it also commits;
 * one **stage thread** per stage takes batches in order and passes them on in order. A stage of
   ``parallelism=N`` splits each batch into N contiguous chunks, processed at once by N copies of
   the task (threads here, or Dask tasks on a cluster) and put back together in order; a stage of
-  parallelism 1 is one instance seeing every batch in order, so its state is exact;
-* the **sink thread** writes each batch to every sink, then asks the source to commit it.
+  parallelism 1 is one instance seeing every batch in order, so its state is exact (how a stage
+  does it: :mod:`~xlibrary.pipeline.stream.stages`);
+* the **sink thread** writes each batch to every sink, then asks the source to commit it. A
+  write that fails is tried again (``SINK_RETRIES`` times in all, with a growing pause) unless
+  the sink raised a plain :class:`StreamError`: records it can never take as they are.
 
 Guarantees:
 
@@ -30,20 +33,18 @@ Guarantees:
 
 from __future__ import annotations
 
-import copy
 import logging
 import queue
 import threading
 import time
-import traceback
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .base import Batch, Sink, Source, StreamError, StreamTask
+from .base import Batch, Sink, Source, StreamDeliveryError, StreamError
+from .stages import SerialStage, Stage, StageExecutor, ThreadedStage
 
-__all__ = ["Stage", "StreamRun"]
+__all__ = ["BatchStats", "DeadLetter", "StreamRun", "write_with_retries"]
 
 logger = logging.getLogger("xlibrary.pipeline.stream")
 
@@ -56,14 +57,9 @@ LAG_IDLE_EVERY = 0.1
 
 
 @dataclass
-class Stage:
-    task: StreamTask
-    parallelism: int = 1
-    name: str = ""
+class BatchStats:
+    """What one part of a stream (the source, a stage, the sinks) did with its batches."""
 
-
-@dataclass
-class Counter:
     records_in: int = 0
     records_out: int = 0
     batches: int = 0
@@ -91,121 +87,12 @@ class Counter:
 
 
 @dataclass
-class _Dead:
+class DeadLetter:
+    """A record a stage raised on, set aside (``on_error="skip"`` or ``"dead_letter"``)."""
+
     record: Any
     stage: str
     error: str
-
-
-class _LocalParallel:
-    """N copies of a stateless stage, each chunk of a batch on its own thread."""
-
-    def __init__(self, stage: Stage) -> None:
-        self.copies = [copy.deepcopy(stage.task) for _ in range(stage.parallelism)]
-        # the stage's own thread takes the first chunk: N-1 helpers, one hand-off fewer
-        self.pool = ThreadPoolExecutor(
-            stage.parallelism - 1, thread_name_prefix=f"stream-{stage.name}"
-        )
-
-    def setup(self) -> None:
-        for task in self.copies:
-            task.setup()
-
-    def process(self, records: list[Any]) -> list[Any]:
-        chunks = split(records, len(self.copies))
-        # chunks may be fewer than copies (a short batch): the spare copies sit this one out
-        pairs = list(zip(self.copies, chunks, strict=False))
-        futures = [self.pool.submit(task.process_batch, chunk) for task, chunk in pairs[1:]]
-        out = _as_list(pairs[0][0].process_batch(pairs[0][1])) if pairs else []
-        for future in futures:
-            out.extend(_as_list(future.result()))
-        return out
-
-    def teardown(self) -> None:
-        for task in self.copies:
-            task.teardown()
-        self.pool.shutdown(wait=False)
-
-    def snapshot(self) -> None:  # parallel stages hold no state
-        return None
-
-    def restore(self, state: None) -> None:
-        pass
-
-
-class DaskParallel:
-    """N chunks of each batch as Dask tasks on a cluster; each worker keeps its set-up copies
-    of the stage (one per chunk slot), made on first use."""
-
-    def __init__(self, stage: Stage, client: Any, prefix: str) -> None:
-        self.client = client
-        self.parallelism = stage.parallelism
-        self.prefix = f"{prefix}-{stage.name}"
-        self.task = client.scatter(stage.task, broadcast=True, hash=False)
-
-    def setup(self) -> None:
-        pass  # on each worker, at the first chunk
-
-    def process(self, records: list[Any]) -> list[Any]:
-        chunks = split(records, self.parallelism)
-        futures = [
-            self.client.submit(_dask_chunk, self.task, chunk, f"{self.prefix}-{slot}", pure=False)
-            for slot, chunk in enumerate(chunks)
-        ]
-        out: list[Any] = []
-        for part in self.client.gather(futures):
-            out.extend(part)
-        return out
-
-    def teardown(self) -> None:
-        self.client.run(_dask_teardown, self.prefix)
-
-    def snapshot(self) -> None:
-        return None
-
-    def restore(self, state: None) -> None:
-        pass
-
-
-_worker_copies: dict[str, StreamTask] = {}
-
-
-def _dask_chunk(task: StreamTask, chunk: list[Any], slot: str) -> list[Any]:
-    """Run on a Dask worker: this slot's set-up copy of the stage processes ``chunk``."""
-    copy_ = _worker_copies.get(slot)
-    if copy_ is None:
-        copy_ = copy.deepcopy(task)
-        copy_.setup()  # kept only once set up: a failed setup is tried again next chunk
-        _worker_copies[slot] = copy_
-    return _as_list(copy_.process_batch(chunk))
-
-
-def _dask_teardown(prefix: str) -> None:
-    # slots are "<prefix>-<n>": stage "X" must not take stage "X_1"'s copies with it
-    for slot in [s for s in _worker_copies if s.startswith(f"{prefix}-")]:
-        _worker_copies.pop(slot).teardown()
-
-
-def split(records: list[Any], parts: int) -> list[list[Any]]:
-    """``records`` in ``parts`` contiguous chunks of near-equal size (empty ones left out)."""
-    size, extra = divmod(len(records), parts)
-    chunks, start = [], 0
-    for i in range(parts):
-        end = start + size + (1 if i < extra else 0)
-        if end > start:
-            chunks.append(records[start:end])
-        start = end
-    return chunks
-
-
-def _as_list(value: Any) -> list[Any]:
-    if isinstance(value, list):
-        return value
-    if value is None:
-        return []
-    if isinstance(value, tuple):
-        return list(value)
-    raise StreamError(f"process_batch must return a list of records, got {type(value).__name__}")
 
 
 class StreamRun:
@@ -223,7 +110,7 @@ class StreamRun:
         max_in_flight: int,
         on_error: str,
         dead_letter: Sink | None,
-        parallel: Any = None,
+        chunked: Callable[[Stage], StageExecutor] | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.source = source
@@ -234,7 +121,7 @@ class StreamRun:
         self.max_in_flight = max_in_flight
         self.on_error = on_error
         self.dead_letter = dead_letter
-        self._parallel_factory = parallel or _LocalParallel
+        self._chunked: Callable[[Stage], StageExecutor] = chunked or ThreadedStage
         self._stop = threading.Event()
         self._done = threading.Event()
         self._slots = threading.Semaphore(max_in_flight)
@@ -246,9 +133,9 @@ class StreamRun:
         self.error: BaseException | None = None
         self.in_flight = 0
         self.max_seen_in_flight = 0
-        self.counters = {stage.name: Counter() for stage in self.stages}
-        self.source_counter = Counter()
-        self.sink_counter = Counter()
+        self.counters = {stage.name: BatchStats() for stage in self.stages}
+        self.source_counter = BatchStats()
+        self.sink_counter = BatchStats()
         self.dead_letters = 0
         self.lag: int | None = None
         self.started = 0.0
@@ -258,16 +145,17 @@ class StreamRun:
         """When the sinks last wrote a batch; throughput counts from first_read to this."""
         self.finished: float | None = None
         self._threads: list[threading.Thread] = []
+        self._executors: list[StageExecutor] = []
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> StreamRun:
         self.started = time.time()
-        runners = [self._stage_runner(stage) for stage in self.stages]
+        executors = [self._executor(stage) for stage in self.stages]
         for sink in [*self.sinks, *([self.dead_letter] if self.dead_letter else [])]:
             sink.open()
-        for runner in runners:
-            runner.setup()
-        self._runners = runners
+        for executor in executors:
+            executor.setup()
+        self._executors = executors
         self._threads = [threading.Thread(target=self._read_loop, name="stream-source")]
         for i, stage in enumerate(self.stages):
             self._threads.append(
@@ -295,9 +183,9 @@ class StreamRun:
         return not self._done.is_set()
 
     def _finish(self) -> None:
-        for runner in getattr(self, "_runners", []):
+        for executor in self._executors:
             try:
-                runner.teardown()
+                executor.teardown()
             except Exception:
                 logger.exception("stream %r: a stage's teardown failed", self.pipeline)
         for sink in [*self.sinks, *([self.dead_letter] if self.dead_letter else [])]:
@@ -347,7 +235,7 @@ class StreamRun:
                     continue
                 # no records but a position (entries deleted while pending): it goes through,
                 # past the stages and sinks, to be committed in its turn
-                batch.seq, batch.read_at = seq, started
+                batch.seq = seq
                 seq += 1
                 with self._lock:
                     self.in_flight += 1
@@ -399,10 +287,10 @@ class StreamRun:
                 self._slots.release()
 
     # -- stages -------------------------------------------------------------------------------
-    def _stage_runner(self, stage: Stage) -> Any:
+    def _executor(self, stage: Stage) -> StageExecutor:
         if stage.parallelism > 1:
-            return self._parallel_factory(stage)
-        return _Single(stage.task)
+            return self._chunked(stage)
+        return SerialStage(stage)
 
     def _stage_loop(self, index: int, stage: Stage) -> None:
         inbox, outbox = self._queues[index], self._queues[index + 1]
@@ -419,12 +307,12 @@ class StreamRun:
             outbox.put(batch)  # an abandoned batch goes on too: the sink thread releases it
 
     def _process(self, index: int, stage: Stage, batch: Batch) -> None:
-        runner = self._runners[index]
+        executor = self._executors[index]
         started = time.time()
         records = batch.records
-        state = runner.snapshot() if self.on_error != "fail" else None
+        state = executor.snapshot() if self.on_error != "fail" else None
         try:
-            batch.records = runner.process(records)
+            batch.records = executor.process(records)
         except Exception as exc:
             if self.on_error == "fail":
                 self._fail(
@@ -437,22 +325,24 @@ class StreamRun:
                     exc,
                 )
                 return
-            runner.restore(state)
-            batch.records = self._isolate(runner, stage, batch, records)
+            executor.restore(state)
+            batch.records = self._isolate(executor, stage, batch, records)
         self.counters[stage.name].add(len(records), len(batch.records), time.time() - started)
 
-    def _isolate(self, runner: Any, stage: Stage, batch: Batch, records: list[Any]) -> list[Any]:
+    def _isolate(
+        self, executor: StageExecutor, stage: Stage, batch: Batch, records: list[Any]
+    ) -> list[Any]:
         """Process ``records`` one by one, setting aside those that raise; a stateful stage's
         state is put back as it was before each record that raised."""
         out: list[Any] = []
         dead = batch.meta.setdefault("dead", [])
         for record in records:
-            state = runner.snapshot()
+            state = executor.snapshot()
             try:
-                out.extend(runner.process([record]))
+                out.extend(executor.process([record]))
             except Exception as exc:
-                runner.restore(state)
-                dead.append(_Dead(record, stage.name, f"{type(exc).__name__}: {exc}"))
+                executor.restore(state)
+                dead.append(DeadLetter(record, stage.name, f"{type(exc).__name__}: {exc}"))
                 self.counters[stage.name].skipped += 1
                 logger.warning(
                     "stream %r: stage %r %s a record that raised %s: %s",
@@ -503,11 +393,11 @@ class StreamRun:
                 {"record": d.record, "stage": d.stage, "error": d.error, "batch": batch.seq}
                 for d in dead
             ]
-            _retrying(self.dead_letter, letters)
+            write_with_retries(self.dead_letter, letters)
             self.dead_letters += len(letters)
         if batch.records:
             for sink in self.sinks:
-                _retrying(sink, batch.records)
+                write_with_retries(sink, batch.records)
 
     # -- metrics ------------------------------------------------------------------------------
     def metrics(self) -> dict[str, Any]:
@@ -534,50 +424,17 @@ class StreamRun:
         }
 
 
-class _Single:
-    """A stage of parallelism 1: one instance, every batch in order, its state exact."""
-
-    def __init__(self, task: StreamTask) -> None:
-        self.task = task
-
-    def setup(self) -> None:
-        self.task.setup()
-
-    def process(self, records: list[Any]) -> list[Any]:
-        return _as_list(self.task.process_batch(records))
-
-    def snapshot(self) -> dict[str, Any]:
-        state = vars(self.task)
-        try:
-            return copy.deepcopy(state)
-        except Exception:  # a lock, a client, a connection: resources, not state, kept as is
-            return {name: _copy_or_keep(value) for name, value in state.items()}
-
-    def restore(self, state: dict[str, Any] | None) -> None:
-        if state is not None:
-            vars(self.task).clear()
-            vars(self.task).update(state)
-
-    def teardown(self) -> None:
-        self.task.teardown()
-
-
-def _copy_or_keep(value: Any) -> Any:
-    try:
-        return copy.deepcopy(value)
-    except Exception:
-        return value
-
-
-def _retrying(sink: Sink, records: list[Any]) -> None:
-    """Write, trying again after a failure that may pass (a dropped connection); our own
-    StreamError (a record the sink cannot take) fails at once."""
+def write_with_retries(sink: Sink, records: list[Any]) -> None:
+    """Write, trying again after a failure that may pass (a dropped connection, a
+    :class:`StreamDeliveryError`); a plain :class:`StreamError` (records the sink cannot take)
+    fails at once."""
     for attempt in range(1, SINK_RETRIES + 1):
         try:
             sink.write(records)
             return
         except Exception as exc:
-            if attempt == SINK_RETRIES or isinstance(exc, StreamError):
+            permanent = isinstance(exc, StreamError) and not isinstance(exc, StreamDeliveryError)
+            if attempt == SINK_RETRIES or permanent:
                 raise
             logger.warning(
                 "sink %r failed (%s: %s); attempt %d of %d in %.1fs",
@@ -589,7 +446,3 @@ def _retrying(sink: Sink, records: list[Any]) -> None:
                 0.5 * attempt,
             )
             time.sleep(0.5 * attempt)
-
-
-def format_error(exc: BaseException) -> str:
-    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
