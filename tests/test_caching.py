@@ -332,3 +332,25 @@ def test_cache_on_a_local_cluster(store: str) -> None:
         second = pm.execute_pipeline(p)
     assert second.final_result == 42 and second.states["expensive"] == TaskStatus.CACHED
     assert calls_file.read_text() == "x"
+
+
+@pytest.mark.parametrize("backend", ["fsspec", "redis"])
+def test_swapped_signed_entries_are_recomputed(backend: str, store: str, request) -> None:
+    """Copying the signed entry of price_usd over price_eur must not serve USD as EUR."""
+    caching: dict[str, object] = {"secret": "a long random string"}
+    if backend == "redis":
+        caching.update(cache_type="redis", redis_url=request.getfixturevalue("redis_url"))
+    calls = Calls()
+    with PipelineManager({"store": {"url": store}, "caching": caching}) as pm:
+        p = Pipeline("prices")
+        p.task("usd")(pm.cache_result(key="price_usd")(lambda: calls("usd") or 100.0))
+        p.task("eur")(pm.cache_result(key="price_eur")(lambda: calls("eur") or 90.0))
+        p.task("both", depends_on=["usd", "eur"])(lambda usd, eur: {"usd": usd, "eur": eur})
+        assert pm.execute_pipeline(p).final_result == {"usd": 100.0, "eur": 90.0}
+        assert pm.cache is not None
+        backend_ = pm.cache.backend
+        backend_.write("price_eur", *backend_.read("price_usd"), None)  # the swap
+        second = pm.execute_pipeline(p)
+    assert second.final_result == {"usd": 100.0, "eur": 90.0}
+    assert second.states["usd"] == "cached" and second.states["eur"] == "succeeded"
+    assert calls.counts == {"usd": 1, "eur": 2}

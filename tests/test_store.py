@@ -192,3 +192,36 @@ def test_bad_store_url_is_a_config_error() -> None:
 
     with pytest.raises(ConfigError, match="cannot open the store 'nosuchproto://x'"):
         FsStore("nosuchproto://x")
+
+
+@pytest.mark.parametrize("secret", [b"s3cret", None])
+def test_an_entry_copied_over_another_key_is_a_miss(cache: Cache, secret, caplog) -> None:
+    """A valid (signed) entry moved under another key is refused: it names its own key."""
+    cache = Cache(cache.backend, secret=secret)
+    cache.save("price_usd", {"usd": 100.0})
+    cache.save("price_eur", {"eur": 90.0})
+    cache.backend.write("price_eur", *cache.backend.read("price_usd"), None)  # the swap
+    with caplog.at_level(logging.WARNING):
+        assert not cache.lookup("price_eur").hit
+        assert cache.load("price_eur") is None
+    assert "price_usd" in caplog.text and "price_eur" in caplog.text
+    assert cache.load("price_usd")[1] == {"usd": 100.0}  # the original is still good
+
+
+def test_a_saved_result_copied_over_another_is_refused(tmp_path: Path) -> None:
+    from xlibrary.pipeline.store import BadEntry
+
+    runs = RunStore(FsStore(str(tmp_path)), secret=b"s3cret")
+    first, second = "20261128T082121.123456-3fa2c1d0", "20261128T090000.000001-0badcafe"
+    runs.save_result("p", first, "usd", 100.0)
+    runs.save_result("p", first, "eur", 90.0)
+    runs.save_result("p", second, "usd", 101.0)
+    base = tmp_path / "runs" / "p"
+    usd = (base / first / "results" / "usd.entry").read_bytes()
+    (base / first / "results" / "eur.entry").write_bytes(usd)  # another task's result
+    with pytest.raises(BadEntry, match="usd"):
+        runs.load_result("p", first, "eur")
+    (base / second / "results" / "usd.entry").write_bytes(usd)  # another run's result
+    with pytest.raises(BadEntry, match=first):
+        runs.load_result("p", second, "usd")
+    assert runs.load_result("p", first, "usd") == 100.0

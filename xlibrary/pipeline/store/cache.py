@@ -5,7 +5,8 @@
 and ``RedisCacheBackend`` (``cache_type: "redis"``). Both pass one contract test suite.
 
 Guarantees: an expired entry is never returned; a corrupt, truncated, foreign or tampered
-entry is reported as a miss with a warning and deleted, never returned and never a crash.
+entry, or one that belongs to another key, is reported as a miss with a warning and deleted,
+never returned and never a crash.
 Besides entries, the cache keeps for each task the facts of its last entry (code fingerprint,
 input token, key), so that :meth:`Cache.explain` can say why a task misses.
 """
@@ -167,6 +168,7 @@ class Cache:
             return Lookup(key, False, "no entry")
         try:
             header = codec.read_header(raw)
+            codec.check_header(header, {"key": key})
         except BadEntry as exc:
             self._discard(key, str(exc))
             return Lookup(key, False, f"unusable entry ({exc})")
@@ -183,7 +185,7 @@ class Cache:
             found = self.backend.read(key)
             if found is None:
                 return None
-            header, value = codec.decode_entry(*found, secret=self.secret)
+            header, value = codec.decode_entry(*found, secret=self.secret, expect={"key": key})
         except BadEntry as exc:
             self._discard(key, str(exc), task=task)
             return None

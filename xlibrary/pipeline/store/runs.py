@@ -207,5 +207,6 @@ class RunStore:
         blob = self.store.read(self._result_path(pipeline, run_id, task))
         if blob is None:
             raise BadEntry(f"no saved result of task {task!r} in run {run_id}")
-        _, value = codec.decode_entry(*codec.split(blob), secret=self.secret)
+        expect = {"key": f"{pipeline}/{run_id}/{task}", "task": task, "pipeline": pipeline}
+        _, value = codec.decode_entry(*codec.split(blob), secret=self.secret, expect=expect)
         return value
