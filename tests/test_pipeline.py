@@ -215,3 +215,42 @@ def test_options_set_on_a_function_follow_it_into_a_hand_built_task() -> None:
     assert p["fetch"].retry == RetryPolicy(max_retries=2)
     p.add(Task("own", fetch, retry=RetryPolicy(max_retries=5)))
     assert p["own"].retry == RetryPolicy(max_retries=5)  # the spec's own value wins
+
+
+BAD_NAMES = {
+    "dot": ".",
+    "dotdot": "..",
+    "slash": "a/b",
+    "backslash": "a\\b",
+    "control": "a\x00b",
+    "newline": "a\nb",
+    "long": "x" * 201,
+    "long_once_encoded": "é" * 100,  # 100 characters, 600 bytes once percent-encoded
+}
+
+
+@pytest.mark.parametrize("name", BAD_NAMES.values(), ids=BAD_NAMES.keys())
+def test_names_the_store_cannot_hold_are_refused_at_declaration(name: str) -> None:
+    with pytest.raises(
+        PipelineDefinitionError,
+        match=r"pipeline name .*(1 to 200|'\.' and '\.\.'|path separator|control)",
+    ):
+        Pipeline(name)
+    p = Pipeline("p")
+    with pytest.raises(
+        PipelineDefinitionError,
+        match=r"task name .*(1 to 200|'\.' and '\.\.'|path separator|control)",
+    ):
+        p.task(name)(lambda: 1)
+    with pytest.raises(PipelineDefinitionError, match="task name"):
+        Task(name, lambda: 1)
+
+
+@pytest.mark.parametrize(
+    "name", ["load data", "etl-2024.v2", "données", "x" * 200, ".hidden", "latest.json"]
+)
+def test_names_that_fit(name: str) -> None:
+    assert Pipeline(name).name == name
+    p = Pipeline("p")
+    p.task(name)(lambda: 1)
+    assert p.task_names == (name,)

@@ -158,14 +158,15 @@ def test_two_processes_writing_one_key_never_show_half_an_entry(tmp_path: Path) 
 def test_run_store_records_and_results(tmp_path: Path) -> None:
     runs = RunStore(FsStore(str(tmp_path)))
     assert runs.read_record("p") is None
-    runs.write_record({"pipeline": "p/1", "run_id": "r1", "status": "failed"})
-    runs.write_record({"pipeline": "p/1", "run_id": "r2", "status": "succeeded"})
-    assert runs.latest_run_id("p/1") == "r2"
-    assert runs.read_record("p/1", "r1")["status"] == "failed"
-    assert runs.find_record("r1")["pipeline"] == "p/1"
-    assert [r["run_id"] for r in runs.records("p/1")] == ["r1", "r2"]
-    runs.save_result("p/1", "r1", "load data", pd.DataFrame({"a": [1]}))
-    assert runs.load_result("p/1", "r1", "load data")["a"].tolist() == [1]
+    r1, r2 = "20261128T082121.123456-3fa2c1d0", "20261128T082122.000001-3fa2c1d1"
+    runs.write_record({"pipeline": "p/1", "run_id": r1, "status": "failed"})
+    runs.write_record({"pipeline": "p/1", "run_id": r2, "status": "succeeded"})
+    assert runs.latest_run_id("p/1") == r2
+    assert runs.read_record("p/1", r1)["status"] == "failed"
+    assert runs.find_record(r1)["pipeline"] == "p/1"
+    assert [r["run_id"] for r in runs.records("p/1")] == [r1, r2]
+    runs.save_result("p/1", r1, "load data", pd.DataFrame({"a": [1]}))
+    assert runs.load_result("p/1", r1, "load data")["a"].tolist() == [1]
 
 
 def test_memory_store_lists_and_deletes() -> None:
@@ -225,3 +226,45 @@ def test_a_saved_result_copied_over_another_is_refused(tmp_path: Path) -> None:
     with pytest.raises(BadEntry, match=first):
         runs.load_result("p", second, "usd")
     assert runs.load_result("p", first, "usd") == 100.0
+
+
+RUN = "20261128T082121.123456-3fa2c1d0"
+
+
+@pytest.mark.parametrize("name", [".", "..", "latest.json", "%2E", "a/b"])
+def test_names_never_address_outside_their_directory(tmp_path: Path, name: str) -> None:
+    """Whatever a name is, the store keeps it under runs/ in a directory of its own."""
+    root = tmp_path / "store"
+    runs = RunStore(FsStore(str(root)))
+    other = "20261128T082121.123456-00000000"
+    runs.write_record({"pipeline": "neighbour", "run_id": other, "status": "succeeded"})
+    runs.write_record({"pipeline": name, "run_id": RUN, "status": "succeeded"}, wait=True)
+    runs.save_result(name, RUN, name, 42)
+    assert sorted(p.name for p in root.iterdir()) == ["runs"]
+    assert sorted(runs.pipelines()) == sorted(["neighbour", name])
+    assert runs.latest_run_id(name) == RUN and runs.latest_run_id("neighbour") == other
+    assert runs.read_record(name)["run_id"] == RUN
+    assert runs.load_result(name, RUN, name) == 42
+    assert [r["run_id"] for r in runs.recent_records(name, 5)] == [RUN]
+
+
+def test_an_unwritable_record_is_a_warning_naming_the_run(tmp_path: Path, caplog) -> None:
+    root = tmp_path / "store"
+    (root / "runs").mkdir(parents=True)
+    (root / "runs" / "blocked").write_text("a file where the pipeline's directory goes")
+    runs = RunStore(FsStore(str(root)))
+    with caplog.at_level(logging.WARNING):
+        runs.write_record({"pipeline": "blocked", "run_id": RUN, "status": "succeeded"}, wait=True)
+    assert f"could not write the record of run {RUN} of pipeline 'blocked'" in caplog.text
+
+
+def test_status_of_an_impossible_name_is_a_clear_error(tmp_path: Path) -> None:
+    from xlibrary.pipeline import Pipeline, PipelineError, PipelineManager
+
+    with PipelineManager({"store": {"url": str(tmp_path)}}) as pm:
+        ok = Pipeline("ok")
+        ok.task("t")(lambda: 1)
+        pm.execute_pipeline(ok)  # runs/ exists
+        for name in ("x" * 1000, "../../etc", "."):
+            with pytest.raises(PipelineError, match="no run or pipeline"):
+                pm.get_pipeline_status(name)

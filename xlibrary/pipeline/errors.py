@@ -16,6 +16,8 @@
     ├── ClusterError (ConnectionError)           the Dask cluster cannot be started or reached
     ├── ResourceError (ValueError)               no worker can ever give a task what it asks
     ├── MissingExtraError (ImportError)          an optional dependency is not installed
+    ├── InvalidRunIdError (ValueError)           a run id not of the form the engine makes
+    ├── StorePathError (ValueError)              a path or name the store cannot hold in its root
     └── TaskError                                for users: raise it (or a subclass) from a task
         ├── ExtractionError                      as in the guide's ETL example
         └── ValidationError                      as in the guide's ML example
@@ -32,12 +34,14 @@ __all__ = [
     "DuplicateTaskError",
     "EmptyPipelineError",
     "ExtractionError",
+    "InvalidRunIdError",
     "MissingExtraError",
     "PipelineDefinitionError",
     "PipelineError",
     "PipelineExecutionError",
     "ResourceError",
     "RunCancelled",
+    "StorePathError",
     "TaskError",
     "TaskSignatureError",
     "TaskTimeoutError",
@@ -164,6 +168,15 @@ class ResourceError(PipelineError, ValueError):
 
 class MissingExtraError(PipelineError, ImportError):
     """An optional dependency is missing; the message names the extra to install."""
+
+
+class InvalidRunIdError(PipelineError, ValueError):
+    """A run id that is not of the form the engine makes (``20261128T082121.123456-3fa2c1d0``)."""
+
+
+class StorePathError(PipelineError, ValueError):
+    """A path or name the store cannot hold inside its root (``..``, an absolute path, a name
+    too long for a file name)."""
 
 
 def missing_extra(package: str, extra: str, feature: str) -> MissingExtraError:

@@ -33,6 +33,7 @@ from .recovery import (
 from .result import PipelineResult
 from .settings import Settings, load_settings
 from .store import Cache, RunStore, default_store_url, open_cache, open_runs
+from .store.names import check_run_id
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -446,6 +447,8 @@ class PipelineManager:
 
         Needs ``save_intermediate_results: True`` (cached tasks come from the cache).
         """
+        if run_id is not None:
+            check_run_id(run_id)
         return intermediate_results(self.store, self.cache, pipeline_name, run_id, tasks)
 
     def retry_failed_task(
@@ -463,6 +466,8 @@ class PipelineManager:
         not run again. Works from a new process on the same store, once the pipeline is
         declared there (or passed as ``pipeline=``). Returns the new run's result.
         """
+        if run_id is not None:
+            check_run_id(run_id)
         target = self._resolve(pipeline if pipeline is not None else pipeline_name)
         if task_name is None:
             task_name = error_details(self.store, target.name).failed_task
@@ -474,6 +479,8 @@ class PipelineManager:
     ) -> PipelineResult:
         """Continue the latest failed run of ``pipeline`` (or ``run_id``): run what did not
         finish, restoring what did from the store."""
+        if run_id is not None:
+            check_run_id(run_id)
         target = self._resolve(pipeline)
         recovery = resume_plan(self.store, self.plan(target), run_id)
         return self._run(target, parallel=parallel, raise_on_failure=None, recovery=recovery)
@@ -531,6 +538,8 @@ class PipelineManager:
         MB, and per task duration, attempts, status, peak memory and metrics; read from the
         run record, so it also reports runs made by other processes."""
         name = pipeline_name.name if isinstance(pipeline_name, Pipeline) else pipeline_name
+        if run_id is not None:
+            check_run_id(run_id)
         record = self.store.read_record(name, run_id)
         if record is None or record.get("finished") is None:
             raise PipelineError(

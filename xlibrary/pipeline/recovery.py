@@ -23,6 +23,7 @@ from .errors import PipelineError, PipelineExecutionError
 from .plan import Plan, Restore, did_you_mean
 from .result import PipelineResult
 from .store import BadEntry, Cache, RunStore
+from .store.names import is_run_id
 
 __all__ = [
     "ErrorDetails",
@@ -105,6 +106,8 @@ def _chain(runs: RunStore, record: dict[str, Any]) -> list[dict[str, Any]]:
     chain = [record]
     seen = {record["run_id"]}
     while (parent := chain[-1].get("resumed_from")) and parent not in seen:
+        if not is_run_id(parent):  # a damaged record: look no further back
+            break
         older = runs.read_record(record["pipeline"], parent)
         if older is None:
             break
@@ -122,9 +125,9 @@ def _locations(runs: RunStore, record: dict[str, Any]) -> dict[str, Restore]:
                 continue
             source = task.get("source") or ""
             token = task.get("token")
-            if task.get("saved"):
+            if task.get("saved") and is_run_id(rec["run_id"]):
                 found[name] = Restore(run_id=rec["run_id"], token=token)
-            elif source.startswith("run:"):
+            elif source.startswith("run:") and is_run_id(source[4:]):
                 found[name] = Restore(run_id=source[4:], token=token)
             elif source.startswith("cache:"):
                 found[name] = Restore(cache_key=source[6:], token=token)

@@ -19,6 +19,8 @@ from typing import Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from ..errors import StorePathError
+
 __all__ = ["FsStore", "default_store_url"]
 
 DEFAULT_DIRECTORY = ".xlibrary-pipeline"
@@ -53,6 +55,15 @@ class FsStore:
         return f"FsStore({self.url!r})"
 
     def path(self, relative: str) -> str:
+        """The full path of ``relative``; raises StorePathError unless it stays in the root."""
+        parts = relative.split("/")
+        if relative.startswith("/") or any(
+            part in ("", ".", "..") or "\\" in part or "\x00" in part for part in parts
+        ):
+            raise StorePathError(
+                f"{relative[:100]!r} is not a path inside the store (it would lead outside its "
+                "root, or is not a plain relative path)"
+            )
         return posixpath.join(self.root, relative)
 
     def write(self, relative: str, data: bytes) -> None:

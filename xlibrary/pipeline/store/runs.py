@@ -6,6 +6,10 @@ Layout under the store URL::
     runs/<pipeline>/<run_id>/record.json            the run record (JSON, below)
     runs/<pipeline>/<run_id>/results/<task>.entry   a saved result (an entry, as in the cache)
 
+Pipeline and task names are percent-encoded and run ids have one checked form
+(:mod:`.names`): a run id that is not one is refused (``InvalidRunIdError``), and no name or id
+can address a file outside its directory.
+
 A record holds the run id, the pipeline, its status (``running``, ``succeeded``, ``failed``),
 start and end times, and per task its status, attempts, timings, error (type, message,
 traceback), where its result came from (``source``: a cache key or an earlier run) and
@@ -24,11 +28,12 @@ import threading
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import quote, unquote
 
+from ..errors import StorePathError
 from . import codec
 from .codec import BadEntry
 from .fs import FsStore
+from .names import check_run_id, is_run_id, name_of_slug, slug
 
 __all__ = ["RunStore"]
 
@@ -44,29 +49,32 @@ class _WriteBehind:
 
     def __init__(self, store: FsStore) -> None:
         self.store = store
-        self._queue: queue.Queue[tuple[str, bytes | Callable[[], bytes]]] = queue.Queue()
+        self._queue: queue.Queue[tuple[str, bytes | Callable[[], bytes], str]] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         _writers.add(self)
 
-    def submit(self, path: str, data: bytes | Callable[[], bytes]) -> None:
+    def submit(self, path: str, data: bytes | Callable[[], bytes], what: str) -> None:
         """Write ``data`` at ``path`` behind the caller; a callable is called there for the
-        bytes (so encoding a big record costs the caller nothing)."""
+        bytes (so encoding a big record costs the caller nothing). ``what`` names it in the
+        warning when it cannot be written."""
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._work, name="xlibrary-record-writer", daemon=True
                 )
                 self._thread.start()
-        self._queue.put((path, data))
+        self._queue.put((path, data, what))
 
     def _work(self) -> None:
         while True:
-            path, data = self._queue.get()
+            path, data, what = self._queue.get()
             try:
                 self.store.write(path, data if isinstance(data, bytes) else data())
             except Exception as exc:  # a record lost to a full disk must not kill the writer
-                logger.warning("could not write %s to the store %s: %s", path, self.store.url, exc)
+                logger.warning(
+                    "could not write %s to the store %s (%s): %s", what, self.store.url, path, exc
+                )
             finally:
                 self._queue.task_done()
 
@@ -81,10 +89,6 @@ _writers: weakref.WeakSet[_WriteBehind] = weakref.WeakSet()
 def _flush_all() -> None:
     for writer in list(_writers):
         writer.flush()
-
-
-def _slug(name: str) -> str:
-    return quote(name, safe="") or "_"
 
 
 class RunStore:
@@ -115,14 +119,16 @@ class RunStore:
     ) -> None:
         """Write a run record (and point ``latest`` at it), in the background unless ``wait``."""
         pipeline, run_id = record["pipeline"], record["run_id"]
+        base = _pipeline_dir(pipeline)
+        what = f"the record of run {run_id} of pipeline {pipeline!r}"
 
         def encode() -> bytes:  # in the writer thread; nothing changes a record once written
             return json.dumps(record, separators=(",", ":"), default=str).encode()  # C encoder
 
-        self._writer.submit(f"runs/{_slug(pipeline)}/{run_id}/record.json", encode)
+        self._writer.submit(f"{base}/{check_run_id(run_id)}/record.json", encode, what)
         if latest:
             pointer = json.dumps({"run_id": run_id}).encode()
-            self._writer.submit(f"runs/{_slug(pipeline)}/latest.json", pointer)
+            self._writer.submit(f"{base}/latest.json", pointer, f"{what} (as its latest)")
         if wait:
             self.flush()
 
@@ -132,29 +138,48 @@ class RunStore:
 
     def latest_run_id(self, pipeline: str) -> str | None:
         self.flush()
-        raw = self.store.read(f"runs/{_slug(pipeline)}/latest.json")
+        base = _recorded_dir(pipeline)
+        raw = None if base is None else self.store.read(f"{base}/latest.json")
         if raw is None:
             return None
         try:
             run_id = json.loads(raw)["run_id"]
         except (ValueError, KeyError, TypeError):
             return None
+        if not is_run_id(run_id):
+            logger.warning(
+                "the latest run of pipeline %r in the store %s is %r, which is not a run id; "
+                "ignoring it",
+                pipeline,
+                self.store.url,
+                run_id,
+            )
+            return None
         return str(run_id)
 
     def read_record(self, pipeline: str, run_id: str | None = None) -> dict[str, Any] | None:
-        """The record of ``run_id`` (default: the latest run) of ``pipeline``, or ``None``."""
+        """The record of ``run_id`` (default: the latest run) of ``pipeline``, or ``None``.
+
+        Raises InvalidRunIdError when ``run_id`` is not a run id.
+        """
         self.flush()
+        if run_id is not None:
+            check_run_id(run_id)
+        base = _recorded_dir(pipeline)
         run_id = run_id or self.latest_run_id(pipeline)
-        if run_id is None:
+        if run_id is None or base is None:
             return None
-        raw = self.store.read(f"runs/{_slug(pipeline)}/{run_id}/record.json")
+        raw = self.store.read(f"{base}/{run_id}/record.json")
         if raw is None:
             return None
         record: dict[str, Any] = json.loads(raw)
         return record
 
     def find_record(self, run_id: str) -> dict[str, Any] | None:
-        """The record of ``run_id`` in whichever pipeline it belongs to."""
+        """The record of ``run_id`` in whichever pipeline it belongs to (``None`` when the
+        store has none, or ``run_id`` is not a run id)."""
+        if not is_run_id(run_id):
+            return None
         self.flush()
         for path in self.store.files("runs"):
             parts = path.split("/")
@@ -168,7 +193,8 @@ class RunStore:
     def records(self, pipeline: str) -> Iterator[dict[str, Any]]:
         """Every record of ``pipeline``, oldest first."""
         self.flush()
-        for path in self.store.files(f"runs/{_slug(pipeline)}"):
+        base = _recorded_dir(pipeline)
+        for path in self.store.files(base) if base is not None else ():
             if path.endswith("/record.json"):
                 raw = self.store.read(path)
                 if raw is not None:
@@ -177,13 +203,15 @@ class RunStore:
     def pipelines(self) -> list[str]:
         """Names of the pipelines with recorded runs."""
         self.flush()
-        return [unquote(slug) for slug in self.store.listdir("runs")]
+        return [name_of_slug(encoded) for encoded in self.store.listdir("runs")]
 
     def recent_records(self, pipeline: str, count: int) -> list[dict[str, Any]]:
         """The last ``count`` records of ``pipeline``, oldest first (run ids sort by time)."""
         self.flush()
-        base = f"runs/{_slug(pipeline)}"
-        run_ids = [name for name in self.store.listdir(base) if not name.endswith(".json")]
+        base = _recorded_dir(pipeline)
+        if base is None:
+            return []
+        run_ids = [name for name in self.store.listdir(base) if is_run_id(name)]
         out = []
         for run_id in run_ids[-count:]:
             raw = self.store.read(f"{base}/{run_id}/record.json")
@@ -193,7 +221,7 @@ class RunStore:
 
     # -- intermediate results -----------------------------------------------------------------
     def _result_path(self, pipeline: str, run_id: str, task: str) -> str:
-        return f"runs/{_slug(pipeline)}/{run_id}/results/{_slug(task)}.entry"
+        return f"{_pipeline_dir(pipeline)}/{check_run_id(run_id)}/results/{slug(task)}.entry"
 
     def save_result(self, pipeline: str, run_id: str, task: str, value: Any) -> None:
         """Save a task's result under its run; raises SerializationError naming the task."""
@@ -210,3 +238,16 @@ class RunStore:
         expect = {"key": f"{pipeline}/{run_id}/{task}", "task": task, "pipeline": pipeline}
         _, value = codec.decode_entry(*codec.split(blob), secret=self.secret, expect=expect)
         return value
+
+
+def _pipeline_dir(pipeline: str) -> str:
+    """``runs/<pipeline>``; raises StorePathError for a name no store can hold."""
+    return f"runs/{slug(pipeline)}"
+
+
+def _recorded_dir(pipeline: str) -> str | None:
+    """``runs/<pipeline>`` to read from; ``None`` for a name nothing can be recorded under."""
+    try:
+        return _pipeline_dir(pipeline)
+    except StorePathError:
+        return None
