@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
@@ -240,7 +241,10 @@ def test_names_never_address_outside_their_directory(tmp_path: Path, name: str) 
     runs.write_record({"pipeline": "neighbour", "run_id": other, "status": "succeeded"})
     runs.write_record({"pipeline": name, "run_id": RUN, "status": "succeeded"}, wait=True)
     runs.save_result(name, RUN, name, 42)
-    assert sorted(p.name for p in root.iterdir()) == ["runs"]
+    assert sorted(p.name for p in root.iterdir()) == ["run-index", "runs"]
+    assert sorted(p.name for p in (root / "runs").iterdir()) == sorted(
+        ["neighbour", {".": "%2E", "..": "%2E%2E"}.get(name, quote(name, safe=""))]
+    )
     assert sorted(runs.pipelines()) == sorted(["neighbour", name])
     assert runs.latest_run_id(name) == RUN and runs.latest_run_id("neighbour") == other
     assert runs.read_record(name)["run_id"] == RUN
@@ -268,3 +272,73 @@ def test_status_of_an_impossible_name_is_a_clear_error(tmp_path: Path) -> None:
         for name in ("x" * 1000, "../../etc", "."):
             with pytest.raises(PipelineError, match="no run or pipeline"):
                 pm.get_pipeline_status(name)
+
+
+class CountingStore(FsStore):
+    """Counts what the store touches: each file read, and each path a listing returns."""
+
+    touched = 0
+
+    def read(self, relative: str) -> bytes | None:
+        self.touched += 1
+        return super().read(relative)
+
+    def exists(self, relative: str) -> bool:
+        self.touched += 1
+        return super().exists(relative)
+
+    def files(self, prefix: str) -> list[str]:
+        found = super().files(prefix)
+        self.touched += 1 + len(found)
+        return found
+
+    def listdir(self, relative: str) -> list[str]:
+        found = super().listdir(relative)
+        self.touched += 1 + len(found)
+        return found
+
+
+def _run_ids(count: int) -> list[str]:
+    return [f"20261128T{i // 60 % 60:04d}{i % 60:02d}.{i:06d}-{i:08x}" for i in range(count)]
+
+
+@pytest.mark.parametrize("kind", ["memory", "directory"])
+def test_finding_a_run_by_id_does_not_walk_the_store(kind: str, tmp_path: Path) -> None:
+    def work_to_find(count: int) -> tuple[int, int]:
+        url = (
+            f"memory://find-{uuid.uuid4().hex}" if kind == "memory" else str(tmp_path / f"s{count}")
+        )
+        store = CountingStore(url)
+        runs = RunStore(store)
+        ids = _run_ids(count)
+        for i, run_id in enumerate(ids):
+            runs.write_record({"pipeline": f"p{i % 3}", "run_id": run_id, "status": "succeeded"})
+        runs.flush()
+        store.touched = 0
+        assert runs.find_record(ids[count // 2])["pipeline"] == f"p{count // 2 % 3}"
+        known = store.touched
+        store.touched = 0
+        assert runs.find_record("20991231T235959.999999-deadbeef") is None
+        return known, store.touched
+
+    assert work_to_find(30) == work_to_find(300)
+    known, unknown = work_to_find(30)
+    assert known <= 3 and unknown <= 3
+
+
+def test_runs_of_a_store_written_before_the_index_are_found(tmp_path: Path) -> None:
+    import shutil
+
+    runs = RunStore(FsStore(str(tmp_path)))
+    ids = _run_ids(5)
+    for i, run_id in enumerate(ids):
+        runs.write_record({"pipeline": f"p{i % 2}", "run_id": run_id, "status": "succeeded"})
+    runs.flush()
+    shutil.rmtree(tmp_path / "run-index")  # as an older version left it
+    older = CountingStore(str(tmp_path))
+    again = RunStore(older)
+    assert again.find_record(ids[3])["pipeline"] == "p1"  # indexed once, on the first search
+    assert [again.find_record(run_id)["run_id"] for run_id in ids] == ids
+    older.touched = 0
+    assert again.find_record("20991231T235959.999999-deadbeef") is None
+    assert older.touched == 1

@@ -5,6 +5,8 @@ Layout under the store URL::
     runs/<pipeline>/latest.json                     {"run_id": ...}, the last run started
     runs/<pipeline>/<run_id>/record.json            the run record (JSON, below)
     runs/<pipeline>/<run_id>/results/<task>.entry   a saved result (an entry, as in the cache)
+    run-index/<yyyymmdd>/<run_id>.json              {"pipeline": ...}: find a run by its id
+    run-index/complete.json                         every record of the store is indexed
 
 Pipeline and task names are percent-encoded and run ids have one checked form
 (:mod:`.names`): a run id that is not one is refused (``InvalidRunIdError``), and no name or id
@@ -98,6 +100,7 @@ class RunStore:
         self.store = store
         self.secret = secret
         self._writer = _WriteBehind(store)
+        self._indexed = False
         self.opened_by: tuple[Any, ...] | None = None
         """``(factory, args)`` when made by ``open_runs``: pickles as that call."""
 
@@ -120,12 +123,16 @@ class RunStore:
         """Write a run record (and point ``latest`` at it), in the background unless ``wait``."""
         pipeline, run_id = record["pipeline"], record["run_id"]
         base = _pipeline_dir(pipeline)
+        if not self._indexed:
+            self._start_index()
         what = f"the record of run {run_id} of pipeline {pipeline!r}"
 
         def encode() -> bytes:  # in the writer thread; nothing changes a record once written
             return json.dumps(record, separators=(",", ":"), default=str).encode()  # C encoder
 
         self._writer.submit(f"{base}/{check_run_id(run_id)}/record.json", encode, what)
+        index = json.dumps({"pipeline": pipeline}).encode()
+        self._writer.submit(_index_path(run_id), index, f"{what} (in the index of runs)")
         if latest:
             pointer = json.dumps({"run_id": run_id}).encode()
             self._writer.submit(f"{base}/latest.json", pointer, f"{what} (as its latest)")
@@ -181,14 +188,50 @@ class RunStore:
         if not is_run_id(run_id):
             return None
         self.flush()
+        pipeline = self._indexed_pipeline(run_id)
+        if pipeline is None and not self._index_complete():
+            self._build_index()
+            pipeline = self._indexed_pipeline(run_id)
+        return None if pipeline is None else self.read_record(pipeline, run_id)
+
+    def _indexed_pipeline(self, run_id: str) -> str | None:
+        raw = self.store.read(_index_path(run_id))
+        if raw is None:
+            return None
+        try:
+            pipeline = json.loads(raw)["pipeline"]
+        except (ValueError, KeyError, TypeError):
+            return None
+        return pipeline if isinstance(pipeline, str) else None
+
+    def _index_complete(self) -> bool:
+        """Whether every record of the store is in the index (remembered once seen)."""
+        if not self._indexed:
+            self._indexed = self.store.read(_INDEX_COMPLETE) is not None
+        return self._indexed
+
+    def _start_index(self) -> None:
+        """On a store with no runs yet, mark the index complete: every record is indexed from
+        the first. A store with older, unindexed records is indexed when first searched."""
+        try:
+            if self._index_complete():
+                return
+            if not self.store.listdir("runs"):
+                self.store.write(_INDEX_COMPLETE, b'{"version": 1}')
+                self._indexed = True
+        except Exception as exc:  # the records' own writes will say what is wrong
+            logger.debug("could not mark the run index of %s: %s", self.store.url, exc)
+
+    def _build_index(self) -> None:
+        """Index the records of a store written before the index existed: one walk, once."""
+        logger.info("indexing the runs in the store %s by run id (once)", self.store.url)
         for path in self.store.files("runs"):
             parts = path.split("/")
-            if len(parts) == 4 and parts[2] == run_id and parts[3] == "record.json":
-                raw = self.store.read(path)
-                if raw is not None:
-                    record: dict[str, Any] = json.loads(raw)
-                    return record
-        return None
+            if len(parts) == 4 and parts[3] == "record.json" and is_run_id(parts[2]):
+                entry = {"pipeline": name_of_slug(parts[1])}
+                self.store.write(_index_path(parts[2]), json.dumps(entry).encode())
+        self.store.write(_INDEX_COMPLETE, b'{"version": 1}')
+        self._indexed = True
 
     def records(self, pipeline: str) -> Iterator[dict[str, Any]]:
         """Every record of ``pipeline``, oldest first."""
@@ -238,6 +281,14 @@ class RunStore:
         expect = {"key": f"{pipeline}/{run_id}/{task}", "task": task, "pipeline": pipeline}
         _, value = codec.decode_entry(*codec.split(blob), secret=self.secret, expect=expect)
         return value
+
+
+_INDEX_COMPLETE = "run-index/complete.json"
+
+
+def _index_path(run_id: str) -> str:
+    """Where the index keeps the pipeline of ``run_id``: one read finds a run by its id."""
+    return f"run-index/{run_id[:8]}/{check_run_id(run_id)}.json"
 
 
 def _pipeline_dir(pipeline: str) -> str:
