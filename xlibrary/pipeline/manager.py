@@ -30,6 +30,7 @@ from .recovery import (
     resume_plan,
     retry_plan,
 )
+from .redact import redact_url
 from .result import PipelineResult
 from .settings import Settings, load_settings
 from .store import Cache, RunStore, default_store_url, open_cache, open_runs
@@ -236,7 +237,7 @@ class PipelineManager:
                 return not_started(declared.name, list(declared.task_names))
             raise PipelineError(
                 f"no run or pipeline {pipeline_id!r} is known here or recorded in the store "
-                f"{store.url}"
+                f"{redact_url(store.url)}"
             )
         return status_of_record(record)
 
@@ -544,7 +545,7 @@ class PipelineManager:
         if record is None or record.get("finished") is None:
             raise PipelineError(
                 f"no finished run of pipeline {name!r} is recorded in the store "
-                f"{self.store.url}; run it first (with store.record_runs on)"
+                f"{redact_url(self.store.url)}; run it first (with store.record_runs on)"
             )
         return performance_report(record)
 
@@ -749,7 +750,7 @@ class PipelineManager:
                 "the store %s lives in this process's memory: worker processes of a cluster "
                 "each see their own, so saved results and cache entries they write are not "
                 "shared; use a directory or an object store for cluster runs",
-                url,
+                redact_url(url),
             )
 
         if self._client is not None or self.settings.scheduler_address is not None:
@@ -835,7 +836,7 @@ _shipped_lock = threading.Lock()
 
 def _manager_for(settings: Settings) -> PipelineManager:
     """The manager a pickled manager becomes in another process (one per settings)."""
-    key = repr(settings)
+    key = repr(dataclasses.astuple(settings))  # exact: the repr of Settings hides secrets
     with _shipped_lock:
         manager = _shipped.get(key)
         if manager is None:

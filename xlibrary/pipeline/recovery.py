@@ -21,6 +21,7 @@ from typing import Any
 
 from .errors import PipelineError, PipelineExecutionError
 from .plan import Plan, Restore, did_you_mean
+from .redact import redact_url
 from .result import PipelineResult
 from .store import BadEntry, Cache, RunStore
 from .store.names import is_run_id
@@ -73,7 +74,9 @@ def error_details(runs: RunStore, source: object) -> ErrorDetails:
         )
     record = runs.find_record(source) or runs.read_record(source)
     if record is None:
-        raise PipelineError(f"no run or pipeline {source!r} is recorded in the store {runs.url}")
+        raise PipelineError(
+            f"no run or pipeline {source!r} is recorded in the store {redact_url(runs.url)}"
+        )
     error = record.get("error")
     if not error:
         raise PipelineError(
@@ -95,8 +98,8 @@ def _record(runs: RunStore, pipeline: str, run_id: str | None) -> dict[str, Any]
     if record is None:
         which = f"run {run_id}" if run_id else "run"
         raise PipelineError(
-            f"no recorded {which} of pipeline {pipeline!r} in the store {runs.url}; run it "
-            "first (with the same store, and save_intermediate_results for its results)"
+            f"no recorded {which} of pipeline {pipeline!r} in the store {redact_url(runs.url)}; "
+            "run it first (with the same store, and save_intermediate_results for its results)"
         )
     return record
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .errors import ConfigError
+from .redact import HIDDEN, redact_url
 
 __all__ = [
     "Caching",
@@ -129,6 +131,12 @@ class StoreSettings:
     record_runs: bool = True
     """Write a JSON record of every run to the store."""
 
+    def __repr__(self) -> str:  # the URL's password and credentials in the options: hidden
+        options = {
+            k: HIDDEN if _SECRET_KEY.search(k) else v for k, v in self.storage_options.items()
+        }
+        return _shown(self, url=redact_url(self.url) if self.url else None, storage_options=options)
+
 
 @dataclass(frozen=True)
 class Caching:
@@ -146,6 +154,10 @@ class Caching:
     secret: str | None = None
     """Sign entries with HMAC-SHA256 and refuse unsigned or tampered ones (env
     ``XLIBRARY_CACHE_SECRET``). Use it whenever others can write to the store."""
+
+    def __repr__(self) -> str:  # the Redis password and the secret: hidden
+        secret = None if self.secret is None else HIDDEN
+        return _shown(self, redis_url=redact_url(self.redis_url), secret=secret)
 
 
 @dataclass(frozen=True)
@@ -265,6 +277,19 @@ class Settings:
             or self.cluster_mode is not None
             or self.auto_scaling
         )
+
+
+_SECRET_KEY = re.compile(r"pass|secret|token|key|credential|auth", re.IGNORECASE)
+
+
+def _shown(settings: object, **hidden: object) -> str:
+    """The dataclass repr of ``settings``, with the values of ``hidden`` shown instead."""
+    fields = ", ".join(
+        f"{f.name}={hidden[f.name] if f.name in hidden else getattr(settings, f.name)!r}"
+        for f in dataclasses.fields(settings)  # type: ignore[arg-type]
+        if f.repr
+    )
+    return f"{type(settings).__name__}({fields})"
 
 
 def load_settings(config: Mapping[str, Any] | Settings | None = None) -> Settings:

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..redact import redact_url
 from . import codec
 from .codec import BadEntry, EntryHeader
 from .fs import FsStore
@@ -155,7 +156,7 @@ class Cache:
         self.__dict__.update(state)
 
     def __repr__(self) -> str:
-        return f"<Cache {self.backend.url}>"
+        return f"<Cache {redact_url(self.backend.url)}>"
 
     def lookup(self, key: str, *, now: float | None = None) -> Lookup:
         """Whether ``key`` has a live entry, from its header alone."""

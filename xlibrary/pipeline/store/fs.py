@@ -20,6 +20,7 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from ..errors import StorePathError
+from ..redact import redact_text, redact_url
 
 __all__ = ["FsStore", "default_store_url"]
 
@@ -43,7 +44,8 @@ class FsStore:
             from ..errors import ConfigError
 
             raise ConfigError(
-                f"cannot open the store {url!r}: {exc}; for s3:// install s3fs, for gs:// "
+                f"cannot open the store {redact_url(url)!r}: {redact_text(str(exc), url)}; "
+                "for s3:// install s3fs, for gs:// "
                 "gcsfs, or use a local directory"
             ) from exc
         self._local = isinstance(self.fs, LocalFileSystem)
@@ -52,7 +54,7 @@ class FsStore:
         return (FsStore, (self.url, self.storage_options))
 
     def __repr__(self) -> str:
-        return f"FsStore({self.url!r})"
+        return f"FsStore({redact_url(self.url)!r})"
 
     def path(self, relative: str) -> str:
         """The full path of ``relative``; raises StorePathError unless it stays in the root."""

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..errors import missing_extra
+from ..redact import redact_url
 
 __all__ = ["DEFAULT_REDIS_URL", "RedisCacheBackend"]
 
@@ -29,6 +30,9 @@ class RedisCacheBackend:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (RedisCacheBackend, (self.url,))
+
+    def __repr__(self) -> str:
+        return f"RedisCacheBackend({redact_url(self.url)!r})"
 
     @property
     def client(self) -> Any:

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..errors import StorePathError
+from ..redact import redact_url
 from . import codec
 from .codec import BadEntry
 from .fs import FsStore
@@ -75,7 +76,11 @@ class _WriteBehind:
                 self.store.write(path, data if isinstance(data, bytes) else data())
             except Exception as exc:  # a record lost to a full disk must not kill the writer
                 logger.warning(
-                    "could not write %s to the store %s (%s): %s", what, self.store.url, path, exc
+                    "could not write %s to the store %s (%s): %s",
+                    what,
+                    redact_url(self.store.url),
+                    path,
+                    exc,
                 )
             finally:
                 self._queue.task_done()
@@ -158,7 +163,7 @@ class RunStore:
                 "the latest run of pipeline %r in the store %s is %r, which is not a run id; "
                 "ignoring it",
                 pipeline,
-                self.store.url,
+                redact_url(self.store.url),
                 run_id,
             )
             return None
@@ -220,11 +225,11 @@ class RunStore:
                 self.store.write(_INDEX_COMPLETE, b'{"version": 1}')
                 self._indexed = True
         except Exception as exc:  # the records' own writes will say what is wrong
-            logger.debug("could not mark the run index of %s: %s", self.store.url, exc)
+            logger.debug("could not mark the run index of %s: %s", redact_url(self.url), exc)
 
     def _build_index(self) -> None:
         """Index the records of a store written before the index existed: one walk, once."""
-        logger.info("indexing the runs in the store %s by run id (once)", self.store.url)
+        logger.info("indexing the runs in the store %s by run id (once)", redact_url(self.url))
         for path in self.store.files("runs"):
             parts = path.split("/")
             if len(parts) == 4 and parts[3] == "record.json" and is_run_id(parts[2]):
