@@ -342,3 +342,38 @@ def test_runs_of_a_store_written_before_the_index_are_found(tmp_path: Path) -> N
     older.touched = 0
     assert again.find_record("20991231T235959.999999-deadbeef") is None
     assert older.touched == 1
+
+
+def _run_in(root: Path, **config) -> None:
+    from xlibrary.pipeline import Pipeline, PipelineManager
+
+    settings = {"store": {"url": str(root)}, "save_intermediate_results": True, **config}
+    with PipelineManager(settings) as pm:
+        p = Pipeline("shared_store")
+        p.task("t")(pm.cache_result(key="shared")(lambda: 1))
+        assert pm.execute_pipeline(p).success
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o775, 0o1777])
+def test_a_store_others_can_write_warns_once_without_a_secret(
+    tmp_path: Path, mode: int, caplog
+) -> None:
+    root = tmp_path / "shared"
+    root.mkdir()
+    root.chmod(mode)
+    with caplog.at_level(logging.WARNING):
+        _run_in(root)
+        _run_in(root)
+    assert caplog.text.count("can be written by other users") == 1
+    assert "caching.secret" in caplog.text and str(root) in caplog.text
+
+
+def test_no_warning_for_a_private_store_or_with_a_secret(tmp_path: Path, caplog) -> None:
+    private, signed = tmp_path / "private", tmp_path / "signed"
+    private.mkdir(mode=0o700)
+    signed.mkdir()
+    signed.chmod(0o777)
+    with caplog.at_level(logging.WARNING):
+        _run_in(private)
+        _run_in(signed, caching={"secret": "a long random string"})
+    assert "can be written by other users" not in caplog.text

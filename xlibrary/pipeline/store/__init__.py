@@ -8,6 +8,8 @@ reuses the worker's own connection rather than opening one per task.
 from __future__ import annotations
 
 import functools
+import logging
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,6 +36,10 @@ __all__ = [
 
 Options = tuple[tuple[str, Any], ...]
 
+logger = logging.getLogger(__name__)
+_warned_writable: set[str] = set()
+_warned_lock = threading.Lock()
+
 
 def _items(options: Mapping[str, Any] | None) -> Options:
     return tuple(sorted((options or {}).items()))
@@ -57,6 +63,7 @@ def open_runs(
 @functools.lru_cache(maxsize=32)
 def _runs(url: str, options: Options, secret: bytes | None) -> RunStore:
     runs = RunStore(_store(url, options), secret=secret)
+    _warn_if_others_can_write(runs.store, secret)
     runs.opened_by = (open_runs, (url, dict(options), secret))
     return runs
 
@@ -83,6 +90,29 @@ def _cache(
         backend = RedisCacheBackend(url)
     else:
         backend = FsCacheBackend(_store(url, options))
+        _warn_if_others_can_write(backend.store, secret)
     cache = Cache(backend, secret=secret, default_ttl=default_ttl)
     cache.opened_by = (open_cache, (kind, url, dict(options), secret, default_ttl))
     return cache
+
+
+def _warn_if_others_can_write(store: FsStore, secret: bytes | None) -> None:
+    """Once per store and process: unsigned pickles in a directory others can write are code
+    that others can make this process run."""
+    if secret is not None:
+        return
+    where = store.writable_by_others()
+    if where is None:
+        return
+    with _warned_lock:
+        if store.root in _warned_writable:
+            return
+        _warned_writable.add(store.root)
+    logger.warning(
+        "the store %s can be written by other users (%s is group- or world-writable) and no "
+        "caching.secret is set: loading a pickled entry runs code, so anyone who can write "
+        "there can run code in this process; set caching.secret (or XLIBRARY_CACHE_SECRET) "
+        "to sign entries, or make the directory private (chmod go-w)",
+        store.root,
+        where,
+    )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
+import stat
 import tempfile
 from collections.abc import Mapping
 from typing import Any
@@ -146,6 +147,20 @@ class FsStore:
             return sorted(posixpath.basename(p.rstrip("/")) for p in self.fs.ls(path, detail=False))
         except (FileNotFoundError, NotADirectoryError):
             return []
+
+    def writable_by_others(self) -> str | None:
+        """A directory of this local store that other users can write to (group- or
+        world-writable), or ``None``; object stores answer ``None`` (their ACLs decide)."""
+        if not self._local:
+            return None
+        for path in (self.root, *(os.path.join(self.root, d) for d in ("cache", "runs"))):
+            try:
+                mode = os.stat(path).st_mode
+            except OSError:
+                continue
+            if stat.S_ISDIR(mode) and mode & (stat.S_IWGRP | stat.S_IWOTH):
+                return path
+        return None
 
     def exists(self, relative: str) -> bool:
         return bool(self.fs.exists(self.path(relative)))
