@@ -153,7 +153,8 @@ class FsStore:
         world-writable), or ``None``; object stores answer ``None`` (their ACLs decide)."""
         if not self._local:
             return None
-        for path in (self.root, *(os.path.join(self.root, d) for d in ("cache", "runs"))):
+        root = str(self.root)
+        for path in (root, *(os.path.join(root, d) for d in ("cache", "runs"))):
             try:
                 mode = os.stat(path).st_mode
             except OSError:
