@@ -120,3 +120,18 @@ def test_scheduler_address_from_the_environment(monkeypatch) -> None:
     monkeypatch.setenv("XLIBRARY_SCHEDULER_ADDRESS", "tcp://10.1.2.3:8786")
     assert load_settings().scheduler_address == "tcp://10.1.2.3:8786"
     assert load_settings({"scheduler_address": "tcp://a:1"}).scheduler_address == "tcp://a:1"
+
+
+@pytest.mark.parametrize(
+    ("caching", "fragment"),
+    [
+        ({"redis_timeout": 0}, "'caching.redis_timeout' must be more than 0 seconds"),
+        ({"failure_threshold": 0}, "'caching.failure_threshold' must be 1 or more"),
+        ({"failure_cooldown": -1}, "'caching.failure_cooldown' must be 0 or more"),
+    ],
+)
+def test_cache_failure_settings_are_checked(caching, fragment) -> None:
+    assert load_settings({"caching": {"redis_timeout": 0.5}}).caching.redis_timeout == 0.5
+    with pytest.raises(ConfigError) as info:
+        load_settings({"caching": caching})
+    assert fragment in str(info.value)

@@ -383,12 +383,13 @@ class PipelineManager:
         caching = self.settings.caching
         if not caching.enabled:
             return None
+        breaker = (caching.redis_timeout, caching.failure_threshold, caching.failure_cooldown)
         if caching.cache_type == "redis":
-            return open_cache("redis", caching.redis_url, None, self._secret, caching.ttl)
+            return open_cache("redis", caching.redis_url, None, self._secret, caching.ttl, *breaker)
         store = self.settings.store
         return open_cache(
             "fsspec", store.url or self._default_store, store.storage_options, self._secret,
-            caching.ttl,
+            caching.ttl, *breaker,
         )  # fmt: skip
 
     @property

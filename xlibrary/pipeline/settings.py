@@ -151,6 +151,13 @@ class Caching:
     cache_results: bool = False
     """Cache every task under a derived key (name, code fingerprint, inputs)."""
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_timeout: float = 2.0
+    """Seconds one Redis operation may wait (to connect, and for each answer); not retried."""
+    failure_threshold: int = 3
+    """After this many cache failures in a row (down, or past ``redis_timeout``), the cache is
+    skipped: tasks run without it, with one warning."""
+    failure_cooldown: float = 60.0
+    """Seconds the cache is skipped for before it is asked again."""
     secret: str | None = None
     """Sign entries with HMAC-SHA256 and refuse unsigned or tampered ones (env
     ``XLIBRARY_CACHE_SECRET``). Use it whenever others can write to the store."""
@@ -456,6 +463,14 @@ def _check_ranges(settings: object, prefix: str) -> None:
                 )
     elif isinstance(settings, Monitoring):
         _at_least(prefix, "history", settings.history, 2)
+    elif isinstance(settings, Caching):
+        if not settings.redis_timeout > 0:
+            raise ConfigError(
+                f"config key '{prefix}redis_timeout' must be more than 0 seconds, got "
+                f"{settings.redis_timeout}"
+            )
+        _at_least(prefix, "failure_threshold", settings.failure_threshold, 1)
+        _at_least(prefix, "failure_cooldown", settings.failure_cooldown, 0)
     elif isinstance(settings, Scaling):
         _at_least(prefix, "minimum", settings.minimum, 0)
         if settings.maximum is not None:

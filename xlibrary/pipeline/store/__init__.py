@@ -13,6 +13,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+from .breaker import DEFAULT_COOLDOWN, DEFAULT_THRESHOLD, DEFAULT_TIMEOUT
 from .cache import Cache, CacheBackend, FsCacheBackend, Lookup
 from .codec import BadEntry, EntryHeader, SerializationError
 from .fs import FsStore, default_store_url
@@ -74,25 +75,43 @@ def open_cache(
     storage_options: Mapping[str, Any] | None = None,
     secret: bytes | None = None,
     default_ttl: float | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    failure_threshold: int = DEFAULT_THRESHOLD,
+    failure_cooldown: float = DEFAULT_COOLDOWN,
 ) -> Cache:
-    """The cache of ``kind`` (``"fsspec"``: the store at ``url``; ``"redis"``: Redis at ``url``)."""
-    return _cache(kind, url, _items(storage_options), secret, default_ttl)
+    """The cache of ``kind`` (``"fsspec"``: the store at ``url``; ``"redis"``: Redis at ``url``,
+    each operation waiting at most ``timeout`` seconds), skipped for ``failure_cooldown``
+    seconds after ``failure_threshold`` failures in a row."""
+    breaker = (timeout, failure_threshold, failure_cooldown)
+    return _cache(kind, url, _items(storage_options), secret, default_ttl, breaker)
 
 
 @functools.lru_cache(maxsize=32)
 def _cache(
-    kind: str, url: str, options: Options, secret: bytes | None, default_ttl: float | None
+    kind: str,
+    url: str,
+    options: Options,
+    secret: bytes | None,
+    default_ttl: float | None,
+    breaker: tuple[float, int, float],
 ) -> Cache:
+    timeout, threshold, cooldown = breaker
     backend: CacheBackend
     if kind == "redis":
         from .redis import RedisCacheBackend
 
-        backend = RedisCacheBackend(url)
+        backend = RedisCacheBackend(url, timeout=timeout)
     else:
         backend = FsCacheBackend(_store(url, options))
         _warn_if_others_can_write(backend.store, secret)
-    cache = Cache(backend, secret=secret, default_ttl=default_ttl)
-    cache.opened_by = (open_cache, (kind, url, dict(options), secret, default_ttl))
+    cache = Cache(
+        backend,
+        secret=secret,
+        default_ttl=default_ttl,
+        failure_threshold=threshold,
+        failure_cooldown=cooldown,
+    )
+    cache.opened_by = (open_cache, (kind, url, dict(options), secret, default_ttl, *breaker))
     return cache
 
 
