@@ -377,3 +377,20 @@ def test_no_warning_for_a_private_store_or_with_a_secret(tmp_path: Path, caplog)
         _run_in(private)
         _run_in(signed, caching={"secret": "a long random string"})
     assert "can be written by other users" not in caplog.text
+
+
+def test_recording_runs_in_a_store_with_unindexed_runs_costs_no_extra_reads(
+    tmp_path: Path,
+) -> None:
+    import shutil
+
+    runs = RunStore(FsStore(str(tmp_path)))
+    runs.write_record({"pipeline": "p", "run_id": RUN, "status": "succeeded"}, wait=True)
+    shutil.rmtree(tmp_path / "run-index")  # as an older version left it
+    store = CountingStore(str(tmp_path))
+    again = RunStore(store)
+    for run_id in _run_ids(5):
+        again.write_record({"pipeline": "p", "run_id": run_id, "status": "succeeded"})
+    again.flush()
+    assert store.touched <= 3  # one look at the index, once
+    assert again.find_record(RUN)["run_id"] == RUN

@@ -105,7 +105,8 @@ class RunStore:
         self.store = store
         self.secret = secret
         self._writer = _WriteBehind(store)
-        self._indexed = False
+        self._indexed = False  # every record of the store is in the index
+        self._index_started = False  # this process has looked whether it is
         self.opened_by: tuple[Any, ...] | None = None
         """``(factory, args)`` when made by ``open_runs``: pickles as that call."""
 
@@ -128,7 +129,7 @@ class RunStore:
         """Write a run record (and point ``latest`` at it), in the background unless ``wait``."""
         pipeline, run_id = record["pipeline"], record["run_id"]
         base = _pipeline_dir(pipeline)
-        if not self._indexed:
+        if not self._index_started:
             self._start_index()
         what = f"the record of run {run_id} of pipeline {pipeline!r}"
 
@@ -218,6 +219,7 @@ class RunStore:
     def _start_index(self) -> None:
         """On a store with no runs yet, mark the index complete: every record is indexed from
         the first. A store with older, unindexed records is indexed when first searched."""
+        self._index_started = True
         try:
             if self._index_complete():
                 return
