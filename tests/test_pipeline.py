@@ -220,13 +220,24 @@ def test_options_set_on_a_function_follow_it_into_a_hand_built_task() -> None:
 BAD_NAMES = {
     "dot": ".",
     "dotdot": "..",
+    "long": "x" * 201,
+    "long_once_encoded": "é" * 100,  # 100 characters, 600 bytes once percent-encoded
+}
+BAD_PIPELINE_NAMES = {
     "slash": "a/b",
     "backslash": "a\\b",
     "control": "a\x00b",
     "newline": "a\nb",
-    "long": "x" * 201,
-    "long_once_encoded": "é" * 100,  # 100 characters, 600 bytes once percent-encoded
 }
+
+
+@pytest.mark.parametrize("name", BAD_PIPELINE_NAMES.values(), ids=BAD_PIPELINE_NAMES.keys())
+def test_pipeline_names_are_words_of_urls_and_command_lines(name: str) -> None:
+    with pytest.raises(PipelineDefinitionError, match=r"pipeline name .*(path separator|control)"):
+        Pipeline(name)
+    p = Pipeline("p")
+    p.task(name)(lambda: 1)  # a task's name is a label: the store encodes it
+    assert p.task_names == (name,)
 
 
 @pytest.mark.parametrize("name", BAD_NAMES.values(), ids=BAD_NAMES.keys())

@@ -206,7 +206,7 @@ def _normalize_depends_on(name: str, depends_on: Any) -> tuple[str, ...]:
 
 def _check_name(kind: str, name: str) -> None:
     """Refuse a name the store cannot hold as one file name (see ``store.names``)."""
-    problem = name_problem(name)
+    problem = name_problem(name, pipeline=kind == "pipeline")
     if problem is not None:
         shown = name if len(name) <= 60 else name[:60] + "..."
         raise PipelineDefinitionError(f"the {kind} name {shown!r} cannot be used: {problem}")

@@ -9,9 +9,10 @@ directory:
   ``20261128T082121.123456-3fa2c1d0`` (the UTC start time to the microsecond, then 8 random
   hex digits), so ids sort by start time. :func:`check_run_id` refuses any other text with an
   :class:`~xlibrary.pipeline.errors.InvalidRunIdError` naming the form.
-* A **pipeline or task name** is 1 to 200 characters, not ``.`` or ``..``, without ``/``,
-  ``\\`` or control characters, and at most 240 bytes once percent-encoded for the store
-  (:func:`name_problem`): checked when a pipeline or task is declared. In the store a name is
+* A **pipeline or task name** is 1 to 200 characters, not ``.`` or ``..``, and at most 240
+  bytes once percent-encoded for the store; a pipeline name also has no ``/``, ``\\`` or
+  control characters, as it is a path in the web API and a word on the command line
+  (:func:`name_problem`, checked when a pipeline or task is declared). In the store a name is
   percent-encoded (:func:`slug`), so whatever a name holds it stays one directory or file
   name; ``.`` and ``..`` are encoded too.
 """
@@ -68,16 +69,16 @@ def check_run_id(run_id: object) -> str:
     return run_id
 
 
-def name_problem(name: str) -> str | None:
-    """Why ``name`` cannot name a pipeline or a task, or ``None`` when it can."""
+def name_problem(name: str, *, pipeline: bool) -> str | None:
+    """Why ``name`` cannot name a pipeline (or a task), or ``None`` when it can."""
     if name in (".", ".."):
         return "'.' and '..' mean directories to a file system; choose another name"
-    if "/" in name or "\\" in name:
+    if pipeline and ("/" in name or "\\" in name):
         return (
-            "it contains a path separator ('/' or '\\'): names become file names and URL "
-            "paths; use another character, such as '-'"
+            "it contains a path separator ('/' or '\\'): a pipeline name is a path in the web "
+            "API and a name on the command line; use another character, such as '-'"
         )
-    for char in name:
+    for char in name if pipeline else ():
         if unicodedata.category(char) in ("Cc", "Zl", "Zp"):
             return f"it contains the control character {char!r}; remove it"
     if len(name) > MAX_NAME_CHARACTERS or len(_encode(name)) > MAX_SLUG_BYTES:
