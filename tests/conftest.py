@@ -153,3 +153,48 @@ def dask_scheduler_cli() -> Iterator[str]:
         with Client(address, timeout="30s") as client:
             client.wait_for_workers(2, timeout=60)
         yield address
+
+
+class RedisServer:
+    """A redis-server of a test's own, on a free port of 127.0.0.1 (``pause`` stops it with
+    SIGSTOP: it accepts connections and never answers, as a hung server does)."""
+
+    PASSWORD = "hunter2-SECRET"
+
+    def __init__(self, proc: subprocess.Popen[bytes], port: int) -> None:
+        self.proc = proc
+        self.port = port
+        self.url = f"redis://:{self.PASSWORD}@127.0.0.1:{port}/0"
+
+    def pause(self) -> None:
+        import signal
+
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        import signal
+
+        os.kill(self.proc.pid, signal.SIGCONT)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A private redis-server with a password, stopped (and resumed first) at the end."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.fail("redis-server is not installed; apt-get install redis-server")
+    port = free_port()
+    proc = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(tmp_path), "--requirepass", RedisServer.PASSWORD],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    server = RedisServer(proc, port)
+    try:
+        wait_for_port(port, proc, timeout=20)
+        yield server
+    finally:
+        if proc.poll() is None:
+            server.resume()
+        stop(proc)

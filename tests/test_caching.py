@@ -332,3 +332,84 @@ def test_cache_on_a_local_cluster(store: str) -> None:
         second = pm.execute_pipeline(p)
     assert second.final_result == 42 and second.states["expensive"] == TaskStatus.CACHED
     assert calls_file.read_text() == "x"
+
+
+@pytest.mark.parametrize("backend", ["fsspec", "redis"])
+def test_swapped_signed_entries_are_recomputed(backend: str, store: str, request) -> None:
+    """Copying the signed entry of price_usd over price_eur must not serve USD as EUR."""
+    caching: dict[str, object] = {"secret": "a long random string"}
+    if backend == "redis":
+        caching.update(cache_type="redis", redis_url=request.getfixturevalue("redis_url"))
+    calls = Calls()
+    with PipelineManager({"store": {"url": store}, "caching": caching}) as pm:
+        p = Pipeline("prices")
+        p.task("usd")(pm.cache_result(key="price_usd")(lambda: calls("usd") or 100.0))
+        p.task("eur")(pm.cache_result(key="price_eur")(lambda: calls("eur") or 90.0))
+        p.task("both", depends_on=["usd", "eur"])(lambda usd, eur: {"usd": usd, "eur": eur})
+        assert pm.execute_pipeline(p).final_result == {"usd": 100.0, "eur": 90.0}
+        assert pm.cache is not None
+        backend_ = pm.cache.backend
+        backend_.write("price_eur", *backend_.read("price_usd"), None)  # the swap
+        second = pm.execute_pipeline(p)
+    assert second.final_result == {"usd": 100.0, "eur": 90.0}
+    assert second.states["usd"] == "cached" and second.states["eur"] == "succeeded"
+    assert calls.counts == {"usd": 1, "eur": 2}
+
+
+def _hung_cache_pipeline(pm: PipelineManager, calls: Calls) -> Pipeline:
+    p = Pipeline("hung_cache")
+    for name in ("a", "b", "c"):
+        p.task(name)(pm.cache_result(key=f"hung-{name}")(lambda name=name: calls(name) or name))
+    return p
+
+
+def test_a_hung_redis_cache_is_skipped_after_a_few_failures(
+    redis_server, store: str, caplog
+) -> None:
+    """SIGSTOP the Redis server: each operation times out quickly, and after
+    ``failure_threshold`` of them the cache is skipped (one warning), not waited on."""
+    caching = {
+        "cache_type": "redis",
+        "redis_url": redis_server.url,
+        "redis_timeout": 0.3,
+        "failure_threshold": 2,
+        "failure_cooldown": 600,
+    }
+    calls = Calls()
+    with PipelineManager({"store": {"url": store}, "caching": caching}) as pm:
+        p = _hung_cache_pipeline(pm, calls)
+        assert pm.execute_pipeline(p).success  # the entries exist
+        redis_server.pause()
+        with caplog.at_level(logging.WARNING):
+            result = pm.execute_pipeline(p)
+            again = pm.execute_pipeline(p)
+    assert result.success and again.success
+    assert set(result.states.values()) == {"succeeded"} == set(again.states.values())
+    assert calls.counts == {"a": 3, "b": 3, "c": 3}
+    assert caplog.text.count("tasks run without it") == 1  # the breaker's one warning
+    timeouts = caplog.text.count("read the cache")  # every failure before the breaker opened
+    assert 1 <= timeouts <= 2
+    assert redis_server.PASSWORD not in caplog.text
+
+
+def test_the_cache_is_tried_again_after_its_cooldown(redis_server, caplog) -> None:
+    from xlibrary.pipeline.store import Cache
+    from xlibrary.pipeline.store.redis import RedisCacheBackend
+
+    cache = Cache(
+        RedisCacheBackend(redis_server.url, timeout=0.2), failure_threshold=1, failure_cooldown=0.5
+    )
+    cache.save("k", 1)
+    redis_server.pause()
+    caplog.set_level(logging.INFO, logger="xlibrary")
+    with pytest.raises(Exception, match=r"[Tt]imeout"):
+        cache.load("k")  # the failure that opens the breaker is the caller's to report
+    assert cache.load("k") is None and not cache.lookup("k").hit  # skipped: no waiting
+    assert cache.lookup("k").reason.startswith("cache skipped")
+    assert cache.save("k2", 2) is None  # not written, not waited for
+    redis_server.resume()
+    time.sleep(0.6)  # the cooldown
+    assert cache.load("k")[1] == 1
+    assert cache.save("k2", 2) is not None
+    assert caplog.text.count("tasks run without it") == 1
+    assert "answers again" in caplog.text

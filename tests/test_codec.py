@@ -141,3 +141,26 @@ def test_tampered_payload_with_matching_checksum_is_refused_when_signed() -> Non
     data.update(size=len(evil), crc32=zlib.crc32(evil))
     with pytest.raises(BadEntry, match="signature"):
         codec.decode_entry(json.dumps(data).encode(), evil, secret=b"k")
+
+
+class _Touch:
+    """Unpickling it creates a file: proof that a payload was loaded."""
+
+    def __init__(self, path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        import pathlib
+
+        return (pathlib.Path.touch, (pathlib.Path(self.path),))
+
+
+def test_an_entry_of_another_key_is_refused_before_its_payload_loads(tmp_path) -> None:
+    marker = tmp_path / "loaded"
+    _, header, payload = codec.encode_entry("price_usd", _Touch(marker), secret=b"k")
+    marker.unlink(missing_ok=True)
+    with pytest.raises(BadEntry, match="'price_usd', not 'price_eur'"):
+        codec.decode_entry(header, payload, secret=b"k", expect={"key": "price_eur"})
+    assert not marker.exists()
+    codec.decode_entry(header, payload, secret=b"k", expect={"key": "price_usd"})
+    assert marker.exists()

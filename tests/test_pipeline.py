@@ -252,3 +252,53 @@ def test_an_infinite_task_timeout_means_no_limit() -> None:
 def test_a_long_retry_backoff_is_capped_not_an_overflow() -> None:
     policy = RetryPolicy(max_retries=5000, delay=1.0, backoff=2.0, max_delay=5.0)
     assert policy.delay_before(2000) == 5
+
+
+BAD_NAMES = {
+    "dot": ".",
+    "dotdot": "..",
+    "long": "x" * 201,
+    "long_once_encoded": "é" * 100,  # 100 characters, 600 bytes once percent-encoded
+}
+BAD_PIPELINE_NAMES = {
+    "slash": "a/b",
+    "backslash": "a\\b",
+    "control": "a\x00b",
+    "newline": "a\nb",
+}
+
+
+@pytest.mark.parametrize("name", BAD_PIPELINE_NAMES.values(), ids=BAD_PIPELINE_NAMES.keys())
+def test_pipeline_names_are_words_of_urls_and_command_lines(name: str) -> None:
+    with pytest.raises(PipelineDefinitionError, match=r"pipeline name .*(path separator|control)"):
+        Pipeline(name)
+    p = Pipeline("p")
+    p.task(name)(lambda: 1)  # a task's name is a label: the store encodes it
+    assert p.task_names == (name,)
+
+
+@pytest.mark.parametrize("name", BAD_NAMES.values(), ids=BAD_NAMES.keys())
+def test_names_the_store_cannot_hold_are_refused_at_declaration(name: str) -> None:
+    with pytest.raises(
+        PipelineDefinitionError,
+        match=r"pipeline name .*(1 to 200|'\.' and '\.\.'|path separator|control)",
+    ):
+        Pipeline(name)
+    p = Pipeline("p")
+    with pytest.raises(
+        PipelineDefinitionError,
+        match=r"task name .*(1 to 200|'\.' and '\.\.'|path separator|control)",
+    ):
+        p.task(name)(lambda: 1)
+    with pytest.raises(PipelineDefinitionError, match="task name"):
+        Task(name, lambda: 1)
+
+
+@pytest.mark.parametrize(
+    "name", ["load data", "etl-2024.v2", "données", "x" * 200, ".hidden", "latest.json"]
+)
+def test_names_that_fit(name: str) -> None:
+    assert Pipeline(name).name == name
+    p = Pipeline("p")
+    p.task(name)(lambda: 1)
+    assert p.task_names == (name,)

@@ -267,3 +267,98 @@ def test_saved_result_gone_before_retry_reruns_it(pm: PipelineManager, tmp_path:
     result = pm.retry_failed_task(pipeline_name="gone", task_name="b")
     assert result.success and result.final_result == 10
     assert calls_made == ["a", "a"]  # its saved result was gone, so it ran again
+
+
+# -- run ids from outside ------------------------------------------------------------------------
+EVIL_RUN = "../../../outside/evil"
+
+
+class _Touch:
+    """Unpickling it creates a file: proof that a planted pickle ran."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (Path.touch, (Path(self.path),))
+
+
+@pytest.fixture
+def planted(tmp_path: Path) -> Path:
+    """A record and an unsigned pickled result outside the store, where ``runs/p/<EVIL_RUN>``
+    leads; returns the file the pickle creates when it is loaded."""
+    import json
+
+    from xlibrary.pipeline.store import codec
+
+    marker = tmp_path / "pwned"
+    outside = tmp_path / "outside" / "evil"
+    (outside / "results").mkdir(parents=True)
+    record = {
+        "pipeline": "p",
+        "run_id": EVIL_RUN,
+        "status": "failed",
+        "started": 1.0,
+        "finished": 2.0,
+        "duration": 1.0,
+        "order": ["a", "b"],
+        "tasks": {
+            "a": {"status": "succeeded", "saved": True, "attempts": 1},
+            "b": {"status": "failed", "attempts": 1},
+        },
+        "error": {"failed_task": "b", "message": "boom", "stack_trace": ""},
+    }
+    (outside / "record.json").write_text(json.dumps(record))
+    _, header, payload = codec.encode_entry(
+        f"p/{EVIL_RUN}/a", _Touch(marker), task="a", pipeline="p"
+    )
+    (outside / "results" / "a.entry").write_bytes(codec.frame(header, payload))
+    marker.unlink(missing_ok=True)
+    return marker
+
+
+def _evil_pipeline() -> Pipeline:
+    p = Pipeline("p")
+    p.task("a")(lambda: 1)
+    p.task("b", depends_on=["a"])(lambda x: x + 1)
+    return p
+
+
+@pytest.mark.parametrize(
+    "entry_point",
+    [
+        lambda pm: pm.get_intermediate_results("p", run_id=EVIL_RUN),
+        lambda pm: pm.get_performance_report("p", run_id=EVIL_RUN),
+        lambda pm: pm.resume(_evil_pipeline(), run_id=EVIL_RUN),
+        lambda pm: pm.retry_failed_task(pipeline=_evil_pipeline(), task_name="b", run_id=EVIL_RUN),
+    ],
+    ids=["get_intermediate_results", "get_performance_report", "resume", "retry_failed_task"],
+)
+def test_a_run_id_that_leaves_the_store_is_refused(
+    tmp_path: Path, planted: Path, entry_point
+) -> None:
+    with PipelineManager({"store": {"url": str(tmp_path / "store")}}) as pm:
+        pm.execute_pipeline(_evil_pipeline())  # the store and runs/p exist
+        with pytest.raises(
+            ValueError, match=r"'\.\./\.\./\.\./outside/evil' is not a run id"
+        ) as info:
+            entry_point(pm)
+    assert isinstance(info.value, PipelineError)
+    assert "20261128T082121.123456-3fa2c1d0" in str(info.value)  # the form a run id has
+    assert not planted.exists()
+
+
+def test_the_store_refuses_paths_out_of_its_root(tmp_path: Path, planted: Path) -> None:
+    from xlibrary.pipeline.store import FsStore, RunStore
+
+    store = FsStore(str(tmp_path / "store"))
+    for relative in ("../outside/evil/record.json", "runs/../../x", "/etc/passwd", "a//b", "./a"):
+        with pytest.raises(ValueError, match=r"outside|not a path"):
+            store.read(relative)
+    runs = RunStore(store)
+    with pytest.raises(ValueError, match="not a run id"):
+        runs.load_result("p", EVIL_RUN, "a")
+    with pytest.raises(ValueError, match="not a run id"):
+        runs.read_record("p", EVIL_RUN)
+    assert runs.find_record(EVIL_RUN) is None  # a run id or a name: no such run
+    assert not planted.exists()

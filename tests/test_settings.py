@@ -167,7 +167,7 @@ def test_dashboard_address_is_this_machine_unless_opened() -> None:
     [
         ({"resource_limits": {"max_cpu_cores": -2}}, "resource_limits.max_cpu_cores", "1 or more"),
         ({"resource_limits": {"max_cpu_cores": 0}}, "resource_limits.max_cpu_cores", "1 or more"),
-        ({"resource_limits": {"max_memory_gb": 0}}, "resource_limits.max_memory_gb", "above 0"),
+        ({"resource_limits": {"max_memory_gb": 0}}, "resource_limits.max_memory_gb", "more than 0"),
         ({"resource_limits": {"max_memory_gb": float("nan")}}, "max_memory_gb", "finite"),
         ({"resource_limits": {"max_memory_gb": float("inf")}}, "max_memory_gb", "finite"),
         ({"fault_tolerance": {"task_timeout": float("nan")}}, "task_timeout", "finite"),
@@ -176,17 +176,17 @@ def test_dashboard_address_is_this_machine_unless_opened() -> None:
         ({"fault_tolerance": {"retry_backoff": float("nan")}}, "retry_backoff", "finite"),
         ({"caching": {"ttl": float("nan")}}, "caching.ttl", "finite"),
         ({"caching": {"ttl": float("inf")}}, "caching.ttl", "null"),
-        ({"caching": {"ttl": 0}}, "caching.ttl", "above 0"),
-        ({"caching": {"ttl": -5}}, "caching.ttl", "above 0"),
+        ({"caching": {"ttl": 0}}, "caching.ttl", "more than 0"),
+        ({"caching": {"ttl": -5}}, "caching.ttl", "more than 0"),
         ({"caching": {"secret": ""}}, "caching.secret", "empty"),
         ({"caching": {"redis_url": ""}}, "caching.redis_url", "empty"),
         ({"scheduler_address": ""}, "scheduler_address", "empty"),
         ({"scheduler_address": "   "}, "scheduler_address", "empty"),
         ({"store": {"url": ""}}, "store.url", "empty"),
         ({"kubernetes": {"image": ""}}, "kubernetes.image", "empty"),
-        ({"kubernetes": {"resource_timeout": 0}}, "kubernetes.resource_timeout", "above 0"),
+        ({"kubernetes": {"resource_timeout": 0}}, "kubernetes.resource_timeout", "more than 0"),
         ({"resource_allocation": {"memory_per_worker": ""}}, "memory_per_worker", "empty"),
-        ({"monitoring": {"alerts": {"task_timeout": -1}}}, "alerts.task_timeout", "above 0"),
+        ({"monitoring": {"alerts": {"task_timeout": -1}}}, "alerts.task_timeout", "more than 0"),
         ({"monitoring": {"alerts": {"task_timeout": float("nan")}}}, "task_timeout", "finite"),
         ({"monitoring": {"alerts": {"webhook_url": ""}}}, "webhook_url", "empty"),
         ({"monitoring": {"alerts": {"memory_threshold": float("nan")}}}, "threshold", "finite"),
@@ -219,7 +219,7 @@ def test_no_workers_timeout() -> None:
     assert load_settings().no_workers_timeout == 60
     assert load_settings({"no_workers_timeout": float("inf")}).no_workers_timeout is None
     assert load_settings({"no_workers_timeout": None}).no_workers_timeout is None
-    with pytest.raises(ConfigError, match="'no_workers_timeout' must be above 0"):
+    with pytest.raises(ConfigError, match="'no_workers_timeout' must be more than 0"):
         load_settings({"no_workers_timeout": 0})
 
 
@@ -260,3 +260,18 @@ def test_keys_without_effect_are_warned_once(config, fragments, caplog) -> None:
     (record,) = caplog.records
     for fragment in fragments:
         assert fragment in record.getMessage()
+
+
+@pytest.mark.parametrize(
+    ("caching", "fragment"),
+    [
+        ({"redis_timeout": 0}, "'caching.redis_timeout' must be more than 0 seconds"),
+        ({"failure_threshold": 0}, "'caching.failure_threshold' must be 1 or more"),
+        ({"failure_cooldown": -1}, "'caching.failure_cooldown' must be 0 or more"),
+    ],
+)
+def test_cache_failure_settings_are_checked(caching, fragment) -> None:
+    assert load_settings({"caching": {"redis_timeout": 0.5}}).caching.redis_timeout == 0.5
+    with pytest.raises(ConfigError) as info:
+        load_settings({"caching": caching})
+    assert fragment in str(info.value)

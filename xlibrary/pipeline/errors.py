@@ -18,6 +18,8 @@
     ├── MissingExtraError (ImportError)          an optional dependency is not installed
     ├── StreamError                              a stream cannot start, or stopped on a record
     │   └── StreamDeliveryError (ConnectionError)  a sink could not deliver a batch this time
+    ├── InvalidRunIdError (ValueError)           a run id not of the form the engine makes
+    ├── StorePathError (ValueError)              a path or name the store cannot hold in its root
     └── TaskError                                for users: raise it (or a subclass) from a task
         ├── ExtractionError                      as in the guide's ETL example
         └── ValidationError                      as in the guide's ML example
@@ -38,12 +40,14 @@ __all__ = [
     "DuplicateTaskError",
     "EmptyPipelineError",
     "ExtractionError",
+    "InvalidRunIdError",
     "MissingExtraError",
     "PipelineDefinitionError",
     "PipelineError",
     "PipelineExecutionError",
     "ResourceError",
     "RunCancelled",
+    "StorePathError",
     "StreamDeliveryError",
     "StreamError",
     "TaskError",
@@ -197,6 +201,15 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     spelling hint every message of the library uses."""
     close = difflib.get_close_matches(name, [str(c) for c in candidates], n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
+
+
+class InvalidRunIdError(PipelineError, ValueError):
+    """A run id that is not of the form the engine makes (``20261128T082121.123456-3fa2c1d0``)."""
+
+
+class StorePathError(PipelineError, ValueError):
+    """A path or name the store cannot hold inside its root (``..``, an absolute path, a name
+    too long for a file name)."""
 
 
 def missing_extra(package: str, extra: str, feature: str) -> MissingExtraError:

@@ -21,7 +21,6 @@ error. Either way the tasks that finished keep their states and the others end
 from __future__ import annotations
 
 import logging
-import secrets
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -38,17 +37,11 @@ from .recovery import RecoveryPlan
 from .result import PipelineResult
 from .runner import DONE, SKIPPED, STALE, Monitor, Outcome
 from .store import Cache, RunStore
+from .store.names import new_run_id  # the run id grammar lives beside its check
 
 __all__ = ["Persistence", "RunMonitor", "RunObserver", "execute", "new_run_id"]
 
 logger = logging.getLogger("xlibrary.pipeline")
-
-
-def new_run_id() -> str:
-    """A run id that sorts by start time and is unique: ``20261128T082121.123456-3fa2c1d0``."""
-    now = time.time()
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now))
-    return f"{stamp}.{int(now % 1 * 1e6):06d}-{secrets.token_hex(4)}"
 
 
 @dataclass(frozen=True)

@@ -30,9 +30,11 @@ from .recovery import (
     resume_plan,
     retry_plan,
 )
+from .redact import redact_url
 from .result import PipelineResult
 from .settings import Settings, load_settings, without_effect
 from .store import Cache, RunStore, default_store_url, open_cache, open_runs
+from .store.names import check_run_id
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -238,7 +240,7 @@ class PipelineManager:
                 return not_started(declared.name, list(declared.task_names))
             raise PipelineError(
                 f"no run or pipeline {pipeline_id!r} is known here or recorded in the store "
-                f"{store.url}"
+                f"{redact_url(store.url)}"
             )
         return status_of_record(record)
 
@@ -384,12 +386,13 @@ class PipelineManager:
         caching = self.settings.caching
         if not caching.enabled:
             return None
+        breaker = (caching.redis_timeout, caching.failure_threshold, caching.failure_cooldown)
         if caching.cache_type == "redis":
-            return open_cache("redis", caching.redis_url, None, self._secret, caching.ttl)
+            return open_cache("redis", caching.redis_url, None, self._secret, caching.ttl, *breaker)
         store = self.settings.store
         return open_cache(
             "fsspec", store.url or self._default_store, store.storage_options, self._secret,
-            caching.ttl,
+            caching.ttl, *breaker,
         )  # fmt: skip
 
     @property
@@ -449,6 +452,8 @@ class PipelineManager:
 
         Needs ``save_intermediate_results: True`` (cached tasks come from the cache).
         """
+        if run_id is not None:
+            check_run_id(run_id)
         return intermediate_results(self.store, self.cache, pipeline_name, run_id, tasks)
 
     def retry_failed_task(
@@ -466,6 +471,8 @@ class PipelineManager:
         not run again. Works from a new process on the same store, once the pipeline is
         declared there (or passed as ``pipeline=``). Returns the new run's result.
         """
+        if run_id is not None:
+            check_run_id(run_id)
         target = self._resolve(pipeline if pipeline is not None else pipeline_name)
         if task_name is None:
             task_name = error_details(self.store, target.name).failed_task
@@ -477,6 +484,8 @@ class PipelineManager:
     ) -> PipelineResult:
         """Continue the latest failed run of ``pipeline`` (or ``run_id``): run what did not
         finish, restoring what did from the store."""
+        if run_id is not None:
+            check_run_id(run_id)
         target = self._resolve(pipeline)
         recovery = resume_plan(self.store, self.plan(target), run_id)
         return self._run(target, parallel=parallel, raise_on_failure=None, recovery=recovery)
@@ -535,11 +544,13 @@ class PipelineManager:
         memory and metrics; read from the run record, so it also reports runs made by other
         processes."""
         name = pipeline_name.name if isinstance(pipeline_name, Pipeline) else pipeline_name
+        if run_id is not None:
+            check_run_id(run_id)
         record = self.store.read_record(name, run_id)
         if record is None or record.get("finished") is None:
             raise PipelineError(
                 f"no finished run of pipeline {name!r} is recorded in the store "
-                f"{self.store.url}; run it first (with store.record_runs on)"
+                f"{redact_url(self.store.url)}; run it first (with store.record_runs on)"
             )
         return performance_report(record)
 
@@ -758,7 +769,7 @@ class PipelineManager:
                 "the store %s lives in this process's memory: worker processes of a cluster "
                 "each see their own, so saved results and cache entries they write are not "
                 "shared; use a directory or an object store for cluster runs",
-                url,
+                redact_url(url),
             )
 
         if self._client is not None or self.settings.scheduler_address is not None:
@@ -850,7 +861,7 @@ _shipped_lock = threading.Lock()
 
 def _manager_for(settings: Settings) -> PipelineManager:
     """The manager a pickled manager becomes in another process (one per settings)."""
-    key = repr(settings)
+    key = repr(dataclasses.astuple(settings))  # exact: the repr of Settings hides secrets
     with _shipped_lock:
         manager = _shipped.get(key)
         if manager is None:

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from .errors import DuplicateTaskError, PipelineDefinitionError, TaskSignatureError
+from .store.names import name_problem
 
 if TYPE_CHECKING:  # for the annotations of visualize()
     import os
@@ -158,6 +159,7 @@ class Task:
                 f"a task name must be a non-empty string, got {self.name!r}; "
                 'for example @pipeline.task("extract")'
             )
+        _check_name("task", self.name)
         if not callable(self.func):
             raise TaskSignatureError(
                 f"task {self.name!r}: {self.func!r} is not callable; decorate a function, or "
@@ -212,6 +214,14 @@ def _normalize_depends_on(name: str, depends_on: Any) -> tuple[str, ...]:
             )
         seen.add(dep)
     return deps
+
+
+def _check_name(kind: str, name: str) -> None:
+    """Refuse a name the store cannot hold as one file name (see ``store.names``)."""
+    problem = name_problem(name, pipeline=kind == "pipeline")
+    if problem is not None:
+        shown = name if len(name) <= 60 else name[:60] + "..."
+        raise PipelineDefinitionError(f"the {kind} name {shown!r} cannot be used: {problem}")
 
 
 def _check_resources(name: str, resources: Mapping[str, float]) -> None:
@@ -270,6 +280,7 @@ class Pipeline:
             raise PipelineDefinitionError(
                 f'a pipeline name must be a non-empty string, got {name!r}; Pipeline("etl")'
             )
+        _check_name("pipeline", name)
         self.name = name
         self.description = description
         self._tasks: dict[str, Task] = {}

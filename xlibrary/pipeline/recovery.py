@@ -21,8 +21,10 @@ from typing import Any
 
 from .errors import PipelineError, PipelineExecutionError
 from .plan import Plan, Restore, did_you_mean
+from .redact import redact_url
 from .result import PipelineResult
 from .store import BadEntry, Cache, RunStore
+from .store.names import is_run_id
 
 __all__ = [
     "ErrorDetails",
@@ -72,7 +74,9 @@ def error_details(runs: RunStore, source: object) -> ErrorDetails:
         )
     record = runs.find_record(source) or runs.read_record(source)
     if record is None:
-        raise PipelineError(f"no run or pipeline {source!r} is recorded in the store {runs.url}")
+        raise PipelineError(
+            f"no run or pipeline {source!r} is recorded in the store {redact_url(runs.url)}"
+        )
     error = record.get("error")
     if not error:
         raise PipelineError(
@@ -94,8 +98,8 @@ def _record(runs: RunStore, pipeline: str, run_id: str | None) -> dict[str, Any]
     if record is None:
         which = f"run {run_id}" if run_id else "run"
         raise PipelineError(
-            f"no recorded {which} of pipeline {pipeline!r} in the store {runs.url}; run it "
-            "first (with the same store, and save_intermediate_results for its results)"
+            f"no recorded {which} of pipeline {pipeline!r} in the store {redact_url(runs.url)}; "
+            "run it first (with the same store, and save_intermediate_results for its results)"
         )
     return record
 
@@ -105,6 +109,8 @@ def _chain(runs: RunStore, record: dict[str, Any]) -> list[dict[str, Any]]:
     chain = [record]
     seen = {record["run_id"]}
     while (parent := chain[-1].get("resumed_from")) and parent not in seen:
+        if not is_run_id(parent):  # a damaged record: look no further back
+            break
         older = runs.read_record(record["pipeline"], parent)
         if older is None:
             break
@@ -122,9 +128,9 @@ def _locations(runs: RunStore, record: dict[str, Any]) -> dict[str, Restore]:
                 continue
             source = task.get("source") or ""
             token = task.get("token")
-            if task.get("saved"):
+            if task.get("saved") and is_run_id(rec["run_id"]):
                 found[name] = Restore(run_id=rec["run_id"], token=token)
-            elif source.startswith("run:"):
+            elif source.startswith("run:") and is_run_id(source[4:]):
                 found[name] = Restore(run_id=source[4:], token=token)
             elif source.startswith("cache:"):
                 found[name] = Restore(cache_key=source[6:], token=token)

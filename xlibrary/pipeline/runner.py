@@ -480,7 +480,8 @@ class TaskRunner:
                     key, outcome.value, ttl=persist.ttl, task=self.name, pipeline=persist.pipeline,
                     meta={"code": persist.code, "inputs": inputs} if persist.code else None,
                 )  # fmt: skip
-                outcome.token = header.entry_id
+                if header is not None:  # None: the cache is being skipped, nothing was saved
+                    outcome.token = header.entry_id
             if persist.runs is not None:
                 persist.runs.save_result(persist.pipeline, persist.run_id, self.name, outcome.value)
                 outcome.saved = True

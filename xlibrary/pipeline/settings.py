@@ -20,6 +20,7 @@ import dataclasses
 import difflib
 import math
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -28,7 +29,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
-from .redact import redact_url
+from .redact import HIDDEN, redact_url
 
 __all__ = [
     "Caching",
@@ -142,6 +143,12 @@ class StoreSettings:
     record_runs: bool = True
     """Write a JSON record of every run to the store."""
 
+    def __repr__(self) -> str:  # the URL's password and credentials in the options: hidden
+        options = {
+            k: HIDDEN if _SECRET_KEY.search(k) else v for k, v in self.storage_options.items()
+        }
+        return _shown(self, url=redact_url(self.url) if self.url else None, storage_options=options)
+
 
 @dataclass(frozen=True)
 class Caching:
@@ -156,9 +163,20 @@ class Caching:
     cache_results: bool = False
     """Cache every task under a derived key (name, code fingerprint, inputs)."""
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_timeout: float = 2.0
+    """Seconds one Redis operation may wait (to connect, and for each answer); not retried."""
+    failure_threshold: int = 3
+    """After this many cache failures in a row (down, or past ``redis_timeout``), the cache is
+    skipped: tasks run without it, with one warning."""
+    failure_cooldown: float = 60.0
+    """Seconds the cache is skipped for before it is asked again."""
     secret: str | None = None
     """Sign entries with HMAC-SHA256 and refuse unsigned or tampered ones (env
     ``XLIBRARY_CACHE_SECRET``). Use it whenever others can write to the store."""
+
+    def __repr__(self) -> str:  # the Redis password and the secret: hidden
+        secret = None if self.secret is None else HIDDEN
+        return _shown(self, redis_url=redact_url(self.redis_url), secret=secret)
 
 
 @dataclass(frozen=True, repr=False)
@@ -350,6 +368,19 @@ def without_effect(settings: Settings, *, client: bool = False) -> list[str]:
     return notes
 
 
+_SECRET_KEY = re.compile(r"pass|secret|token|key|credential|auth", re.IGNORECASE)
+
+
+def _shown(settings: object, **hidden: object) -> str:
+    """The dataclass repr of ``settings``, with the values of ``hidden`` shown instead."""
+    fields = ", ".join(
+        f"{f.name}={hidden[f.name] if f.name in hidden else getattr(settings, f.name)!r}"
+        for f in dataclasses.fields(settings)  # type: ignore[arg-type]
+        if f.repr
+    )
+    return f"{type(settings).__name__}({fields})"
+
+
 def load_settings(config: Mapping[str, Any] | Settings | None = None) -> Settings:
     """Check ``config`` against the guide's keys and return typed settings.
 
@@ -525,6 +556,9 @@ def _check_ranges(settings: object, prefix: str) -> None:
         _above_zero(prefix, "max_memory_gb", settings.max_memory_gb)
     elif isinstance(settings, Caching):
         _above_zero(prefix, "ttl", settings.ttl, " seconds (or null: until cleared)")
+        _above_zero(prefix, "redis_timeout", settings.redis_timeout, " seconds")
+        _at_least(prefix, "failure_threshold", settings.failure_threshold, 1)
+        _at_least(prefix, "failure_cooldown", settings.failure_cooldown, 0)
     elif isinstance(settings, KubernetesSettings):
         _above_zero(prefix, "resource_timeout", settings.resource_timeout, " seconds")
     elif isinstance(settings, Settings):
@@ -588,7 +622,7 @@ def _check_webhook(dotted: str, url: str) -> None:
 
 def _above_zero(prefix: str, key: str, value: float | None, unit: str = "") -> None:
     if value is not None and value <= 0:
-        raise ConfigError(f"config key '{prefix}{key}' must be above 0{unit}, got {value:g}")
+        raise ConfigError(f"config key '{prefix}{key}' must be more than 0{unit}, got {value:g}")
 
 
 def _at_least(prefix: str, key: str, value: float, minimum: float) -> None:

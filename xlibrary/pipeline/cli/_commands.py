@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..manager import PipelineManager
+from ..redact import redact_url
 from ..result import PipelineResult
 from ..settings import load_settings
 from ._common import (
@@ -122,7 +123,7 @@ def visualize(args: argparse.Namespace) -> int:
         if record is None:
             which = f"of pipeline {pipeline.name!r}" if latest else repr(args.run)
             raise UsageError(
-                f"no run {which} in the store {store.url}; "
+                f"no run {which} in the store {redact_url(store.url)}; "
                 "`xlibrary-pipeline runs list` shows the recorded runs"
             )
         run = result_of_record(record)

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..plan import did_you_mean
+from ..redact import redact_url
 from ..store.cache import Cache
 from ._common import EXIT_OK, UsageError, manager, seconds, size, table, when
 
@@ -23,13 +24,13 @@ def runs_list(args: argparse.Namespace) -> int:
         if args.pipeline is not None:
             if args.pipeline not in names:
                 raise UsageError(
-                    f"no runs of pipeline {args.pipeline!r} in the store {store.url}"
+                    f"no runs of pipeline {args.pipeline!r} in the store {redact_url(store.url)}"
                     f"{did_you_mean(args.pipeline, names)}"
                 )
             names = [args.pipeline]
         records = [record for name in names for record in store.recent_records(name, args.last)]
     if not records:
-        print(f"no runs recorded in the store {store.url}")
+        print(f"no runs recorded in the store {redact_url(store.url)}")
         return EXIT_OK
     records.sort(key=lambda r: (r.get("started") or 0, r.get("run_id", "")), reverse=True)
     rows = [
@@ -53,7 +54,7 @@ def runs_show(args: argparse.Namespace) -> int:
         record = store.find_record(args.run_id)
     if record is None:
         raise UsageError(
-            f"no run {args.run_id!r} in the store {store.url}; "
+            f"no run {args.run_id!r} in the store {redact_url(store.url)}; "
             "`xlibrary-pipeline runs list` shows the recorded runs"
         )
     if args.json:
@@ -112,7 +113,7 @@ def cache_list(args: argparse.Namespace) -> int:
     with _cache(args) as cache:
         headers = [h for h in cache.headers() if args.pipeline in (None, h.pipeline)]
     if not headers:
-        print(f"no cache entries in {cache.backend.url}")
+        print(f"no cache entries in {redact_url(cache.backend.url)}")
         return EXIT_OK
     headers.sort(key=lambda h: h.created, reverse=True)
     now = time.time()
@@ -136,14 +137,14 @@ def cache_list(args: argparse.Namespace) -> int:
 def cache_clear(args: argparse.Namespace) -> int:
     with _cache(args) as cache:
         removed = cache.clear(pipeline=args.pipeline, task=args.task)
-    print(f"removed {_entries(removed)} from {cache.backend.url}")
+    print(f"removed {_entries(removed)} from {redact_url(cache.backend.url)}")
     return EXIT_OK
 
 
 def cache_prune(args: argparse.Namespace) -> int:
     with _cache(args) as cache:
         removed = cache.prune()
-    print(f"removed {_entries(removed, 'expired ')} from {cache.backend.url}")
+    print(f"removed {_entries(removed, 'expired ')} from {redact_url(cache.backend.url)}")
     return EXIT_OK
 
 

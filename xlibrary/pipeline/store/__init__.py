@@ -8,9 +8,12 @@ reuses the worker's own connection rather than opening one per task.
 from __future__ import annotations
 
 import functools
+import logging
+import threading
 from collections.abc import Mapping
 from typing import Any
 
+from .breaker import DEFAULT_COOLDOWN, DEFAULT_THRESHOLD, DEFAULT_TIMEOUT
 from .cache import Cache, CacheBackend, FsCacheBackend, Lookup
 from .codec import BadEntry, EntryHeader, SerializationError
 from .fs import FsStore, default_store_url
@@ -33,6 +36,10 @@ __all__ = [
 ]
 
 Options = tuple[tuple[str, Any], ...]
+
+logger = logging.getLogger(__name__)
+_warned_writable: set[str] = set()
+_warned_lock = threading.Lock()
 
 
 def _items(options: Mapping[str, Any] | None) -> Options:
@@ -57,6 +64,7 @@ def open_runs(
 @functools.lru_cache(maxsize=32)
 def _runs(url: str, options: Options, secret: bytes | None) -> RunStore:
     runs = RunStore(_store(url, options), secret=secret)
+    _warn_if_others_can_write(runs.store, secret)
     runs.opened_by = (open_runs, (url, dict(options), secret))
     return runs
 
@@ -67,22 +75,63 @@ def open_cache(
     storage_options: Mapping[str, Any] | None = None,
     secret: bytes | None = None,
     default_ttl: float | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    failure_threshold: int = DEFAULT_THRESHOLD,
+    failure_cooldown: float = DEFAULT_COOLDOWN,
 ) -> Cache:
-    """The cache of ``kind`` (``"fsspec"``: the store at ``url``; ``"redis"``: Redis at ``url``)."""
-    return _cache(kind, url, _items(storage_options), secret, default_ttl)
+    """The cache of ``kind`` (``"fsspec"``: the store at ``url``; ``"redis"``: Redis at ``url``,
+    each operation waiting at most ``timeout`` seconds), skipped for ``failure_cooldown``
+    seconds after ``failure_threshold`` failures in a row."""
+    breaker = (timeout, failure_threshold, failure_cooldown)
+    return _cache(kind, url, _items(storage_options), secret, default_ttl, breaker)
 
 
 @functools.lru_cache(maxsize=32)
 def _cache(
-    kind: str, url: str, options: Options, secret: bytes | None, default_ttl: float | None
+    kind: str,
+    url: str,
+    options: Options,
+    secret: bytes | None,
+    default_ttl: float | None,
+    breaker: tuple[float, int, float],
 ) -> Cache:
+    timeout, threshold, cooldown = breaker
     backend: CacheBackend
     if kind == "redis":
         from .redis import RedisCacheBackend
 
-        backend = RedisCacheBackend(url)
+        backend = RedisCacheBackend(url, timeout=timeout)
     else:
         backend = FsCacheBackend(_store(url, options))
-    cache = Cache(backend, secret=secret, default_ttl=default_ttl)
-    cache.opened_by = (open_cache, (kind, url, dict(options), secret, default_ttl))
+        _warn_if_others_can_write(backend.store, secret)
+    cache = Cache(
+        backend,
+        secret=secret,
+        default_ttl=default_ttl,
+        failure_threshold=threshold,
+        failure_cooldown=cooldown,
+    )
+    cache.opened_by = (open_cache, (kind, url, dict(options), secret, default_ttl, *breaker))
     return cache
+
+
+def _warn_if_others_can_write(store: FsStore, secret: bytes | None) -> None:
+    """Once per store and process: unsigned pickles in a directory others can write are code
+    that others can make this process run."""
+    if secret is not None:
+        return
+    where = store.writable_by_others()
+    if where is None:
+        return
+    with _warned_lock:
+        if store.root in _warned_writable:
+            return
+        _warned_writable.add(store.root)
+    logger.warning(
+        "the store %s can be written by other users (%s is group- or world-writable) and no "
+        "caching.secret is set: loading a pickled entry runs code, so anyone who can write "
+        "there can run code in this process; set caching.secret (or XLIBRARY_CACHE_SECRET) "
+        "to sign entries, or make the directory private (chmod go-w)",
+        store.root,
+        where,
+    )

@@ -5,9 +5,15 @@
 and ``RedisCacheBackend`` (``cache_type: "redis"``). Both pass one contract test suite.
 
 Guarantees: an expired entry is never returned; a corrupt, truncated, foreign or tampered
-entry is reported as a miss with a warning and deleted, never returned and never a crash.
+entry, or one that belongs to another key, is reported as a miss with a warning and deleted,
+never returned and never a crash.
 Besides entries, the cache keeps for each task the facts of its last entry (code fingerprint,
 input token, key), so that :meth:`Cache.explain` can say why a task misses.
+
+A cache that fails ``failure_threshold`` times in a row (down, or hung past its timeout) is
+skipped for ``failure_cooldown`` seconds (:mod:`.breaker`): lookups and loads miss and saves
+are not made, at no cost and with one warning, so a broken cache slows a run by a few
+timeouts at most, never one per task.
 """
 
 from __future__ import annotations
@@ -16,17 +22,22 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
+from ..redact import redact_url
 from . import codec
+from .breaker import DEFAULT_COOLDOWN, DEFAULT_THRESHOLD, Breaker
 from .codec import BadEntry, EntryHeader
 from .fs import FsStore
 
 __all__ = ["Cache", "CacheBackend", "FsCacheBackend", "Lookup"]
 
 logger = logging.getLogger("xlibrary.pipeline.cache")
+
+_T = TypeVar("_T")
+SKIPPED = "cache skipped (it failed several times in a row; asked again after its cool-down)"
 
 
 class CacheBackend(Protocol):
@@ -138,28 +149,35 @@ class Cache:
         *,
         secret: bytes | None = None,
         default_ttl: float | None = None,
+        failure_threshold: int = DEFAULT_THRESHOLD,
+        failure_cooldown: float = DEFAULT_COOLDOWN,
     ) -> None:
         self.backend = backend
         self.secret = secret
         self.default_ttl = default_ttl
+        self.breaker = Breaker(backend.url, failure_threshold, failure_cooldown)
         self.opened_by: tuple[Any, ...] | None = None
         """``(factory, args)`` when made by ``open_cache``: pickles as that call."""
 
     def __reduce__(self) -> tuple[Any, ...]:
         if self.opened_by is not None:
             return self.opened_by
-        return (Cache, (self.backend,), {"secret": self.secret, "default_ttl": self.default_ttl})
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+        breaker = self.breaker
+        args = (self.backend, self.secret, self.default_ttl, breaker.threshold, breaker.cooldown)
+        return (_rebuild, args)
 
     def __repr__(self) -> str:
-        return f"<Cache {self.backend.url}>"
+        return f"<Cache {redact_url(self.backend.url)}>"
 
     def lookup(self, key: str, *, now: float | None = None) -> Lookup:
         """Whether ``key`` has a live entry, from its header alone."""
+        if not self.breaker.allows():
+            return Lookup(key, False, SKIPPED)
+        return self._look(key, now, self.breaker.guard)
+
+    def _look(self, key: str, now: float | None, ask: Callable[..., Any]) -> Lookup:
         try:
-            raw = self.backend.read_header(key)
+            raw = ask(self.backend.read_header, key)
         except BadEntry as exc:
             self._discard(key, str(exc))
             return Lookup(key, False, f"unusable entry ({exc})")
@@ -167,6 +185,7 @@ class Cache:
             return Lookup(key, False, "no entry")
         try:
             header = codec.read_header(raw)
+            codec.check_header(header, {"key": key})
         except BadEntry as exc:
             self._discard(key, str(exc))
             return Lookup(key, False, f"unusable entry ({exc})")
@@ -179,11 +198,13 @@ class Cache:
 
         An expired entry is deleted; a bad one is deleted with a warning.
         """
+        if not self.breaker.allows():
+            return None
         try:
-            found = self.backend.read(key)
+            found = self.breaker.guard(self.backend.read, key)
             if found is None:
                 return None
-            header, value = codec.decode_entry(*found, secret=self.secret)
+            header, value = codec.decode_entry(*found, secret=self.secret, expect={"key": key})
         except BadEntry as exc:
             self._discard(key, str(exc), task=task)
             return None
@@ -201,13 +222,16 @@ class Cache:
         task: str | None = None,
         pipeline: str | None = None,
         meta: dict[str, Any] | None = None,
-    ) -> EntryHeader:
-        """Store ``value`` under ``key``; raises SerializationError if it cannot be."""
+    ) -> EntryHeader | None:
+        """Store ``value`` under ``key`` and return its header (``None``: the cache is being
+        skipped, nothing was stored); raises SerializationError if it cannot be."""
+        if not self.breaker.allows():
+            return None
         ttl = ttl if ttl is not None else self.default_ttl
         header, header_bytes, payload = codec.encode_entry(
             key, value, ttl=ttl, task=task, pipeline=pipeline, meta=meta, secret=self.secret
         )
-        self.backend.write(key, header_bytes, payload, ttl)
+        self.breaker.guard(self.backend.write, key, header_bytes, payload, ttl)
         if task is not None and pipeline is not None and meta:  # derived keys: for explain
             note = {
                 "key": key,
@@ -220,7 +244,9 @@ class Cache:
 
     def last_entry_of(self, pipeline: str, task: str) -> dict[str, Any] | None:
         """The facts kept about the last entry ``task`` of ``pipeline`` wrote, if any."""
-        raw = self.backend.read_note(f"{pipeline}\x00{task}")
+        if not self.breaker.allows():
+            return None
+        raw = self.breaker.guard(self.backend.read_note, f"{pipeline}\x00{task}")
         if raw is None:
             return None
         try:
@@ -235,7 +261,7 @@ class Cache:
     def headers(self) -> Iterator[EntryHeader]:
         """Headers of every entry, expired ones included."""
         for key in list(self.backend.keys()):
-            found = self.lookup(key)
+            found = self._look(key, None, _call)  # every entry, whatever the breaker says
             if found.header is not None:
                 yield found.header
 
@@ -264,3 +290,23 @@ class Cache:
             self.backend.delete(key)
         except Exception:  # a read-only store: the miss still stands
             logger.debug("could not delete cache entry %r", key, exc_info=True)
+
+
+def _call(op: Callable[..., _T], *args: Any) -> _T:
+    return op(*args)
+
+
+def _rebuild(
+    backend: CacheBackend,
+    secret: bytes | None,
+    default_ttl: float | None,
+    failure_threshold: int,
+    failure_cooldown: float,
+) -> Cache:
+    return Cache(
+        backend,
+        secret=secret,
+        default_ttl=default_ttl,
+        failure_threshold=failure_threshold,
+        failure_cooldown=failure_cooldown,
+    )

@@ -3,8 +3,10 @@
 An entry is one blob: ``MAGIC | header length (4 bytes) | header (JSON) | payload``. The header
 carries the format, the task and key, when it was created and when it expires, the payload's
 size and CRC-32, the library and Python versions and, when a secret is configured, an
-HMAC-SHA256 over the header and the payload. :func:`decode_entry` checks all of it: a short,
-corrupt, foreign or tampered entry raises :class:`BadEntry`, which callers treat as a cache miss.
+HMAC-SHA256 over the whole header (the key included) and the payload. :func:`decode_entry`
+checks all of it, and that the entry is the one asked for (its key, task and pipeline), before
+it loads anything: a short, corrupt, foreign or tampered entry, or a whole one moved under
+another key, raises :class:`BadEntry`, which callers treat as a cache miss.
 
 Formats, chosen per value by :func:`encode_value` (measured in ``benchmarks/bench_store.py``):
 
@@ -26,6 +28,7 @@ import sys
 import time
 import uuid
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -290,9 +293,17 @@ def read_header(header_bytes: bytes) -> EntryHeader:
 
 
 def decode_entry(
-    header_bytes: bytes, payload: bytes, *, secret: bytes | None = None
+    header_bytes: bytes,
+    payload: bytes,
+    *,
+    secret: bytes | None = None,
+    expect: Mapping[str, str | None] | None = None,
 ) -> tuple[EntryHeader, Any]:
-    """Check an entry whole and return ``(header, value)``; raises BadEntry otherwise."""
+    """Check an entry whole and return ``(header, value)``; raises BadEntry otherwise.
+
+    ``expect`` holds the header fields the entry must have (``{"key": ...}``): a valid entry
+    copied over another one's place is refused before its payload is loaded.
+    """
     header = read_header(header_bytes)
     if len(payload) != header.size:
         raise BadEntry(f"entry payload is {len(payload)} bytes, its header says {header.size}")
@@ -305,6 +316,7 @@ def decode_entry(
         expected = hmac.new(secret, unsigned + payload, hashlib.sha256).hexdigest()
         if not hmac.compare_digest(expected, header.hmac):
             raise BadEntry("entry signature does not match (tampered, or another secret)")
+    check_header(header, expect)
     if header.format == "pickle" and header.python != PYTHON:
         raise BadEntry(f"entry was pickled by Python {header.python}, this is {PYTHON}")
     try:
@@ -313,6 +325,17 @@ def decode_entry(
         raise
     except Exception as exc:
         raise BadEntry(f"entry payload cannot be loaded: {type(exc).__name__}: {exc}") from exc
+
+
+def check_header(header: EntryHeader, expect: Mapping[str, str | None] | None) -> None:
+    """Raise BadEntry unless ``header`` has the fields of ``expect`` (the entry asked for)."""
+    for name, wanted in (expect or {}).items():
+        found = getattr(header, name)
+        if found != wanted:
+            raise BadEntry(
+                f"entry belongs to {name} {found!r}, not {wanted!r}: it was moved or copied "
+                "from another place"
+            )
 
 
 def _canonical(data: dict[str, Any]) -> bytes:

@@ -12,12 +12,16 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
+import stat
 import tempfile
 from collections.abc import Mapping
 from typing import Any
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
+
+from ..errors import StorePathError
+from ..redact import redact_text, redact_url
 
 __all__ = ["FsStore", "default_store_url"]
 
@@ -41,7 +45,8 @@ class FsStore:
             from ..errors import ConfigError
 
             raise ConfigError(
-                f"cannot open the store {url!r}: {exc}; for s3:// install s3fs, for gs:// "
+                f"cannot open the store {redact_url(url)!r}: {redact_text(str(exc), url)}; "
+                "for s3:// install s3fs, for gs:// "
                 "gcsfs, or use a local directory"
             ) from exc
         self._local = isinstance(self.fs, LocalFileSystem)
@@ -50,9 +55,18 @@ class FsStore:
         return (FsStore, (self.url, self.storage_options))
 
     def __repr__(self) -> str:
-        return f"FsStore({self.url!r})"
+        return f"FsStore({redact_url(self.url)!r})"
 
     def path(self, relative: str) -> str:
+        """The full path of ``relative``; raises StorePathError unless it stays in the root."""
+        parts = relative.split("/")
+        if relative.startswith("/") or any(
+            part in ("", ".", "..") or "\\" in part or "\x00" in part for part in parts
+        ):
+            raise StorePathError(
+                f"{relative[:100]!r} is not a path inside the store (it would lead outside its "
+                "root, or is not a plain relative path)"
+            )
         return posixpath.join(self.root, relative)
 
     def write(self, relative: str, data: bytes) -> None:
@@ -133,6 +147,21 @@ class FsStore:
             return sorted(posixpath.basename(p.rstrip("/")) for p in self.fs.ls(path, detail=False))
         except (FileNotFoundError, NotADirectoryError):
             return []
+
+    def writable_by_others(self) -> str | None:
+        """A directory of this local store that other users can write to (group- or
+        world-writable), or ``None``; object stores answer ``None`` (their ACLs decide)."""
+        if not self._local:
+            return None
+        root = str(self.root)
+        for path in (root, *(os.path.join(root, d) for d in ("cache", "runs"))):
+            try:
+                mode = os.stat(path).st_mode
+            except OSError:
+                continue
+            if stat.S_ISDIR(mode) and mode & (stat.S_IWGRP | stat.S_IWOTH):
+                return path
+        return None
 
     def exists(self, relative: str) -> bool:
         return bool(self.fs.exists(self.path(relative)))

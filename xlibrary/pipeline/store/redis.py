@@ -3,6 +3,10 @@
 Each entry is one hash, ``xlibrary:cache:<key>`` with fields ``h`` (header) and ``p``
 (payload), written with its expiry in one MULTI/EXEC transaction, so a reader sees the whole
 entry or none, and Redis drops it when its TTL ends.
+
+Every operation waits at most ``timeout`` seconds for the server (to connect, and between
+bytes of an answer) and is not retried: a hung server costs one short wait per operation, and
+the :class:`~.cache.Cache` over it stops asking after a few failures in a row.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..errors import missing_extra
+from ..redact import redact_url
+from .breaker import DEFAULT_TIMEOUT
 
 __all__ = ["DEFAULT_REDIS_URL", "RedisCacheBackend"]
 
@@ -23,22 +29,31 @@ NOTE_PREFIX = "xlibrary:cache-note:"
 class RedisCacheBackend:
     """Keeps cache entries in Redis; connects on first use."""
 
-    def __init__(self, url: str = DEFAULT_REDIS_URL) -> None:
+    def __init__(self, url: str = DEFAULT_REDIS_URL, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.url = url
+        self.timeout = timeout
         self._client: Any = None
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (RedisCacheBackend, (self.url,))
+        return (_backend, (self.url, self.timeout))
+
+    def __repr__(self) -> str:
+        return f"RedisCacheBackend({redact_url(self.url)!r})"
 
     @property
     def client(self) -> Any:
         if self._client is None:
             try:
                 import redis
+                from redis.backoff import NoBackoff
+                from redis.retry import Retry
             except ImportError as exc:
                 raise missing_extra("redis", "redis", 'cache_type "redis"') from exc
             self._client = redis.Redis.from_url(
-                self.url, socket_timeout=10, socket_connect_timeout=5
+                self.url,
+                socket_timeout=self.timeout,
+                socket_connect_timeout=self.timeout,
+                retry=Retry(NoBackoff(), 0),  # a failure is counted by the cache, not hidden
             )
         return self._client
 
@@ -74,3 +89,7 @@ class RedisCacheBackend:
     def read_note(self, name: str) -> bytes | None:
         value: bytes | None = self.client.get(NOTE_PREFIX + name)
         return value
+
+
+def _backend(url: str, timeout: float) -> RedisCacheBackend:
+    return RedisCacheBackend(url, timeout=timeout)

@@ -5,6 +5,12 @@ Layout under the store URL::
     runs/<pipeline>/latest.json                     {"run_id": ...}, the last run started
     runs/<pipeline>/<run_id>/record.json            the run record (JSON, below)
     runs/<pipeline>/<run_id>/results/<task>.entry   a saved result (an entry, as in the cache)
+    run-index/<yyyymmdd>/<run_id>.json              {"pipeline": ...}: find a run by its id
+    run-index/complete.json                         every record of the store is indexed
+
+Pipeline and task names are percent-encoded and run ids have one checked form
+(:mod:`.names`): a run id that is not one is refused (``InvalidRunIdError``), and no name or id
+can address a file outside its directory.
 
 A record holds the run id, the pipeline, its status (``running``, ``succeeded``, ``failed``),
 start and end times, and per task its status, attempts, timings, error (type, message,
@@ -24,11 +30,13 @@ import threading
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import quote, unquote
 
+from ..errors import StorePathError
+from ..redact import redact_url
 from . import codec
 from .codec import BadEntry
 from .fs import FsStore
+from .names import check_run_id, is_run_id, name_of_slug, slug
 
 __all__ = ["RunStore"]
 
@@ -44,29 +52,36 @@ class _WriteBehind:
 
     def __init__(self, store: FsStore) -> None:
         self.store = store
-        self._queue: queue.Queue[tuple[str, bytes | Callable[[], bytes]]] = queue.Queue()
+        self._queue: queue.Queue[tuple[str, bytes | Callable[[], bytes], str]] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         _writers.add(self)
 
-    def submit(self, path: str, data: bytes | Callable[[], bytes]) -> None:
+    def submit(self, path: str, data: bytes | Callable[[], bytes], what: str) -> None:
         """Write ``data`` at ``path`` behind the caller; a callable is called there for the
-        bytes (so encoding a big record costs the caller nothing)."""
+        bytes (so encoding a big record costs the caller nothing). ``what`` names it in the
+        warning when it cannot be written."""
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._work, name="xlibrary-record-writer", daemon=True
                 )
                 self._thread.start()
-        self._queue.put((path, data))
+        self._queue.put((path, data, what))
 
     def _work(self) -> None:
         while True:
-            path, data = self._queue.get()
+            path, data, what = self._queue.get()
             try:
                 self.store.write(path, data if isinstance(data, bytes) else data())
             except Exception as exc:  # a record lost to a full disk must not kill the writer
-                logger.warning("could not write %s to the store %s: %s", path, self.store.url, exc)
+                logger.warning(
+                    "could not write %s to the store %s (%s): %s",
+                    what,
+                    redact_url(self.store.url),
+                    path,
+                    exc,
+                )
             finally:
                 self._queue.task_done()
 
@@ -83,10 +98,6 @@ def _flush_all() -> None:
         writer.flush()
 
 
-def _slug(name: str) -> str:
-    return quote(name, safe="") or "_"
-
-
 class RunStore:
     """Run records and intermediates of every pipeline, on one store."""
 
@@ -94,6 +105,8 @@ class RunStore:
         self.store = store
         self.secret = secret
         self._writer = _WriteBehind(store)
+        self._indexed = False  # every record of the store is in the index
+        self._index_started = False  # this process has looked whether it is
         self.opened_by: tuple[Any, ...] | None = None
         """``(factory, args)`` when made by ``open_runs``: pickles as that call."""
 
@@ -115,14 +128,20 @@ class RunStore:
     ) -> None:
         """Write a run record (and point ``latest`` at it), in the background unless ``wait``."""
         pipeline, run_id = record["pipeline"], record["run_id"]
+        base = _pipeline_dir(pipeline)
+        if not self._index_started:
+            self._start_index()
+        what = f"the record of run {run_id} of pipeline {pipeline!r}"
 
         def encode() -> bytes:  # in the writer thread; nothing changes a record once written
             return json.dumps(record, separators=(",", ":"), default=str).encode()  # C encoder
 
-        self._writer.submit(f"runs/{_slug(pipeline)}/{run_id}/record.json", encode)
+        self._writer.submit(f"{base}/{check_run_id(run_id)}/record.json", encode, what)
+        index = json.dumps({"pipeline": pipeline}).encode()
+        self._writer.submit(_index_path(run_id), index, f"{what} (in the index of runs)")
         if latest:
             pointer = json.dumps({"run_id": run_id}).encode()
-            self._writer.submit(f"runs/{_slug(pipeline)}/latest.json", pointer)
+            self._writer.submit(f"{base}/latest.json", pointer, f"{what} (as its latest)")
         if wait:
             self.flush()
 
@@ -132,43 +151,100 @@ class RunStore:
 
     def latest_run_id(self, pipeline: str) -> str | None:
         self.flush()
-        raw = self.store.read(f"runs/{_slug(pipeline)}/latest.json")
+        base = _recorded_dir(pipeline)
+        raw = None if base is None else self.store.read(f"{base}/latest.json")
         if raw is None:
             return None
         try:
             run_id = json.loads(raw)["run_id"]
         except (ValueError, KeyError, TypeError):
             return None
+        if not is_run_id(run_id):
+            logger.warning(
+                "the latest run of pipeline %r in the store %s is %r, which is not a run id; "
+                "ignoring it",
+                pipeline,
+                redact_url(self.store.url),
+                run_id,
+            )
+            return None
         return str(run_id)
 
     def read_record(self, pipeline: str, run_id: str | None = None) -> dict[str, Any] | None:
-        """The record of ``run_id`` (default: the latest run) of ``pipeline``, or ``None``."""
+        """The record of ``run_id`` (default: the latest run) of ``pipeline``, or ``None``.
+
+        Raises InvalidRunIdError when ``run_id`` is not a run id.
+        """
         self.flush()
+        if run_id is not None:
+            check_run_id(run_id)
+        base = _recorded_dir(pipeline)
         run_id = run_id or self.latest_run_id(pipeline)
-        if run_id is None:
+        if run_id is None or base is None:
             return None
-        raw = self.store.read(f"runs/{_slug(pipeline)}/{run_id}/record.json")
+        raw = self.store.read(f"{base}/{run_id}/record.json")
         if raw is None:
             return None
         record: dict[str, Any] = json.loads(raw)
         return record
 
     def find_record(self, run_id: str) -> dict[str, Any] | None:
-        """The record of ``run_id`` in whichever pipeline it belongs to."""
+        """The record of ``run_id`` in whichever pipeline it belongs to (``None`` when the
+        store has none, or ``run_id`` is not a run id)."""
+        if not is_run_id(run_id):
+            return None
         self.flush()
+        pipeline = self._indexed_pipeline(run_id)
+        if pipeline is None and not self._index_complete():
+            self._build_index()
+            pipeline = self._indexed_pipeline(run_id)
+        return None if pipeline is None else self.read_record(pipeline, run_id)
+
+    def _indexed_pipeline(self, run_id: str) -> str | None:
+        raw = self.store.read(_index_path(run_id))
+        if raw is None:
+            return None
+        try:
+            pipeline = json.loads(raw)["pipeline"]
+        except (ValueError, KeyError, TypeError):
+            return None
+        return pipeline if isinstance(pipeline, str) else None
+
+    def _index_complete(self) -> bool:
+        """Whether every record of the store is in the index (remembered once seen)."""
+        if not self._indexed:
+            self._indexed = self.store.read(_INDEX_COMPLETE) is not None
+        return self._indexed
+
+    def _start_index(self) -> None:
+        """On a store with no runs yet, mark the index complete: every record is indexed from
+        the first. A store with older, unindexed records is indexed when first searched."""
+        self._index_started = True
+        try:
+            if self._index_complete():
+                return
+            if not self.store.listdir("runs"):
+                self.store.write(_INDEX_COMPLETE, b'{"version": 1}')
+                self._indexed = True
+        except Exception as exc:  # the records' own writes will say what is wrong
+            logger.debug("could not mark the run index of %s: %s", redact_url(self.url), exc)
+
+    def _build_index(self) -> None:
+        """Index the records of a store written before the index existed: one walk, once."""
+        logger.info("indexing the runs in the store %s by run id (once)", redact_url(self.url))
         for path in self.store.files("runs"):
             parts = path.split("/")
-            if len(parts) == 4 and parts[2] == run_id and parts[3] == "record.json":
-                raw = self.store.read(path)
-                if raw is not None:
-                    record: dict[str, Any] = json.loads(raw)
-                    return record
-        return None
+            if len(parts) == 4 and parts[3] == "record.json" and is_run_id(parts[2]):
+                entry = {"pipeline": name_of_slug(parts[1])}
+                self.store.write(_index_path(parts[2]), json.dumps(entry).encode())
+        self.store.write(_INDEX_COMPLETE, b'{"version": 1}')
+        self._indexed = True
 
     def records(self, pipeline: str) -> Iterator[dict[str, Any]]:
         """Every record of ``pipeline``, oldest first."""
         self.flush()
-        for path in self.store.files(f"runs/{_slug(pipeline)}"):
+        base = _recorded_dir(pipeline)
+        for path in self.store.files(base) if base is not None else ():
             if path.endswith("/record.json"):
                 raw = self.store.read(path)
                 if raw is not None:
@@ -177,13 +253,15 @@ class RunStore:
     def pipelines(self) -> list[str]:
         """Names of the pipelines with recorded runs."""
         self.flush()
-        return [unquote(slug) for slug in self.store.listdir("runs")]
+        return [name_of_slug(encoded) for encoded in self.store.listdir("runs")]
 
     def recent_records(self, pipeline: str, count: int) -> list[dict[str, Any]]:
         """The last ``count`` records of ``pipeline``, oldest first (run ids sort by time)."""
         self.flush()
-        base = f"runs/{_slug(pipeline)}"
-        run_ids = [name for name in self.store.listdir(base) if not name.endswith(".json")]
+        base = _recorded_dir(pipeline)
+        if base is None:
+            return []
+        run_ids = [name for name in self.store.listdir(base) if is_run_id(name)]
         out = []
         for run_id in run_ids[-count:]:
             raw = self.store.read(f"{base}/{run_id}/record.json")
@@ -193,7 +271,7 @@ class RunStore:
 
     # -- intermediate results -----------------------------------------------------------------
     def _result_path(self, pipeline: str, run_id: str, task: str) -> str:
-        return f"runs/{_slug(pipeline)}/{run_id}/results/{_slug(task)}.entry"
+        return f"{_pipeline_dir(pipeline)}/{check_run_id(run_id)}/results/{slug(task)}.entry"
 
     def save_result(self, pipeline: str, run_id: str, task: str, value: Any) -> None:
         """Save a task's result under its run; raises SerializationError naming the task."""
@@ -207,5 +285,27 @@ class RunStore:
         blob = self.store.read(self._result_path(pipeline, run_id, task))
         if blob is None:
             raise BadEntry(f"no saved result of task {task!r} in run {run_id}")
-        _, value = codec.decode_entry(*codec.split(blob), secret=self.secret)
+        expect = {"key": f"{pipeline}/{run_id}/{task}", "task": task, "pipeline": pipeline}
+        _, value = codec.decode_entry(*codec.split(blob), secret=self.secret, expect=expect)
         return value
+
+
+_INDEX_COMPLETE = "run-index/complete.json"
+
+
+def _index_path(run_id: str) -> str:
+    """Where the index keeps the pipeline of ``run_id``: one read finds a run by its id."""
+    return f"run-index/{run_id[:8]}/{check_run_id(run_id)}.json"
+
+
+def _pipeline_dir(pipeline: str) -> str:
+    """``runs/<pipeline>``; raises StorePathError for a name no store can hold."""
+    return f"runs/{slug(pipeline)}"
+
+
+def _recorded_dir(pipeline: str) -> str | None:
+    """``runs/<pipeline>`` to read from; ``None`` for a name nothing can be recorded under."""
+    try:
+        return _pipeline_dir(pipeline)
+    except StorePathError:
+        return None
