@@ -58,8 +58,8 @@ def test_explicit_key_in_either_decorator_order(pm: PipelineManager) -> None:
     assert second.results == {"below": 1, "above": 2}
     assert second.tasks["below"].source == "cache:below-key"
     record = pm.store.read_record("explicit", second.run_id)
-    assert record["tasks"]["below"]["status"] == "cached"
-    assert record["tasks"]["below"]["source"] == "cache:below-key"
+    assert record.tasks["below"].status == "cached"
+    assert record.tasks["below"].source == "cache:below-key"
 
 
 def test_guide_example_second_run_skips_the_slow_function(pm: PipelineManager) -> None:

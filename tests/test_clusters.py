@@ -15,8 +15,9 @@ import pytest
 
 from tests.conftest import ROOT, dask_command, dask_processes, free_port, stop
 from xlibrary.pipeline import ClusterError, ConfigError, Pipeline, PipelineManager, ResourceError
-from xlibrary.pipeline.cluster import check_resources, layout, parse_memory
+from xlibrary.pipeline.backends.layout import layout, parse_memory
 from xlibrary.pipeline.plan import make_plan
+from xlibrary.pipeline.resources import check_resources
 from xlibrary.pipeline.settings import FaultTolerance, load_settings
 
 

@@ -76,7 +76,7 @@ def test_a_task_that_exits_fails_on_threads(tmp_path: Path, options: dict[str, A
     with PipelineManager({"store": {"url": str(tmp_path)}}) as pm:
         result = pm.execute_pipeline(exiting("exits_threads", **options))
         check_exits(result)
-        assert pm.store.read_record("exits_threads")["status"] == "failed"
+        assert pm.store.read_record("exits_threads").status == "failed"
 
 
 def test_a_task_that_exits_fails_in_a_sequential_run(tmp_path: Path) -> None:
@@ -113,8 +113,8 @@ def test_a_keyboard_interrupt_in_the_calling_thread_cancels_the_run(tmp_path: Pa
             pm.execute_pipeline(p, parallel=False)
         record = pm.store.read_record("ctrl_c_here")
         assert ran == []
-        assert record["status"] == "cancelled" and record["finished"] is not None
-        assert {t: e["status"] for t, e in record["tasks"].items()} == {
+        assert record.status == "cancelled" and record.finished is not None
+        assert {t: e.status for t, e in record.tasks.items()} == {
             "first": "succeeded",
             "second": "cancelled",
             "third": "cancelled",
@@ -180,11 +180,11 @@ def test_ctrl_c_cancels_a_run_on_threads_and_raises_keyboard_interrupt(tmp_path:
     with PipelineManager({"store": {"url": str(tmp_path / "store")}}) as other:
         record = other.store.read_record("interrupted")
         status = other.get_pipeline_status("interrupted")
-    assert record["status"] == "cancelled"
-    assert record["finished"] is not None and record["duration"] is not None
-    assert record["tasks"]["first"]["status"] == "succeeded"
-    assert record["tasks"]["third"]["status"] == "cancelled"
-    assert record["tasks"]["second"]["status"] == "cancelled"
+    assert record.status == "cancelled"
+    assert record.finished is not None and record.duration is not None
+    assert record.tasks["first"].status == "succeeded"
+    assert record.tasks["third"].status == "cancelled"
+    assert record.tasks["second"].status == "cancelled"
     assert status["status"] == "cancelled"
     assert {t: s["status"] for t, s in status["tasks"].items()} == {
         "first": "succeeded",
@@ -226,7 +226,7 @@ def test_a_task_that_exits_fails_on_a_cluster_and_kills_no_worker(
     with PipelineManager({"store": {"url": str(tmp_path)}}, client=client) as pm:
         result = pm.execute_pipeline(exiting("exits_cluster"))
         check_exits(result)
-        assert pm.store.read_record("exits_cluster")["status"] == "failed"
+        assert pm.store.read_record("exits_cluster").status == "failed"
     assert set(client.scheduler_info()["workers"]) == workers  # none died, none restarted
 
 
@@ -280,8 +280,8 @@ def test_results_and_functions_that_cannot_travel_fail_their_tasks(
         assert f"task {name!r}" in str(error) and kind in str(error)
     assert "cannot be sent to the Dask workers" in str(result.tasks["holds_lock"].error)
     assert result.tasks["total"].skipped_because == "numbers"
-    assert record["status"] == "failed"
-    assert record["tasks"]["fine"]["status"] == "succeeded"
+    assert record.status == "failed"
+    assert record.tasks["fine"].status == "succeeded"
 
 
 def test_a_run_whose_client_closes_ends_its_record(cluster: SpecCluster, tmp_path: Path) -> None:
@@ -303,9 +303,9 @@ def test_a_run_whose_client_closes_ends_its_record(cluster: SpecCluster, tmp_pat
             status = pm.get_pipeline_status("client_closes")
     finally:
         client.close()
-    assert record["status"] == "failed" and record["finished"] is not None
-    assert record["error"]["message"]
-    assert {t: e["status"] for t, e in record["tasks"].items()} == {
+    assert record.status == "failed" and record.finished is not None
+    assert record.error.message
+    assert {t: e.status for t, e in record.tasks.items()} == {
         "slow": TaskStatus.CANCELLED,
         "after": TaskStatus.CANCELLED,
     }

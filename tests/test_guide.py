@@ -135,7 +135,7 @@ assert result2.duration < 1.0, result2.duration
     "Debugging and Troubleshooting": """
 _retry = debug_pm.get_intermediate_results(problematic_pipeline.name)
 _latest = debug_pm.store.read_record(problematic_pipeline.name)
-print("retried:", _latest["status"] == "succeeded", _retry["transform"])
+print("retried:", _latest.status == "succeeded", _retry["transform"])
 """,
 }
 

@@ -155,7 +155,10 @@ def test_a_declared_pipeline_that_has_not_run_is_pending(pm) -> None:
     pipeline = gated("not_yet", gate, ran)
     status = pm.get_pipeline_status("not_yet")
     assert status["status"] == "pending" and status["run_id"] is None
-    assert status["tasks"] == {"first": {"status": "pending"}, "second": {"status": "pending"}}
+    assert {name: t["status"] for name, t in status["tasks"].items()} == {
+        "first": "pending",
+        "second": "pending",
+    }
     gate.set()
     result = pm.execute_pipeline(pipeline)
     assert pm.get_pipeline_status("not_yet")["run_id"] == result.run_id
@@ -296,7 +299,8 @@ def test_status_of_a_blocking_run_in_another_thread(pm) -> None:
     done = pm.get_pipeline_status("blocking")  # from the store's record now
     assert done["run_id"] == result.run_id and done["status"] == "succeeded"
     assert done["tasks"]["second"]["status"] == "succeeded"
-    assert pm.handle(result.run_id) is None  # a blocking run's result is its caller's alone
+    handle = pm.handle(result.run_id)  # followed like a submitted run, values its caller's
+    assert handle is not None and handle.result_with_values() is None
 
 
 def test_tasks_that_ended_read_as_they_will_in_the_result(pm) -> None:
@@ -378,7 +382,7 @@ def test_a_cancelled_run_keeps_its_finished_tasks(pm, tmp_path) -> None:
         check_cancelled(other.get_pipeline_status(handle.run_id), expected)
         check_cancelled(other.get_pipeline_status("kept"), expected)
         record = other.store.read_record("kept")
-    assert record["tasks"]["first"]["attempts"] == 1
+    assert record.tasks["first"].attempts == 1
 
 
 def test_a_run_cancelled_before_it_started_has_every_task_cancelled(pm, monkeypatch) -> None:

@@ -11,9 +11,13 @@ from dask.utils import key_split
 
 from xlibrary.pipeline import Pipeline, RetryPolicy, TaskError, TaskTimeoutError
 from xlibrary.pipeline.lower import lower
+from xlibrary.pipeline.outcome import Outcome
 from xlibrary.pipeline.plan import make_plan, prepare_run
-from xlibrary.pipeline.runner import FAILED, SKIPPED, SUCCEEDED, Outcome, TaskRunner
 from xlibrary.pipeline.settings import FaultTolerance
+from xlibrary.pipeline.states import TaskStatus
+from xlibrary.pipeline.wrapper import TaskWrapper
+
+SUCCEEDED, FAILED, SKIPPED = TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.SKIPPED
 
 
 def _pipeline() -> Pipeline:
@@ -53,34 +57,38 @@ def _fails(times: int, exc: type[Exception] = ConnectionError):
 
 def test_retries_until_success_and_counts_attempts() -> None:
     flaky, calls = _fails(2)
-    outcome = TaskRunner("t", flaky, RetryPolicy(max_retries=3))()
+    outcome = TaskWrapper(name="t", func=flaky, retry=RetryPolicy(max_retries=3))()
     assert (outcome.status, outcome.value, outcome.attempts, calls["n"]) == (SUCCEEDED, "ok", 3, 3)
 
 
 def test_gives_up_after_max_retries() -> None:
     flaky, calls = _fails(10)
-    outcome = TaskRunner("t", flaky, RetryPolicy(max_retries=2))()
+    outcome = TaskWrapper(name="t", func=flaky, retry=RetryPolicy(max_retries=2))()
     assert (outcome.status, outcome.attempts, calls["n"]) == (FAILED, 3, 3)
     assert outcome.failure is not None and outcome.failure.message == "attempt 3"
 
 
 def test_retry_on_filters_exception_types() -> None:
     flaky, calls = _fails(10, exc=KeyError)
-    outcome = TaskRunner("t", flaky, RetryPolicy(max_retries=5, retry_on=(ConnectionError,)))()
+    outcome = TaskWrapper(
+        name="t", func=flaky, retry=RetryPolicy(max_retries=5, retry_on=(ConnectionError,))
+    )()
     assert (outcome.status, outcome.attempts, calls["n"]) == (FAILED, 1, 1)
 
 
 def test_backoff_waits_between_attempts() -> None:
     flaky, _ = _fails(2)
     started = time.perf_counter()
-    outcome = TaskRunner("t", flaky, RetryPolicy(max_retries=2, delay=0.1, backoff=2))()
+    outcome = TaskWrapper(
+        name="t", func=flaky, retry=RetryPolicy(max_retries=2, delay=0.1, backoff=2)
+    )()
     assert outcome.status == SUCCEEDED
     assert time.perf_counter() - started >= 0.3  # 0.1 s, then 0.2 s
 
 
 def test_timeout_fails_the_attempt_and_keeps_going() -> None:
     release = threading.Event()
-    outcome = TaskRunner("slow", lambda: release.wait(10), None, timeout=0.2)()
+    outcome = TaskWrapper(name="slow", func=lambda: release.wait(10), timeout=0.2)()
     release.set()
     assert outcome.status == FAILED and outcome.failure is not None
     assert isinstance(outcome.failure.exception, TaskTimeoutError)
@@ -97,15 +105,15 @@ def test_timeout_then_retry_succeeds() -> None:
             time.sleep(1)
         return "done"
 
-    outcome = TaskRunner("t", slow_once, RetryPolicy(max_retries=1), timeout=0.3)()
+    outcome = TaskWrapper(name="t", func=slow_once, retry=RetryPolicy(max_retries=1), timeout=0.3)()
     assert (outcome.status, outcome.value, outcome.attempts) == (SUCCEEDED, "done", 2)
 
 
 def test_upstream_failure_skips_without_calling() -> None:
     called = []
-    failed = TaskRunner("a", lambda: 1 / 0)()
-    skipped = TaskRunner("b", lambda x: called.append(x))(failed)
-    further = TaskRunner("c", lambda x: called.append(x))(skipped)
+    failed = TaskWrapper(name="a", func=lambda: 1 / 0)()
+    skipped = TaskWrapper(name="b", func=lambda x: called.append(x))(failed)
+    further = TaskWrapper(name="c", func=lambda x: called.append(x))(skipped)
     assert (skipped.status, skipped.cause) == (SKIPPED, "a")
     assert (further.status, further.cause) == (SKIPPED, "a")
     assert called == []
@@ -118,10 +126,10 @@ def test_traceback_starts_at_the_users_frames() -> None:
     def user_task() -> None:
         inner()
 
-    outcome = TaskRunner("t", user_task, RetryPolicy(max_retries=1))()
+    outcome = TaskWrapper(name="t", func=user_task, retry=RetryPolicy(max_retries=1))()
     text = outcome.failure.traceback
     assert "in user_task" in text and "in inner" in text and "ValueError: bad row" in text
-    assert "xlibrary/pipeline/runner.py" not in text
+    assert "xlibrary/pipeline/wrapper.py" not in text
 
 
 def test_unpicklable_exception_becomes_a_picklable_task_error() -> None:
@@ -133,7 +141,7 @@ def test_unpicklable_exception_becomes_a_picklable_task_error() -> None:
     def task() -> None:
         raise Holder()
 
-    outcome = TaskRunner("t", task)()
+    outcome = TaskWrapper(name="t", func=task)()
     copy = pickle.loads(pickle.dumps(outcome))
     assert isinstance(copy.failure.exception, TaskError)
     assert "Holder: holds a lock" in str(copy.failure.exception)
@@ -141,13 +149,17 @@ def test_unpicklable_exception_becomes_a_picklable_task_error() -> None:
 
 
 def test_outcome_and_runner_pickle() -> None:
-    runner = pickle.loads(pickle.dumps(TaskRunner("t", len, RetryPolicy(), 3)))
+    runner = pickle.loads(
+        pickle.dumps(TaskWrapper(name="t", func=len, retry=RetryPolicy(), timeout=3))
+    )
     assert (runner.name, runner.func, runner.retry, runner.timeout) == ("t", len, RetryPolicy(), 3)
-    outcome = pickle.loads(pickle.dumps(Outcome(SUCCEEDED, [1, 2], 2, 1.0, 2.0)))
+    outcome = pickle.loads(
+        pickle.dumps(Outcome(status=SUCCEEDED, value=[1, 2], attempts=2, started=1.0, finished=2.0))
+    )
     assert (outcome.status, outcome.value, outcome.attempts) == (SUCCEEDED, [1, 2], 2)
 
 
 def test_dask_sizes_an_outcome_by_its_value() -> None:
     from dask.sizeof import sizeof
 
-    assert sizeof(Outcome(SUCCEEDED, b"x" * 1_000_000)) >= 1_000_000
+    assert sizeof(Outcome(status=SUCCEEDED, value=b"x" * 1_000_000)) >= 1_000_000

@@ -223,7 +223,7 @@ def test_alerts_go_to_the_log_the_callbacks_the_webhook_and_the_record(
     assert "ALERT task_failure: task 'broken'" in caplog.text
     assert "alert callback" in caplog.text
     assert {a["kind"] for a in Hook.received[0]["alerts"]} == kinds
-    assert {a["kind"] for a in record["alerts"]} == kinds
+    assert {a.kind for a in record.alerts} == kinds
     assert len(report["alerts"]) == 4
 
 

@@ -125,7 +125,7 @@ def test_result_html_shows_every_task(result: PipelineResult) -> None:
 
 
 def test_a_long_value_is_cut_short_and_escaped() -> None:
-    from xlibrary.pipeline.result import _preview_html
+    from xlibrary.pipeline.present import preview_html as _preview_html
 
     preview = _preview_html({f"key{i}": "<" * 50 for i in range(20)})
     assert preview.startswith("<code>{") and preview.endswith("…</code>")

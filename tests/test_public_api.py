@@ -8,14 +8,23 @@ import xlibrary.pipeline as xp
 def test_exported_names() -> None:
     assert sorted(xp.__all__) == sorted(
         [
+            "Alert",
+            "BadEntry",
+            "CacheExplanation",
+            "CachePolicy",
             "ClusterError",
             "ConfigError",
             "DependencyCycleError",
             "DuplicateTaskError",
             "EmptyPipelineError",
+            "ErrorDetails",
             "ExtractionError",
+            "InvalidRunIdError",
             "MissingExtraError",
+            "MonitoringDashboard",
+            "PerformanceReport",
             "Pipeline",
+            "Plan",
             "PipelineDefinitionError",
             "PipelineError",
             "PipelineExecutionError",
@@ -23,13 +32,25 @@ def test_exported_names() -> None:
             "PipelineResult",
             "ResourceError",
             "RetryPolicy",
+            "RunCancelled",
+            "RunError",
+            "RunHandle",
+            "RunObserver",
+            "RunRecord",
+            "RunState",
+            "RunStatus",
+            "SerializationError",
+            "StorePathError",
+            "StreamDeliveryError",
             "StreamError",
             "StreamPipeline",
             "StreamTask",
             "Task",
             "TaskError",
+            "TaskRecord",
             "TaskRun",
             "TaskSignatureError",
+            "TaskState",
             "TaskStatus",
             "TaskTimeoutError",
             "UnknownDependencyError",
@@ -40,6 +61,21 @@ def test_exported_names() -> None:
     )
     for name in xp.__all__:
         assert hasattr(xp, name), name
+
+
+def test_what_public_methods_return_or_raise_is_exported() -> None:
+    import inspect
+    import typing
+
+    exported = {getattr(xp, name) for name in xp.__all__}
+    for name, method in inspect.getmembers(xp.PipelineManager, inspect.isfunction):
+        if name.startswith("_"):
+            continue
+        returned = typing.get_type_hints(method).get("return")
+        for kind in (returned, *typing.get_args(returned)):
+            module = getattr(kind, "__module__", "")
+            if isinstance(kind, type) and module.startswith("xlibrary"):
+                assert kind in exported, f"PipelineManager.{name} returns {kind.__name__}"
 
 
 def test_every_error_derives_from_pipeline_error() -> None:

@@ -114,10 +114,10 @@ def test_retry_failed_task_from_a_new_process(jobs: dict[str, str]) -> None:
         import os
         config = {"save_intermediate_results": True, "store": {"url": os.environ["STORE"]}}
         pm = PipelineManager(config)
-        result = pm.retry_failed_task(pipeline_name="flaky_etl", task_name="transform")
+        result = pm.retry_failed_task(pipeline=jobs.p, task_name="transform")
         print(result.success, result.final_result, result.states["extract"], result.run_id)
         record = pm.store.read_record("flaky_etl")
-        print(record["resumed_from"], record["tasks"]["extract"]["source"])
+        print(record.resumed_from, record.tasks["extract"].source)
         print(sorted(pm.get_intermediate_results("flaky_etl")))
         """,
         jobs,

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from xlibrary.pipeline.records import RunRecord
 from xlibrary.pipeline.store import Cache, FsCacheBackend, FsStore, RunStore
 from xlibrary.pipeline.store.redis import RedisCacheBackend
 
@@ -101,6 +102,11 @@ class TestCacheContract:
         assert Cache(cache.backend, secret=b"other").load("k") is None
 
 
+def rec(pipeline: str, run_id: str, status: str) -> RunRecord:
+    """A run record as the engine writes one."""
+    return RunRecord.from_json({"pipeline": pipeline, "run_id": run_id, "status": status})
+
+
 def test_redis_expiry_is_redis_ttl(redis_url: str) -> None:
     import redis
 
@@ -160,12 +166,12 @@ def test_run_store_records_and_results(tmp_path: Path) -> None:
     runs = RunStore(FsStore(str(tmp_path)))
     assert runs.read_record("p") is None
     r1, r2 = "20261128T082121.123456-3fa2c1d0", "20261128T082122.000001-3fa2c1d1"
-    runs.write_record({"pipeline": "p/1", "run_id": r1, "status": "failed"})
-    runs.write_record({"pipeline": "p/1", "run_id": r2, "status": "succeeded"})
+    runs.write_record(rec("p/1", r1, "failed"))
+    runs.write_record(rec("p/1", r2, "succeeded"))
     assert runs.latest_run_id("p/1") == r2
-    assert runs.read_record("p/1", r1)["status"] == "failed"
-    assert runs.find_record(r1)["pipeline"] == "p/1"
-    assert [r["run_id"] for r in runs.records("p/1")] == [r1, r2]
+    assert runs.read_record("p/1", r1).status == "failed"
+    assert runs.find_record(r1).pipeline == "p/1"
+    assert [r.run_id for r in runs.records("p/1")] == [r1, r2]
     runs.save_result("p/1", r1, "load data", pd.DataFrame({"a": [1]}))
     assert runs.load_result("p/1", r1, "load data")["a"].tolist() == [1]
 
@@ -238,8 +244,8 @@ def test_names_never_address_outside_their_directory(tmp_path: Path, name: str) 
     root = tmp_path / "store"
     runs = RunStore(FsStore(str(root)))
     other = "20261128T082121.123456-00000000"
-    runs.write_record({"pipeline": "neighbour", "run_id": other, "status": "succeeded"})
-    runs.write_record({"pipeline": name, "run_id": RUN, "status": "succeeded"}, wait=True)
+    runs.write_record(rec("neighbour", other, "succeeded"))
+    runs.write_record(rec(name, RUN, "succeeded"), wait=True)
     runs.save_result(name, RUN, name, 42)
     assert sorted(p.name for p in root.iterdir()) == ["run-index", "runs"]
     assert sorted(p.name for p in (root / "runs").iterdir()) == sorted(
@@ -247,9 +253,9 @@ def test_names_never_address_outside_their_directory(tmp_path: Path, name: str) 
     )
     assert sorted(runs.pipelines()) == sorted(["neighbour", name])
     assert runs.latest_run_id(name) == RUN and runs.latest_run_id("neighbour") == other
-    assert runs.read_record(name)["run_id"] == RUN
+    assert runs.read_record(name).run_id == RUN
     assert runs.load_result(name, RUN, name) == 42
-    assert [r["run_id"] for r in runs.recent_records(name, 5)] == [RUN]
+    assert [r.run_id for r in runs.recent_records(name, 5)] == [RUN]
 
 
 def test_an_unwritable_record_is_a_warning_naming_the_run(tmp_path: Path, caplog) -> None:
@@ -258,7 +264,7 @@ def test_an_unwritable_record_is_a_warning_naming_the_run(tmp_path: Path, caplog
     (root / "runs" / "blocked").write_text("a file where the pipeline's directory goes")
     runs = RunStore(FsStore(str(root)))
     with caplog.at_level(logging.WARNING):
-        runs.write_record({"pipeline": "blocked", "run_id": RUN, "status": "succeeded"}, wait=True)
+        runs.write_record(rec("blocked", RUN, "succeeded"), wait=True)
     assert f"could not write the record of run {RUN} of pipeline 'blocked'" in caplog.text
 
 
@@ -312,10 +318,10 @@ def test_finding_a_run_by_id_does_not_walk_the_store(kind: str, tmp_path: Path) 
         runs = RunStore(store)
         ids = _run_ids(count)
         for i, run_id in enumerate(ids):
-            runs.write_record({"pipeline": f"p{i % 3}", "run_id": run_id, "status": "succeeded"})
+            runs.write_record(rec(f"p{i % 3}", run_id, "succeeded"))
         runs.flush()
         store.touched = 0
-        assert runs.find_record(ids[count // 2])["pipeline"] == f"p{count // 2 % 3}"
+        assert runs.find_record(ids[count // 2]).pipeline == f"p{count // 2 % 3}"
         known = store.touched
         store.touched = 0
         assert runs.find_record("20991231T235959.999999-deadbeef") is None
@@ -332,13 +338,13 @@ def test_runs_of_a_store_written_before_the_index_are_found(tmp_path: Path) -> N
     runs = RunStore(FsStore(str(tmp_path)))
     ids = _run_ids(5)
     for i, run_id in enumerate(ids):
-        runs.write_record({"pipeline": f"p{i % 2}", "run_id": run_id, "status": "succeeded"})
+        runs.write_record(rec(f"p{i % 2}", run_id, "succeeded"))
     runs.flush()
     shutil.rmtree(tmp_path / "run-index")  # as an older version left it
     older = CountingStore(str(tmp_path))
     again = RunStore(older)
-    assert again.find_record(ids[3])["pipeline"] == "p1"  # indexed once, on the first search
-    assert [again.find_record(run_id)["run_id"] for run_id in ids] == ids
+    assert again.find_record(ids[3]).pipeline == "p1"  # indexed once, on the first search
+    assert [again.find_record(run_id).run_id for run_id in ids] == ids
     older.touched = 0
     assert again.find_record("20991231T235959.999999-deadbeef") is None
     assert older.touched == 1
@@ -385,12 +391,12 @@ def test_recording_runs_in_a_store_with_unindexed_runs_costs_no_extra_reads(
     import shutil
 
     runs = RunStore(FsStore(str(tmp_path)))
-    runs.write_record({"pipeline": "p", "run_id": RUN, "status": "succeeded"}, wait=True)
+    runs.write_record(rec("p", RUN, "succeeded"), wait=True)
     shutil.rmtree(tmp_path / "run-index")  # as an older version left it
     store = CountingStore(str(tmp_path))
     again = RunStore(store)
     for run_id in _run_ids(5):
-        again.write_record({"pipeline": "p", "run_id": run_id, "status": "succeeded"})
+        again.write_record(rec("p", run_id, "succeeded"))
     again.flush()
     assert store.touched <= 3  # one look at the index, once
-    assert again.find_record(RUN)["run_id"] == RUN
+    assert again.find_record(RUN).run_id == RUN

@@ -20,59 +20,94 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+import logging
 
+from ._version import __version__
 from .errors import (
+    BadEntry,
     ClusterError,
     ConfigError,
     DependencyCycleError,
     DuplicateTaskError,
     EmptyPipelineError,
     ExtractionError,
+    InvalidRunIdError,
     MissingExtraError,
     PipelineDefinitionError,
     PipelineError,
     PipelineExecutionError,
     ResourceError,
+    RunCancelled,
+    SerializationError,
+    StorePathError,
+    StreamDeliveryError,
+    StreamError,
     TaskError,
     TaskSignatureError,
     TaskTimeoutError,
     UnknownDependencyError,
     ValidationError,
 )
+from .execute import RunObserver
+from .handles import RunHandle
 from .manager import PipelineManager
-from .pipeline import Pipeline, RetryPolicy, Task, task
-from .result import PipelineResult, TaskRun, TaskStatus
-from .stream import StreamError, StreamPipeline, StreamTask
+from .monitoring.report import MonitoringDashboard, PerformanceReport
+from .pipeline import Pipeline, task
+from .plan import CacheExplanation, Plan
+from .records import Alert, RunError, RunRecord, RunStatus, TaskRecord, TaskRun, TaskState
+from .recovery import ErrorDetails
+from .result import PipelineResult
+from .spec import CachePolicy, RetryPolicy, Task
+from .states import RunState, TaskStatus
+from .stream import StreamPipeline, StreamTask
 
-try:
-    __version__ = version("xlibrary")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0"
+# A library leaves where its log lines go to the application (the standard library's advice).
+logging.getLogger("xlibrary").addHandler(logging.NullHandler())
 
 __all__ = [
+    "Alert",
+    "BadEntry",
+    "CacheExplanation",
+    "CachePolicy",
     "ClusterError",
     "ConfigError",
     "DependencyCycleError",
     "DuplicateTaskError",
     "EmptyPipelineError",
+    "ErrorDetails",
     "ExtractionError",
+    "InvalidRunIdError",
     "MissingExtraError",
+    "MonitoringDashboard",
+    "PerformanceReport",
     "Pipeline",
     "PipelineDefinitionError",
     "PipelineError",
     "PipelineExecutionError",
     "PipelineManager",
     "PipelineResult",
+    "Plan",
     "ResourceError",
     "RetryPolicy",
+    "RunCancelled",
+    "RunError",
+    "RunHandle",
+    "RunObserver",
+    "RunRecord",
+    "RunState",
+    "RunStatus",
+    "SerializationError",
+    "StorePathError",
+    "StreamDeliveryError",
     "StreamError",
     "StreamPipeline",
     "StreamTask",
     "Task",
     "TaskError",
+    "TaskRecord",
     "TaskRun",
     "TaskSignatureError",
+    "TaskState",
     "TaskStatus",
     "TaskTimeoutError",
     "UnknownDependencyError",

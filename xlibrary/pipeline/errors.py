@@ -18,6 +18,8 @@
     ├── MissingExtraError (ImportError)          an optional dependency is not installed
     ├── StreamError                              a stream cannot start, or stopped on a record
     │   └── StreamDeliveryError (ConnectionError)  a sink could not deliver a batch this time
+    ├── BadEntry                                 a stored entry is corrupt, foreign or tampered with
+    ├── SerializationError (TypeError)           a task's result cannot be serialized
     ├── InvalidRunIdError (ValueError)           a run id not of the form the engine makes
     ├── StorePathError (ValueError)              a path or name the store cannot hold in its root
     └── TaskError                                for users: raise it (or a subclass) from a task
@@ -34,6 +36,7 @@ from collections.abc import Iterable
 from typing import Any
 
 __all__ = [
+    "BadEntry",
     "ClusterError",
     "ConfigError",
     "DependencyCycleError",
@@ -47,6 +50,7 @@ __all__ = [
     "PipelineExecutionError",
     "ResourceError",
     "RunCancelled",
+    "SerializationError",
     "StorePathError",
     "StreamDeliveryError",
     "StreamError",
@@ -122,40 +126,22 @@ class PipelineExecutionError(PipelineError, RuntimeError):
         self.run_id = run_id
         self.exception = exception
 
+    def without_exception(self) -> PipelineExecutionError:
+        """The same error without the task's exception object (its message and stack trace
+        stay, as text): cheap to keep, and pickles anywhere."""
+        return PipelineExecutionError(self.args[0], **{**self._fields(), "exception": None})
+
+    def _fields(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
     def __reduce__(self) -> tuple[object, ...]:
-        return (
-            _rebuild_execution_error,
-            (
-                self.args[0],
-                self.pipeline,
-                self.failed_task,
-                self.error_message,
-                self.stack_trace,
-                self.run_id,
-                self.exception,
-            ),
-        )
+        # the keyword fields as a dict: adding one touches __init__ only
+        return (_rebuild_execution_error, (self.args[0], self._fields()))
 
 
-def _rebuild_execution_error(
-    message: str,
-    pipeline: str,
-    failed_task: str,
-    error_message: str,
-    stack_trace: str,
-    run_id: str,
-    exception: BaseException | None,
-) -> PipelineExecutionError:
-    error = PipelineExecutionError(
-        message,
-        pipeline=pipeline,
-        failed_task=failed_task,
-        error_message=error_message,
-        stack_trace=stack_trace,
-        run_id=run_id,
-        exception=exception,
-    )
-    error.__cause__ = exception
+def _rebuild_execution_error(message: str, fields: dict[str, Any]) -> PipelineExecutionError:
+    error = PipelineExecutionError(message, **fields)
+    error.__cause__ = error.exception
     return error
 
 
@@ -201,6 +187,16 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     spelling hint every message of the library uses."""
     close = difflib.get_close_matches(name, [str(c) for c in candidates], n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
+
+
+class BadEntry(PipelineError):
+    """A stored entry (cache entry, saved result) that is short, corrupt, foreign, tampered
+    with or unsigned: read as a cache miss, never as a value."""
+
+
+class SerializationError(PipelineError, TypeError):
+    """A task's result cannot be serialized: for the store or cache, or to travel from a
+    Dask worker to where it is needed."""
 
 
 class InvalidRunIdError(PipelineError, ValueError):

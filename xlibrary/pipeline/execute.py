@@ -25,27 +25,30 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from .backends import Backend
+from .collect import collect, log_result, started_record
 from .errors import RunCancelled
 from .lower import lower
-from .monitoring.progress import Listener, Progress, RunWatch
-from .observe import collect, log_result, run_record, start_record
+from .outcome import Outcome
 from .plan import Action, Plan, Step, prepare_run
+from .records import RunRecord
 from .recovery import RecoveryPlan
 from .result import PipelineResult
-from .runner import DONE, SKIPPED, STALE, Monitor, Outcome
+from .states import DONE, STALE, RunState, TaskStatus
 from .store import Cache, RunStore
 from .store.names import new_run_id  # the run id grammar lives beside its check
+from .watch import Listener, RunWatch
+from .wrapper import Measures
 
-__all__ = ["Persistence", "RunMonitor", "RunObserver", "execute", "new_run_id"]
+__all__ = ["Instruments", "RunObserver", "RunStorage", "execute", "new_run_id"]
 
 logger = logging.getLogger("xlibrary.pipeline")
 
 
-@dataclass(frozen=True)
-class Persistence:
+@dataclass(frozen=True, kw_only=True)
+class RunStorage:
     """What a run reads from and writes to the store and the cache."""
 
     runs: RunStore | None = None
@@ -54,17 +57,18 @@ class Persistence:
 
 
 class RunObserver(Protocol):
-    """Hears of each run when it starts and when it ends."""
+    """Hears of each run when it starts and when it ends (its result's ``record`` is the run
+    record); a run that started always ends, whatever stopped it."""
 
-    def run_started(self, record: dict[str, Any]) -> None: ...
+    def run_started(self, record: RunRecord) -> None: ...
 
-    def run_finished(self, result: PipelineResult, record: dict[str, Any]) -> None: ...
+    def run_finished(self, result: PipelineResult) -> None: ...
 
 
-class RunMonitor(Protocol):
-    """Measures a run's tasks and finishes its result."""
+class Instruments(Protocol):
+    """What a run's tasks measure, and what finishing a run adds (peak memory, alerts)."""
 
-    def for_run(self, run_id: str) -> Monitor | None:
+    def for_run(self, run_id: str) -> Measures | None:
         """What the run's tasks measure (``None``: nothing)."""
         ...
 
@@ -78,11 +82,10 @@ def execute(
     backend: Backend,
     *,
     parallel: bool = True,
-    persistence: Persistence | None = None,
+    storage: RunStorage | None = None,
     recovery: RecoveryPlan | None = None,
-    monitor: RunMonitor | None = None,
+    instruments: Instruments | None = None,
     observers: Sequence[RunObserver] = (),
-    progress: bool = False,
     keep_results: str = "all",
     run_id: str | None = None,
     listeners: Sequence[Listener] = (),
@@ -92,27 +95,25 @@ def execute(
 
     ``keep_results="final"`` brings back only the final tasks' results; the others are
     released as soon as no later task needs them. ``listeners`` hear of tasks starting and
-    finishing; once ``cancel`` is set no further task starts, and RunCancelled is raised.
+    finishing (a progress bar, a run's status); once ``cancel`` is set no further task
+    starts, and RunCancelled is raised.
     """
-    persistence = persistence or Persistence()
+    storage = storage or RunStorage()
     restore = recovery.restore if recovery else None
     force = recovery.force if recovery else frozenset()
     targets = recovery.targets if recovery else None
     resumed_from = recovery.run_id if recovery else None
     run_id = run_id or new_run_id()
     started = time.time()
-    steps = prepare_run(
-        plan, cache=persistence.cache, restore=restore, force=force, targets=targets
-    )
+    steps = prepare_run(plan, cache=storage.cache, restore=restore, force=force, targets=targets)
     if observers:
-        record = start_record(plan, run_id, steps, started, resumed_from)
+        record = started_record(plan, run_id, steps, started, resumed_from)
         for observer in observers:
             observer.run_started(record)
-    measure = monitor.for_run(run_id) if monitor is not None else None
-    heard = list(listeners)
-    if progress:
-        heard.append(Progress(sum(s.action is not Action.PRUNE for s in steps), plan.pipeline))
-    bar = RunWatch(heard, cancel) if heard or cancel is not None else None
+    measures = instruments.for_run(run_id) if instruments is not None else None
+    watch = RunWatch(listeners, cancel) if listeners or cancel is not None else None
+    if watch is not None:
+        watch.begin(sum(step.action is not Action.PRUNE for step in steps))
     outcomes: dict[str, Outcome] = {}
     wanted = set(targets or plan.sinks) if keep_results == "final" else None
     fetched: set[str] = set()  # tasks whose outcomes came back with their values
@@ -122,11 +123,11 @@ def execute(
                 steps,
                 plan.pipeline,
                 run_id,
-                cache=persistence.cache,
-                runs=persistence.runs,
-                save_results=persistence.save_results,
+                cache=storage.cache,
+                runs=storage.runs,
+                save_results=storage.save_results,
                 known=outcomes,
-                monitor=measure,
+                measures=measures,
             )
             restrictions = {
                 keys[s.name]: s.task.spec.resource_requirements
@@ -137,7 +138,7 @@ def execute(
                 graph,
                 keys,
                 parallel=parallel,
-                progress=bar,
+                progress=watch,
                 wanted=wanted,
                 restrictions=restrictions,
             )
@@ -150,7 +151,7 @@ def execute(
             redo = stale | {
                 name
                 for name, outcome in outcomes.items()
-                if outcome.status == SKIPPED and outcome.cause in stale
+                if outcome.status == TaskStatus.SKIPPED and outcome.cause in stale
             }
             for name in redo:
                 del outcomes[name]
@@ -158,30 +159,30 @@ def execute(
             usable = {n: o for n, o in outcomes.items() if n in fetched or o.status not in DONE}
             steps = prepare_run(
                 plan,
-                cache=persistence.cache,
+                cache=storage.cache,
                 known={name: o.token for name, o in usable.items()},
                 restore={k: v for k, v in (restore or {}).items() if k not in stale},
                 force=set(force) | stale,
                 targets=targets,
             )
         result = collect(
-            plan, run_id, outcomes, steps, started=started, finished=time.time(), fetched=fetched
-        )
-        if monitor is not None:
-            result = monitor.finish(result)
+            plan, run_id, outcomes, steps, started=started, finished=time.time(),
+            fetched=fetched, resumed_from=resumed_from,
+        )  # fmt: skip
+        if instruments is not None:
+            result = instruments.finish(result)
     except BaseException as exc:
-        finished = {**outcomes, **(bar.finished if bar is not None else {})}
+        finished = {**outcomes, **(watch.finished if watch is not None else {})}
         try:
             _stopped(plan, run_id, steps, finished, started, resumed_from, observers, exc)
         except Exception:  # never hide what stopped the run
             logger.exception("could not end the record of run %s", run_id)
         raise
     finally:
-        if bar is not None:
-            bar.close()
+        if watch is not None:
+            watch.close()
     log_result(result)
-    if observers:
-        _tell(observers, result, run_record(result, resumed_from))
+    _tell(observers, result)
     return result
 
 
@@ -197,30 +198,22 @@ def _stopped(
 ) -> None:
     """End a run that ``exc`` stopped early, with the ``outcomes`` of the tasks that had
     finished (see the module docstring)."""
-    cancelled = isinstance(exc, RunCancelled | KeyboardInterrupt)
-    why = "the run was cancelled" if cancelled else f"the run stopped: {type(exc).__name__}"
     result = collect(
         plan, run_id, outcomes, steps, started=started, finished=time.time(), fetched=(),
-        stopped=why,
+        resumed_from=resumed_from, stopped_by=exc,
     )  # fmt: skip
     if isinstance(exc, RunCancelled):
         exc.result = result
+    cancelled = result.status is RunState.CANCELLED
     log = logger.info if cancelled else logger.warning  # a cancel is what the user asked for
     log("pipeline %r run %s stopped: %s", plan.pipeline, run_id, str(exc) or type(exc).__name__)
-    if observers:
-        status = "cancelled" if cancelled else "failed"
-        stopped_by = None if cancelled else exc
-        _tell(
-            observers,
-            result,
-            run_record(result, resumed_from, status=status, stopped_by=stopped_by),
-        )
+    _tell(observers, result)
 
 
-def _tell(observers: Sequence[RunObserver], result: PipelineResult, record: dict[str, Any]) -> None:
+def _tell(observers: Sequence[RunObserver], result: PipelineResult) -> None:
     """Tell the observers that the run ended."""
     for observer in observers:
         try:
-            observer.run_finished(result, record)
+            observer.run_finished(result)
         except Exception:  # the run's own result must not be lost to an observer
             logger.exception("run observer %r failed", observer)

@@ -1,12 +1,17 @@
-"""Non-blocking runs: ``pm.submit(pipeline)`` returns a :class:`RunHandle` at once.
+"""Runs going in this process, each with a :class:`RunHandle`; one registry of them.
 
-A handle knows its run id before the run starts, answers ``status()`` (``pending``,
-``running``, ``succeeded``, ``failed``, ``cancelled``) with the state of each task while the
-run goes, waits with ``result(timeout=)``, and ``cancel()`` stops the run from starting any
-further task (tasks already running finish; their results are dropped). A cancelled run keeps
-the states of the tasks that finished; the others are ``cancelled``. A manager keeps the
-handles of its last ``KEEP_HANDLES`` runs, and the values of its last ``KEEP_VALUES`` finished
-ones: older results keep their task states and error text only, so memory stays bounded.
+``pm.submit(pipeline)`` returns a handle at once; ``execute_pipeline`` makes one too, for the
+run it waits on, so ``get_pipeline_status`` follows both the same way. A handle knows its run
+id before the run starts, answers ``status()`` (``pending``, ``running``, ``succeeded``,
+``failed``, ``cancelled``) and ``describe()`` (a :class:`~.records.RunStatus` with each task's
+state while the run goes), waits with ``result(timeout=)``, and ``cancel()`` stops the run from
+starting any further task (tasks already running finish; their results are dropped). A
+cancelled run keeps the states of the tasks that finished; the others are ``cancelled``.
+
+A manager's :class:`RunRegistry` keeps the handles of its last ``KEEP_HANDLES`` runs, and the
+values of its last ``KEEP_VALUES`` finished submitted ones: older results keep their task
+states and error text only, so memory stays bounded (a blocking run's caller has its values,
+so its handle keeps none).
 """
 
 from __future__ import annotations
@@ -20,23 +25,24 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any
 
 from .errors import PipelineError, RunCancelled
+from .records import RunStatus, TaskState
 from .result import PipelineResult
+from .states import TASK_ENDED, RunState, TaskStatus
 
 if TYPE_CHECKING:
-    from .monitoring.progress import RunWatch
+    from .watch import RunWatch
 
 __all__ = [
     "KEEP_HANDLES",
     "KEEP_VALUES",
     "SUBMIT_THREADS",
     "RunHandle",
+    "RunRegistry",
     "RunTracker",
-    "Submitted",
-    "status_of_record",
 ]
 
 KEEP_HANDLES = 1000
-"""Submitted runs whose handles a manager keeps (older ones are answered from the store)."""
+"""Runs whose handles a manager keeps (older ones are answered from the store)."""
 KEEP_VALUES = 100
 """Finished submitted runs whose results keep their values; older handles keep the result
 without them (:meth:`PipelineResult.without_values`), so a long-lived server holds at most this
@@ -45,50 +51,47 @@ SUBMIT_THREADS = 32
 """Submitted runs that go at once; more wait their turn (``pending``)."""
 
 
-_ENDED = frozenset({"succeeded", "cached", "failed", "skipped"})
-
-
 class RunTracker:
     """Follows a run's tasks as the backend reports them (a run listener): ``pending``,
     ``running`` (reported by the embedded backend; asked of the scheduler on a cluster), then
     how it ended (the embedded backend) or ``finished`` (a cluster, until the run's result)."""
 
     def __init__(self, tasks: list[str]) -> None:
-        self.states: dict[str, str] = dict.fromkeys(tasks, "pending")
+        self.states: dict[str, TaskStatus] = dict.fromkeys(tasks, TaskStatus.PENDING)
         self.watch: RunWatch | None = None
 
     def watching(self, watch: RunWatch) -> None:
         self.watch = watch
 
-    def current(self) -> dict[str, str]:
+    def current(self) -> dict[str, TaskStatus]:
         """Each task's state now. On a cluster, which reports tasks only as they end, the
         tasks processing on a worker are asked of the scheduler and count as running."""
         states = dict(self.states)
         if self.watch is not None:
             for name in self.watch.running():
-                if states.get(name) == "pending":
-                    states[name] = "running"
+                if states.get(name) is TaskStatus.PENDING:
+                    states[name] = TaskStatus.RUNNING
         return states
 
     def started(self, task: str) -> None:
-        self.states[task] = "running"
+        self.states[task] = TaskStatus.RUNNING
 
     def done(self, task: str) -> None:
-        self.states[task] = "finished"
+        self.states[task] = TaskStatus.FINISHED
 
     def outcome(self, task: str, outcome: Any) -> None:
         """How the task ended, where the backend hands over outcomes (the embedded one): its
         state then reads as it will in the result (a cluster's stay ``finished``)."""
         status = getattr(outcome, "status", None)
-        if status in _ENDED:
-            self.states[task] = status
+        if status in TASK_ENDED:
+            self.states[task] = TaskStatus(status)
 
     def close(self) -> None:
         pass
 
 
 class RunHandle:
-    """A run submitted with ``pm.submit``."""
+    """A run of this process: submitted with ``pm.submit``, or one ``execute_pipeline`` waits on."""
 
     def __init__(self, pipeline: str, run_id: str, tasks: list[str]) -> None:
         self.pipeline = pipeline
@@ -112,6 +115,15 @@ class RunHandle:
         self.started = time.time()
         return True
 
+    def end(self, result: PipelineResult | None, error: BaseException | None = None) -> None:
+        """The run ended, with ``result`` or stopped by ``error``."""
+        self.finished = time.time()
+        if error is not None:
+            self.future.set_exception(error)
+        else:
+            assert result is not None
+            self.future.set_result(result)
+
     def release(self) -> None:
         """Keep the finished result without its values (task states, timings, error text)."""
         with self._release_lock:
@@ -134,19 +146,19 @@ class RunHandle:
             future = self.future
         return _wait(self, future, timeout)
 
-    def status(self) -> str:
+    def status(self) -> RunState:
         """``pending``, ``running``, ``succeeded``, ``failed`` or ``cancelled``."""
         future = self.future  # one future throughout: cancel() may land between two reads
         if not future.done():
-            return "running" if future.running() else "pending"
+            return RunState.RUNNING if future.running() else RunState.PENDING
         if future.cancelled():
-            return "cancelled"
+            return RunState.CANCELLED
         error = future.exception()
-        if isinstance(error, RunCancelled):
-            return "cancelled"
+        if isinstance(error, RunCancelled | KeyboardInterrupt):
+            return RunState.CANCELLED
         if error is not None:
-            return "failed"
-        return "succeeded" if future.result().success else "failed"
+            return RunState.FAILED
+        return future.result().status
 
     def done(self) -> bool:
         return self.future.done()
@@ -165,63 +177,69 @@ class RunHandle:
         self.future.cancel()  # succeeds only while pending
         return True
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> RunStatus:
         """What ``get_pipeline_status`` answers for this run."""
         future = self.future  # one future throughout: it may end between two reads
-        out: dict[str, Any] = {
-            "pipeline": self.pipeline,
-            "run_id": self.run_id,
-            "status": "pending",
-            "submitted": self.submitted,
-            "started": self.started,
-            "finished": None,
-            "duration": None,
-            "failed_task": None,
-            "error": None,
-        }
         if not future.done():
-            out["status"] = "running" if future.running() else "pending"
-            out["tasks"] = {name: {"status": s} for name, s in self.tracker.current().items()}
-            return out
+            return self._live(RunState.RUNNING if future.running() else RunState.PENDING)
         error = None if future.cancelled() else future.exception()
-        if future.cancelled() or error is not None:
-            return {**out, **self._stopped(error)}
-        return {**out, **_from_result(future.result())}
-
-    def _stopped(self, error: BaseException | None) -> dict[str, Any]:
-        """How a run that ended with ``error`` went (``None``: cancelled before it started)."""
+        if error is None and not future.cancelled():
+            return RunStatus.of_record(future.result().record, submitted=self.submitted)
         partial = getattr(error, "result", None)
-        if isinstance(error, RunCancelled) and isinstance(partial, PipelineResult):
-            return {**_from_result(partial), "status": "cancelled"}
-        # cancelled while pending, or stopped by an error: the tasks as far as they got
-        ended = {"pending": "cancelled", "running": "cancelled"}
-        tasks = {n: ended.get(s, s) for n, s in self.tracker.current().items()}
-        started, finished = self.started, self.finished
-        failed = error is not None and not isinstance(error, RunCancelled)
-        return {
-            "status": "failed" if failed else "cancelled",
-            "finished": finished,
-            "duration": None if started is None or finished is None else finished - started,
-            "error": f"{type(error).__name__}: {error}" if failed else None,
-            "tasks": {name: {"status": s} for name, s in tasks.items()},
-        }
+        if isinstance(partial, PipelineResult):  # cancelled while it ran: as far as it got
+            return RunStatus.of_record(partial.record, submitted=self.submitted)
+        # cancelled while pending, or stopped by an error before a result: the tasks as far
+        # as they got, the rest cancelled
+        failed = error is not None and not isinstance(error, RunCancelled | KeyboardInterrupt)
+        return self._live(
+            RunState.FAILED if failed else RunState.CANCELLED,
+            error=f"{type(error).__name__}: {error}" if failed else None,
+        )
+
+    def _live(self, state: RunState, *, error: str | None = None) -> RunStatus:
+        ended = state not in (RunState.PENDING, RunState.RUNNING)
+        tasks = {}
+        for name, status in self.tracker.current().items():
+            if ended and status in (TaskStatus.PENDING, TaskStatus.RUNNING):
+                status = TaskStatus.CANCELLED
+            tasks[name] = TaskState(status=status)
+        started, finished = self.started, self.finished if ended else None
+        return RunStatus(
+            pipeline=self.pipeline,
+            run_id=self.run_id,
+            status=state,
+            submitted=self.submitted,
+            started=started,
+            finished=finished,
+            duration=None if started is None or finished is None else finished - started,
+            error=error,
+            tasks=tasks,
+        )
 
     def __repr__(self) -> str:
         return f"<RunHandle {self.pipeline!r} run {self.run_id} {self.status()}>"
 
 
-class Submitted:
-    """A manager's submitted runs: the pool they run on (started on first use) and the handles
-    of the last ``KEEP_HANDLES`` runs, by run id."""
+class RunRegistry:
+    """A manager's runs in this process: the handles of the last ``KEEP_HANDLES`` (submitted
+    or blocking), by run id, and the pool submitted runs go on (started on first use)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._handles: OrderedDict[str, RunHandle] = OrderedDict()
-        self._finished: deque[RunHandle] = deque()  # succeeded or failed, oldest first
+        self._finished: deque[RunHandle] = deque()  # submitted, succeeded or failed
         self._pool: ThreadPoolExecutor | None = None
         self._closed = False
 
-    def start(self, handle: RunHandle, run: Callable[[RunHandle], PipelineResult]) -> None:
+    def _add(self, handle: RunHandle) -> None:
+        with self._lock:
+            if self._closed:
+                raise PipelineError("this PipelineManager is closed; create a new one to run")
+            self._handles[handle.run_id] = handle
+            while len(self._handles) > KEEP_HANDLES:
+                self._handles.popitem(last=False)
+
+    def submit(self, handle: RunHandle, run: Callable[[RunHandle], PipelineResult]) -> None:
         """Run ``run(handle)`` on the pool; its result or exception completes the handle."""
 
         def work() -> None:
@@ -230,39 +248,49 @@ class Submitted:
             try:
                 result = run(handle)
             except BaseException as exc:
-                handle.finished = time.time()
-                handle.future.set_exception(exc)
+                handle.end(None, exc)
                 return
-            handle.finished = time.time()
             with self._lock:  # the newest KEEP_VALUES finished runs keep their values
                 self._finished.append(handle)
                 while len(self._finished) > KEEP_VALUES:
                     self._finished.popleft().release()
-            handle.future.set_result(result)
+            handle.end(result)
 
+        self._add(handle)
         with self._lock:
-            if self._closed:
-                raise PipelineError("this PipelineManager is closed; create a new one to run")
-            self._handles[handle.run_id] = handle
-            while len(self._handles) > KEEP_HANDLES:
-                self._handles.popitem(last=False)
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(
                     SUBMIT_THREADS, thread_name_prefix="xlibrary-submit"
                 )
             self._pool.submit(work)
 
+    def run_here(
+        self, handle: RunHandle, run: Callable[[RunHandle], PipelineResult]
+    ) -> PipelineResult:
+        """Run ``run(handle)`` in this thread (a blocking run), followed like a submitted one;
+        its handle keeps the result without values (the caller has them)."""
+        self._add(handle)
+        handle.begin()
+        try:
+            result = run(handle)
+        except BaseException as exc:
+            handle.end(None, exc)
+            raise
+        handle.end(result.without_values())
+        handle.released = True
+        return result
+
     def get(self, run_id: str) -> RunHandle | None:
         return self._handles.get(run_id)
 
     def latest(self, pipeline: str) -> RunHandle | None:
-        """The handle of the last run of ``pipeline`` submitted here."""
+        """The handle of the newest run of ``pipeline`` here."""
         with self._lock:
-            handles = list(self._handles.values())
-        return next((h for h in reversed(handles) if h.pipeline == pipeline), None)
+            handles = [h for h in self._handles.values() if h.pipeline == pipeline]
+        return max(handles, key=lambda h: h.run_id, default=None)
 
     def close(self) -> None:
-        """Cancel the runs still going and wait for them to stop."""
+        """Cancel the runs still going and wait for the submitted ones to stop."""
         with self._lock:
             self._closed = True
             pool, self._pool = self._pool, None
@@ -285,60 +313,3 @@ def _wait(
             f"run {handle.run_id} of {handle.pipeline!r} is still {handle.status()} after "
             f"{timeout:g}s"
         ) from None
-
-
-def _from_result(result: PipelineResult) -> dict[str, Any]:
-    return {
-        "status": "succeeded" if result.success else "failed",
-        "started": result.started,
-        "finished": result.finished,
-        "duration": result.duration,
-        "failed_task": result.failed_task,
-        "error": None if result.error is None else str(result.error),
-        "tasks": {
-            name: {"status": str(run.status), "duration": run.duration, "attempts": run.attempts}
-            for name, run in result.tasks.items()
-        },
-    }
-
-
-def not_started(pipeline: str, tasks: list[str]) -> dict[str, Any]:
-    """What ``get_pipeline_status`` answers for a pipeline that has not run yet."""
-    return {
-        "pipeline": pipeline,
-        "run_id": None,
-        "status": "pending",
-        "started": None,
-        "finished": None,
-        "duration": None,
-        "failed_task": None,
-        "error": None,
-        "tasks": {name: {"status": "pending"} for name in tasks},
-    }
-
-
-def status_of_record(record: dict[str, Any]) -> dict[str, Any]:
-    """What ``get_pipeline_status`` answers from a run record of the store."""
-    tasks = record.get("tasks") or {}
-    if not tasks:  # the record of a run that has started: only the task names
-        tasks = {name: {"status": "pending"} for name in record.get("order", [])}
-    return {
-        "pipeline": record["pipeline"],
-        "run_id": record["run_id"],
-        "status": record.get("status"),
-        "started": record.get("started"),
-        "finished": record.get("finished"),
-        "duration": record.get("duration"),
-        "failed_task": record.get("failed_task"),
-        "error": (record.get("error") or {}).get("summary"),
-        "tasks": {
-            name: {
-                "status": task.get("status"),
-                "duration": None
-                if task.get("started") is None or task.get("finished") is None
-                else task["finished"] - task["started"],
-                "attempts": task.get("attempts", 0),
-            }
-            for name, task in tasks.items()
-        },
-    }

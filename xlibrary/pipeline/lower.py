@@ -7,7 +7,7 @@ Guarantees:
 * Each pipeline task is one Dask task keyed ``(task_name, run_id)``: Dask's dashboard, task
   stream and progress bars group by the first element, so they show the task names, and two
   runs never share a key.
-* A task that runs becomes a :class:`~xlibrary.pipeline.runner.TaskRunner`; one whose result
+* A task that runs becomes a :class:`~xlibrary.pipeline.wrapper.TaskWrapper`; one whose result
   is in the cache or saved by an earlier run becomes a loader; one whose outcome is already in
   hand becomes data; a pruned task is left out.
 """
@@ -20,9 +20,11 @@ from typing import Any
 from dask.task_spec import DataNode, TaskRef
 from dask.task_spec import Task as DaskTask
 
+from .loaders import CacheLoader, SavedLoader
+from .outcome import Outcome
 from .plan import Action, Step
-from .runner import CacheLoader, Monitor, Outcome, Persist, SavedLoader, TaskRunner
 from .store import Cache, RunStore
+from .wrapper import Measures, TaskStorage, TaskWrapper
 
 __all__ = ["Key", "lower"]
 
@@ -38,15 +40,15 @@ def lower(
     runs: RunStore | None = None,
     save_results: bool = False,
     known: Mapping[str, Outcome] | None = None,
-    monitor: Monitor | None = None,
+    measures: Measures | None = None,
 ) -> tuple[dict[Key, Any], dict[str, Key]]:
     """The Dask graph of one run, and each task's key by task name (pruned tasks left out).
 
     ``cache`` serves tasks with a cache rule; with ``save_results`` every task that runs saves
     its result in ``runs`` under ``run_id``; ``known`` holds the outcomes of KNOWN steps;
-    ``monitor`` is what monitored tasks measure (tasks tracked by a decorator measure all).
+    ``measures`` is what monitored tasks measure (tasks tracked by a decorator measure all).
     """
-    tracking = monitor.tracking() if monitor is not None else None
+    tracking = measures.tracking() if measures is not None else None
     run_action, prune = Action.RUN, Action.PRUNE
     keys: dict[str, Key] = {}
     refs: dict[str, TaskRef] = {}  # one reference per key, shared by the tasks that need it
@@ -62,11 +64,11 @@ def lower(
         if action is run_action:
             spec = planned.spec
             rule = planned.cache if cache is not None else None
-            persist = None
+            storage = None
             if rule is not None or save_results:
-                persist = Persist(
-                    pipeline,
-                    run_id,
+                storage = TaskStorage(
+                    pipeline=pipeline,
+                    run_id=run_id,
                     cache=cache if rule is not None else None,
                     cache_key=step.cache_key,
                     cache_checked=step.cache_checked,
@@ -74,11 +76,18 @@ def lower(
                     ttl=rule.ttl if rule else None,
                     runs=runs if save_results else None,
                 )
-            measure = monitor
+            measure = measures
             if spec.monitor:
-                measure = tracking or Monitor(run_id).tracking()
-            runner = TaskRunner(name, spec.func, planned.retry, planned.timeout, persist, measure)
-            graph[key] = DaskTask(key, runner, *[refs[dep] for dep in spec.depends_on])
+                measure = tracking or Measures(run_id=run_id).tracking()
+            wrapper = TaskWrapper(
+                name=name,
+                func=spec.func,
+                retry=planned.retry,
+                timeout=planned.timeout,
+                storage=storage,
+                measures=measure,
+            )
+            graph[key] = DaskTask(key, wrapper, *[refs[dep] for dep in spec.depends_on])
         elif action is Action.LOAD:
             assert cache is not None and step.cache_key is not None
             graph[key] = DaskTask(key, CacheLoader(name, cache, step.cache_key))

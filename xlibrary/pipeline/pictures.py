@@ -26,7 +26,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import PipelineDefinitionError, PipelineError
-from .result import _STATUS_COLOURS, PipelineResult, TaskRun, _format_duration
+from .present import STATUS_COLOURS, format_duration
+from .records import TaskRecord
+from .result import PipelineResult
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline, Task
@@ -134,22 +136,22 @@ def _check_result(pipeline: Pipeline, result: PipelineResult | None) -> None:
         )
 
 
-def _run_of(name: str, result: PipelineResult | None) -> TaskRun | None:
+def _run_of(name: str, result: PipelineResult | None) -> TaskRecord | None:
     return result.tasks.get(name) if result is not None else None
 
 
-def _colours(run: TaskRun | None) -> tuple[str, str]:
-    return _STATUS_COLOURS.get(run.status if run is not None else None, _STATUS_COLOURS[None])
+def _colours(run: TaskRecord | None) -> tuple[str, str]:
+    return STATUS_COLOURS.get(run.status if run is not None else None, STATUS_COLOURS[None])
 
 
-def _label_lines(name: str, run: TaskRun | None) -> list[str]:
+def _label_lines(name: str, run: TaskRecord | None) -> list[str]:
     """The task's name, then (after a run) its status and duration: the colour is not the only
     thing that says how it went."""
     if run is None:
         return [name]
     if run.duration is None:
         return [name, str(run.status)]
-    return [name, f"{run.status} · {_format_duration(run.duration)}"]
+    return [name, f"{run.status} · {format_duration(run.duration)}"]
 
 
 # -- Graphviz ---------------------------------------------------------------------------------

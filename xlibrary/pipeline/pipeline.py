@@ -1,4 +1,4 @@
-"""Declare: pipelines, their task specs, and the decorators that register functions as tasks.
+"""Declare: pipelines, and the decorators that register functions as their tasks.
 
 Decorators register a function and return it unchanged, so a task stays a plain callable that
 can be called and unit-tested on its own::
@@ -17,27 +17,30 @@ can be called and unit-tested on its own::
     transform([1])                   # still a plain function: [2]
 
 A task receives its dependencies' results as positional arguments, in ``depends_on`` order.
-Option decorators (``retry_on_failure``) work in either order around ``task``.
-
-Everything a single task spec can get wrong is checked when the task is declared (the name, a
-non-callable, a signature that cannot take the dependencies' results, a duplicate name); what
-needs the whole pipeline (unknown dependencies, cycles, emptiness) is checked by
-:mod:`~xlibrary.pipeline.plan` before any task runs.
+Option decorators (``retry_on_failure``) work in either order around ``task``. Task specs and
+their checks are in :mod:`~.spec`; the checks of a whole pipeline in :mod:`~.order`.
 """
 
 from __future__ import annotations
 
 import contextvars
-import dataclasses
 import inspect
-import math
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from .errors import DuplicateTaskError, PipelineDefinitionError, TaskSignatureError
-from .store.names import name_problem
+from .errors import DuplicateTaskError, PipelineDefinitionError, did_you_mean
+from .order import topological_order, validate
+from .spec import (
+    CachePolicy,
+    RetryPolicy,
+    Task,
+    check_name,
+    default_name,
+    options_generation,
+    set_task_options,
+    with_options,
+)
 
 if TYPE_CHECKING:  # for the annotations of visualize()
     import os
@@ -45,220 +48,18 @@ if TYPE_CHECKING:  # for the annotations of visualize()
 
     from .result import PipelineResult
 
-__all__ = ["CachePolicy", "Pipeline", "RetryPolicy", "Task", "build_pipeline", "task"]
+__all__ = [
+    "CachePolicy",
+    "Pipeline",
+    "RetryPolicy",
+    "Task",
+    "build_pipeline",
+    "declared_pipeline",
+    "set_task_options",
+    "task",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-# Options set by option decorators (retry_on_failure, ...) and the pipelines a function is
-# registered in, kept beside the function rather than on it: a function's __dict__ travels
-# with it when cloudpickle ships it to a worker.
-_options: weakref.WeakKeyDictionary[Callable[..., Any], dict[str, Any]] = (
-    weakref.WeakKeyDictionary()
-)
-_registrations: weakref.WeakKeyDictionary[
-    Callable[..., Any], list[tuple[weakref.ref[Pipeline], str]]
-] = weakref.WeakKeyDictionary()
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How a task is retried: done inside the task wrapper, so the same on every backend.
-
-    Attempt ``n`` (from 1) that fails with an exception in ``retry_on`` is retried after
-    ``min(delay * backoff ** (n - 1), max_delay)`` seconds, up to ``max_retries`` extra attempts.
-    """
-
-    max_retries: int = 3
-    delay: float = 0.0
-    backoff: float = 2.0
-    max_delay: float = 300.0
-    retry_on: tuple[type[BaseException], ...] = (Exception,)
-
-    def __post_init__(self) -> None:
-        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int):
-            raise PipelineDefinitionError(
-                f"max_retries must be a whole number, got {self.max_retries!r}"
-            )
-        if self.max_retries < 0:
-            raise PipelineDefinitionError(f"max_retries must be 0 or more, got {self.max_retries}")
-        for key in ("delay", "backoff", "max_delay"):
-            value = getattr(self, key)
-            if not _is_number(value) or not math.isfinite(value):
-                raise PipelineDefinitionError(f"retry {key} must be a finite number, got {value!r}")
-        if self.delay < 0 or self.max_delay < 0:
-            raise PipelineDefinitionError("retry delay and max_delay must be 0 or more seconds")
-        if self.backoff < 1:
-            raise PipelineDefinitionError(f"retry backoff must be 1 or more, got {self.backoff}")
-        retry_on: Any = self.retry_on
-        retry_on = (retry_on,) if isinstance(retry_on, type) else tuple(retry_on)
-        for exc_type in retry_on:
-            if not (isinstance(exc_type, type) and issubclass(exc_type, BaseException)):
-                raise PipelineDefinitionError(
-                    f"retry_on must hold exception classes such as (ConnectionError,), "
-                    f"got {exc_type!r}"
-                )
-        object.__setattr__(self, "retry_on", retry_on)
-
-    def delay_before(self, attempt: int) -> float:
-        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        try:
-            return float(min(self.delay * self.backoff ** (attempt - 1), self.max_delay))
-        except OverflowError:  # backoff ** attempt beyond a float: far past max_delay
-            return float(self.max_delay)
-
-
-@dataclass(frozen=True)
-class CachePolicy:
-    """Cache a task's result: under ``key`` as given, or a key derived from its name, code
-    and inputs when ``key`` is ``None``; for ``ttl`` seconds (``None``: the manager's
-    ``caching.ttl``)."""
-
-    key: str | None = None
-    ttl: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.key is not None and (not isinstance(self.key, str) or not self.key):
-            raise PipelineDefinitionError(
-                f"cache key must be a non-empty string, got {self.key!r}; leave it out to "
-                "derive one from the task's name, code and inputs"
-            )
-        if self.ttl is not None and (
-            not _is_number(self.ttl) or not math.isfinite(self.ttl) or self.ttl <= 0
-        ):
-            raise PipelineDefinitionError(
-                f"cache ttl must be a finite number of seconds above 0, got {self.ttl!r}; leave "
-                "it out for the manager's caching.ttl"
-            )
-
-
-@dataclass(frozen=True)
-class Task:
-    """The frozen spec of one task. Derive a changed one with ``dataclasses.replace``.
-
-    ``func`` receives the results of ``depends_on`` as positional arguments, in that order.
-    ``retry`` and ``timeout`` override the manager's ``fault_tolerance`` defaults
-    (``timeout=math.inf``: no limit, whatever the default).
-    ``resource_requirements`` (``{"cpu_cores": 4, "memory_mb": 4096, "gpu": 1}``) is kept on
-    the spec for the resource-aware scheduler. ``cache`` caches the result
-    (``@pm.cache_result``); ``monitor`` measures it closely (``@pm.track_performance``).
-    """
-
-    name: str
-    func: Callable[..., Any]
-    depends_on: tuple[str, ...] = ()
-    retry: RetryPolicy | None = None
-    timeout: float | None = None
-    resource_requirements: Mapping[str, float] | None = None
-    cache: CachePolicy | None = None
-    monitor: bool | None = None
-    description: str | None = field(default=None, compare=False)
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name.strip():
-            raise PipelineDefinitionError(
-                f"a task name must be a non-empty string, got {self.name!r}; "
-                'for example @pipeline.task("extract")'
-            )
-        _check_name("task", self.name)
-        if not callable(self.func):
-            raise TaskSignatureError(
-                f"task {self.name!r}: {self.func!r} is not callable; decorate a function, or "
-                f"pass one as Task({self.name!r}, my_function)"
-            )
-        depends_on = _normalize_depends_on(self.name, self.depends_on)
-        object.__setattr__(self, "depends_on", depends_on)
-        if self.timeout is not None and (
-            not _is_number(self.timeout) or math.isnan(self.timeout) or self.timeout <= 0
-        ):
-            raise PipelineDefinitionError(
-                f"task {self.name!r}: timeout must be a number of seconds above 0 (finite, or "
-                f"math.inf for no limit), got {self.timeout!r}"
-            )
-        if self.resource_requirements is not None:
-            _check_resources(self.name, self.resource_requirements)
-            object.__setattr__(self, "resource_requirements", dict(self.resource_requirements))
-        if self.description is None:
-            doc = inspect.getdoc(self.func) if inspect.isfunction(self.func) else None
-            object.__setattr__(self, "description", doc.splitlines()[0] if doc else None)
-        _check_signature(self.name, self.func, depends_on)
-
-    @property
-    def function_name(self) -> str:
-        """The function's qualified name, for messages."""
-        return getattr(self.func, "__qualname__", None) or repr(self.func)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _normalize_depends_on(name: str, depends_on: Any) -> tuple[str, ...]:
-    if isinstance(depends_on, str):
-        depends_on = (depends_on,)
-    if not isinstance(depends_on, Iterable):
-        raise PipelineDefinitionError(
-            f"task {name!r}: depends_on must be a list of task names, got {depends_on!r}"
-        )
-    deps = tuple(depends_on)
-    for dep in deps:
-        if not isinstance(dep, str):
-            hint = f" (did you mean {dep.__name__!r}?)" if hasattr(dep, "__name__") else ""
-            raise PipelineDefinitionError(
-                f"task {name!r}: depends_on must hold task names as strings, got {dep!r}{hint}"
-            )
-    seen: set[str] = set()
-    for dep in deps:
-        if dep in seen:
-            raise PipelineDefinitionError(
-                f"task {name!r} lists {dep!r} twice in depends_on; list each dependency once"
-            )
-        seen.add(dep)
-    return deps
-
-
-def _check_name(kind: str, name: str) -> None:
-    """Refuse a name the store cannot hold as one file name (see ``store.names``)."""
-    problem = name_problem(name, pipeline=kind == "pipeline")
-    if problem is not None:
-        shown = name if len(name) <= 60 else name[:60] + "..."
-        raise PipelineDefinitionError(f"the {kind} name {shown!r} cannot be used: {problem}")
-
-
-def _check_resources(name: str, resources: Mapping[str, float]) -> None:
-    if not isinstance(resources, Mapping):
-        raise PipelineDefinitionError(
-            f"task {name!r}: resource_requirements must be a dict such as "
-            f'{{"cpu_cores": 4, "memory_mb": 4096}}, got {resources!r}'
-        )
-    for key, amount in resources.items():
-        if (
-            not isinstance(key, str)
-            or isinstance(amount, bool)
-            or not isinstance(amount, int | float)
-            or amount < 0
-        ):
-            raise PipelineDefinitionError(
-                f"task {name!r}: resource_requirements[{key!r}] must be a number of 0 or more, "
-                f"got {amount!r}"
-            )
-
-
-def _check_signature(name: str, func: Callable[..., Any], depends_on: tuple[str, ...]) -> None:
-    try:
-        signature = inspect.signature(func)
-    except (TypeError, ValueError):  # some builtins have no signature; nothing to check
-        return
-    try:
-        signature.bind(*depends_on)
-    except TypeError as exc:
-        func_name = getattr(func, "__qualname__", repr(func))
-        count = len(depends_on)
-        results = "no results" if not count else f"{count} result{'s' if count > 1 else ''}"
-        raise TaskSignatureError(
-            f"task {name!r}: {func_name}{signature} cannot be called with {results} from "
-            f"depends_on={list(depends_on)} ({exc}); give the function one positional "
-            f"parameter per dependency, in depends_on order"
-        ) from None
 
 
 class Pipeline:
@@ -280,13 +81,14 @@ class Pipeline:
             raise PipelineDefinitionError(
                 f'a pipeline name must be a non-empty string, got {name!r}; Pipeline("etl")'
             )
-        _check_name("pipeline", name)
+        check_name("pipeline", name)
         self.name = name
         self.description = description
         self._tasks: dict[str, Task] = {}
         self._version = 0
+        self._merged: tuple[tuple[int, int], dict[str, Task]] | None = None
         self._last_run: tuple[int, PipelineResult] | None = None
-        _by_name[name] = self
+        _declared[name] = self
 
     # -- declaring ----------------------------------------------------------------------
     @overload
@@ -318,7 +120,7 @@ class Pipeline:
         def register(func: F) -> F:
             self._register(
                 func,
-                name=name if name is not None else _default_name(func),
+                name=name if name is not None else default_name(func),
                 depends_on=depends_on,
                 timeout=timeout,
                 resource_requirements=resource_requirements,
@@ -340,18 +142,9 @@ class Pipeline:
                 f"pipeline {self.name!r} already has a task named {task.name!r} "
                 f"(function {existing.function_name}); give {task.function_name} another name"
             )
-        try:
-            options = _options.get(task.func) or {}
-        except TypeError:  # not weak-referenceable (a builtin): no options can follow it
-            options = None
-        if options:  # set by option decorators on the function; the spec's own values win
-            unset = {k: v for k, v in options.items() if getattr(task, k) is None}
-            task = dataclasses.replace(task, **unset) if unset else task
         self._tasks[task.name] = task
         self._version += 1
-        if options is not None:
-            _registrations.setdefault(task.func, []).append((weakref.ref(self), task.name))
-        return task
+        return with_options(task)
 
     @overload
     def retry_on_failure(self, func: F, /) -> F: ...
@@ -419,8 +212,6 @@ class Pipeline:
 
         Raises a :class:`PipelineDefinitionError` when the pipeline cannot run as declared.
         """
-        from .plan import topological_order
-
         return topological_order(self)
 
     @property
@@ -431,10 +222,8 @@ class Pipeline:
     def get_task(self, name: str) -> Task:
         """The spec of task ``name``."""
         try:
-            return self._tasks[name]
+            return self.declared[name]
         except KeyError:
-            from .plan import did_you_mean
-
             raise KeyError(
                 f"pipeline {self.name!r} has no task {name!r}{did_you_mean(name, self._tasks)}"
             ) from None
@@ -443,8 +232,6 @@ class Pipeline:
 
     def validate(self) -> None:
         """Check the whole pipeline (dependencies, cycles, emptiness) without running it."""
-        from .plan import validate
-
         validate(self)
 
     def __contains__(self, name: object) -> bool:
@@ -503,55 +290,35 @@ class Pipeline:
     # -- internals ----------------------------------------------------------------------
     @property
     def declared(self) -> Mapping[str, Task]:
-        """Task specs by name, in declaration order, without validation."""
-        return self._tasks
+        """Task specs by name, in declaration order, with the options their functions carry
+        (``retry_on_failure``, ``cache_result``...), without validation."""
+        generation = options_generation()
+        merged = self._merged
+        if merged is None or merged[0] != (self._version, generation):
+            specs = {name: with_options(task) for name, task in self._tasks.items()}
+            merged = self._merged = ((self._version, generation), specs)
+        return merged[1]
 
     @property
-    def version(self) -> int:
-        """Goes up whenever a task is added or changed; plans are cached against it."""
-        return self._version
+    def version(self) -> tuple[int, int]:
+        """Changes whenever a task is added or an option decorator is applied; plans are
+        cached against it."""
+        return (self._version, options_generation())
 
     def _register(self, func: Callable[..., Any], **fields: Any) -> Task:
         return self.add(Task(func=func, **fields))
 
-    def _update(self, name: str, **changes: Any) -> None:
-        self._tasks[name] = dataclasses.replace(self._tasks[name], **changes)
-        self._version += 1
+
+_declared: weakref.WeakValueDictionary[str, Pipeline] = weakref.WeakValueDictionary()
 
 
-_by_name: weakref.WeakValueDictionary[str, Pipeline] = weakref.WeakValueDictionary()
+def declared_pipeline(name: str) -> Pipeline | None:
+    """The last pipeline declared under ``name`` in this process that is still alive.
 
-
-def find_pipeline(name: str) -> Pipeline | None:
-    """The last pipeline created under ``name`` in this process that is still alive."""
-    return _by_name.get(name)
-
-
-def set_task_options(func: Callable[..., Any], **options: Any) -> None:
-    """Attach task options to ``func``, whether or not it is registered as a task yet.
-
-    This is how option decorators work in either order around ``task``: the options are kept
-    on the function for registrations still to come, and applied to the registrations made.
+    Only ``get_pipeline_status`` asks, to answer ``pending`` for a pipeline that has not run
+    yet (the guide's FastAPI status route); a manager runs by name only the pipelines it knows.
     """
-    try:
-        _options.setdefault(func, {}).update(options)
-    except TypeError:
-        raise PipelineDefinitionError(
-            f"cannot attach task options to {func!r}; wrap it in a def and decorate that"
-        ) from None
-    for pipeline_ref, name in _registrations.get(func, ()):
-        pipeline = pipeline_ref()
-        if pipeline is not None and name in pipeline.declared:
-            pipeline._update(name, **options)
-
-
-def _default_name(func: Callable[..., Any]) -> str:
-    name = getattr(func, "__name__", None)
-    if not isinstance(name, str) or name == "<lambda>":
-        raise PipelineDefinitionError(
-            f'cannot name a task after {func!r}; give it a name: @pipeline.task("my_task")'
-        )
-    return name
+    return _declared.get(name)
 
 
 # -- the module-level ``task`` decorator, for @pm.pipeline builder functions ------------------

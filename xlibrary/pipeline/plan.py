@@ -1,14 +1,9 @@
 """Plan: check a whole pipeline and fix what each task will do in a run.
 
-Guarantees, before any task runs:
-
-* the pipeline has tasks, every ``depends_on`` names one of them (else "did you mean"), and
-  they hold no cycle (else the cycle is printed);
-* tasks come in a topological order that is the same every time: generation by generation,
-  each generation in declaration order;
-* every task has its effective retry policy and timeout, from its own options or else from
-  the manager's ``fault_tolerance`` settings, and its cache rule (explicit key or derived,
-  TTL, code fingerprint).
+Guarantees, before any task runs: the pipeline passes the checks of :mod:`~.order` (tasks,
+known dependencies, no cycle, a fixed topological order), and every task has its effective
+retry policy and timeout, from its own options or else from the manager's ``fault_tolerance``
+settings, and its cache rule (explicit key or derived, TTL, code fingerprint).
 
 A :class:`Plan` is immutable; the manager caches it per pipeline version.
 
@@ -24,21 +19,16 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
-import graphlib
 import logging
 import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
-from .errors import (
-    DependencyCycleError,
-    EmptyPipelineError,
-    UnknownDependencyError,
-    did_you_mean,
-)
 from .fingerprint import code_fingerprint, derive_key
-from .pipeline import Pipeline, RetryPolicy, Task
+from .order import topological_order
+from .pipeline import Pipeline
 from .settings import Caching, FaultTolerance
+from .spec import RetryPolicy, Task
 from .store import Cache, Lookup
 
 __all__ = [
@@ -49,12 +39,9 @@ __all__ = [
     "PlannedTask",
     "Restore",
     "Step",
-    "did_you_mean",
     "explain",
     "make_plan",
     "prepare_run",
-    "topological_order",
-    "validate",
 ]
 
 logger = logging.getLogger(__name__)
@@ -103,48 +90,6 @@ class Plan:
     def plain_steps(self) -> tuple[Step, ...]:
         """Every task runs: the steps of a run with nothing to look up or restore."""
         return tuple(Step(planned, Action.RUN, reason="not cached") for planned in self.tasks)
-
-
-def validate(pipeline: Pipeline) -> None:
-    """Raise the first :class:`PipelineDefinitionError` that ``pipeline`` holds, if any."""
-    topological_order(pipeline)
-
-
-def topological_order(pipeline: Pipeline) -> tuple[Task, ...]:
-    """The task specs, dependencies first; raises when the pipeline cannot run."""
-    declared = pipeline.declared
-    if not declared:
-        raise EmptyPipelineError(
-            f"pipeline {pipeline.name!r} has no tasks; add one with "
-            '@pipeline.task("name") before running it'
-        )
-    for spec in declared.values():
-        for dep in spec.depends_on:
-            if dep not in declared:
-                raise UnknownDependencyError(
-                    f"unknown dependency {dep!r} of task {spec.name!r} in pipeline "
-                    f"{pipeline.name!r}{did_you_mean(dep, declared)} "
-                    f"(tasks: {', '.join(declared)})"
-                )
-    sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
-    for spec in declared.values():
-        sorter.add(spec.name, *spec.depends_on)
-    try:
-        sorter.prepare()
-    except graphlib.CycleError as exc:
-        cycle = list(reversed(exc.args[1]))  # graphlib lists it dependents-first
-        raise DependencyCycleError(
-            f"pipeline {pipeline.name!r} has a dependency cycle: {' -> '.join(cycle)} "
-            f"(each task depends on the one before it); remove one of these dependencies",
-            cycle,
-        ) from None
-    position = {name: i for i, name in enumerate(declared)}
-    order: list[Task] = []
-    while sorter.is_active():
-        ready = sorted(sorter.get_ready(), key=position.__getitem__)
-        order.extend(declared[name] for name in ready)
-        sorter.done(*ready)
-    return tuple(order)
 
 
 def make_plan(

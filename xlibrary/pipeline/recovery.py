@@ -19,11 +19,12 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import PipelineError, PipelineExecutionError
-from .plan import Plan, Restore, did_you_mean
+from .errors import BadEntry, PipelineError, PipelineExecutionError, did_you_mean
+from .plan import Plan, Restore
+from .records import RunRecord
 from .redact import redact_url
 from .result import PipelineResult
-from .store import BadEntry, Cache, RunStore
+from .store import Cache, RunStore
 from .store.names import is_run_id
 
 __all__ = [
@@ -35,10 +36,8 @@ __all__ = [
     "retry_plan",
 ]
 
-_DONE = ("succeeded", "cached")
 
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ErrorDetails:
     """Why a run failed."""
 
@@ -60,12 +59,12 @@ def error_details(runs: RunStore, source: object) -> ErrorDetails:
         source = source.error
     if isinstance(source, PipelineExecutionError):
         return ErrorDetails(
-            source.pipeline,
-            source.run_id,
-            source.failed_task,
-            source.error_message,
-            source.stack_trace,
-            str(source),
+            pipeline=source.pipeline,
+            run_id=source.run_id,
+            failed_task=source.failed_task,
+            error_message=source.error_message,
+            stack_trace=source.stack_trace,
+            summary=str(source),
         )
     if not isinstance(source, str):
         raise PipelineError(
@@ -77,23 +76,23 @@ def error_details(runs: RunStore, source: object) -> ErrorDetails:
         raise PipelineError(
             f"no run or pipeline {source!r} is recorded in the store {redact_url(runs.url)}"
         )
-    error = record.get("error")
-    if not error:
+    error = record.error
+    if error is None or error.failed_task is None:
         raise PipelineError(
-            f"run {record['run_id']} of pipeline {record['pipeline']!r} did not fail "
-            f"(status {record.get('status')})"
+            f"run {record.run_id} of pipeline {record.pipeline!r} did not fail "
+            f"(status {record.status})"
         )
     return ErrorDetails(
-        record["pipeline"],
-        record["run_id"],
-        error["failed_task"],
-        error["message"],
-        error["stack_trace"],
-        error.get("summary", ""),
+        pipeline=record.pipeline,
+        run_id=record.run_id,
+        failed_task=error.failed_task,
+        error_message=error.message,
+        stack_trace=error.stack_trace,
+        summary=error.summary,
     )
 
 
-def _record(runs: RunStore, pipeline: str, run_id: str | None) -> dict[str, Any]:
+def _record(runs: RunStore, pipeline: str, run_id: str | None) -> RunRecord:
     record = runs.read_record(pipeline, run_id)
     if record is None:
         which = f"run {run_id}" if run_id else "run"
@@ -104,14 +103,14 @@ def _record(runs: RunStore, pipeline: str, run_id: str | None) -> dict[str, Any]
     return record
 
 
-def _chain(runs: RunStore, record: dict[str, Any]) -> list[dict[str, Any]]:
+def _chain(runs: RunStore, record: RunRecord) -> list[RunRecord]:
     """The record and the records it was resumed from, newest first."""
     chain = [record]
-    seen = {record["run_id"]}
-    while (parent := chain[-1].get("resumed_from")) and parent not in seen:
+    seen = {record.run_id}
+    while (parent := chain[-1].resumed_from) and parent not in seen:
         if not is_run_id(parent):  # a damaged record: look no further back
             break
-        older = runs.read_record(record["pipeline"], parent)
+        older = runs.read_record(record.pipeline, parent)
         if older is None:
             break
         seen.add(parent)
@@ -119,17 +118,17 @@ def _chain(runs: RunStore, record: dict[str, Any]) -> list[dict[str, Any]]:
     return chain
 
 
-def _locations(runs: RunStore, record: dict[str, Any]) -> dict[str, Restore]:
+def _locations(runs: RunStore, record: RunRecord) -> dict[str, Restore]:
     """Where each finished task's result lies, looking back through resumed runs."""
     found: dict[str, Restore] = {}
     for rec in _chain(runs, record):
-        for name, task in rec.get("tasks", {}).items():
-            if name in found or task.get("status") not in _DONE:
+        for name, task in rec.tasks.items():
+            if name in found or not task.done:
                 continue
-            source = task.get("source") or ""
-            token = task.get("token")
-            if task.get("saved") and is_run_id(rec["run_id"]):
-                found[name] = Restore(run_id=rec["run_id"], token=token)
+            source = task.source or ""
+            token = task.token
+            if task.saved and is_run_id(rec.run_id):
+                found[name] = Restore(run_id=rec.run_id, token=token)
             elif source.startswith("run:") and is_run_id(source[4:]):
                 found[name] = Restore(run_id=source[4:], token=token)
             elif source.startswith("cache:"):
@@ -166,7 +165,7 @@ def intermediate_results(
     return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RecoveryPlan:
     """What a retry or resume restores, forces to run, and must produce."""
 
@@ -199,15 +198,15 @@ def retry_plan(runs: RunStore, plan: Plan, task: str, run_id: str | None = None)
 def resume_plan(runs: RunStore, plan: Plan, run_id: str | None = None) -> RecoveryPlan:
     """Continue the latest (or ``run_id``) run: run every task that did not finish."""
     record = _record(runs, plan.pipeline, run_id)
-    tasks = record.get("tasks", {})
+    tasks = record.tasks
     unfinished = {
         planned.name
         for planned in plan.tasks
-        if tasks.get(planned.name, {}).get("status") not in _DONE
+        if planned.name not in tasks or not tasks[planned.name].done
     }
-    if record.get("status") == "succeeded" and not unfinished:
+    if record.success and not unfinished:
         raise PipelineError(
-            f"run {record['run_id']} of pipeline {plan.pipeline!r} succeeded: nothing to resume"
+            f"run {record.run_id} of pipeline {plan.pipeline!r} succeeded: nothing to resume"
         )
     return _recovery(runs, plan, record, _downstream(plan, unfinished), targets=None)
 
@@ -215,7 +214,7 @@ def resume_plan(runs: RunStore, plan: Plan, run_id: str | None = None) -> Recove
 def _recovery(
     runs: RunStore,
     plan: Plan,
-    record: dict[str, Any],
+    record: RunRecord,
     force: set[str],
     targets: frozenset[str] | None,
 ) -> RecoveryPlan:
@@ -230,15 +229,18 @@ def _recovery(
             if dep in restore or dep in force:
                 needed.add(dep)
                 continue
-            status = record.get("tasks", {}).get(dep, {}).get("status", "not recorded")
+            task = record.tasks.get(dep)
             hint = (
                 "its result was not saved: run with save_intermediate_results: True (or cache "
                 "the task) so that a retry can start from it"
-                if status in _DONE
-                else f"it did not finish in that run ({status}): retry or resume it first"
+                if task is not None and task.done
+                else f"it did not finish in that run "
+                f"({task.status if task else 'not recorded'}): retry or resume it first"
             )
             raise PipelineError(
                 f"cannot run {planned.name!r} of pipeline {plan.pipeline!r} from run "
-                f"{record['run_id']}: it needs the result of {by_name[dep].name!r}, and {hint}"
+                f"{record.run_id}: it needs the result of {by_name[dep].name!r}, and {hint}"
             )
-    return RecoveryPlan(record["run_id"], restore, frozenset(force), targets)
+    return RecoveryPlan(
+        run_id=record.run_id, restore=restore, force=frozenset(force), targets=targets
+    )

@@ -17,7 +17,6 @@ Environment, used when the config does not set the key: ``XLIBRARY_SCHEDULER_ADD
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import os
 import re
@@ -28,8 +27,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from .errors import ConfigError
+from . import extensions
+from .errors import ConfigError, did_you_mean
 from .redact import HIDDEN, redact_url
+from .registry import Registry
 
 __all__ = [
     "Caching",
@@ -88,7 +89,7 @@ class ResourceAllocation:
 @dataclass(frozen=True)
 class ResourceLimits:
     """``resource_limits``: what the workers of a cluster we start may have in total, and how
-    that is laid out into workers (see ``cluster.layout``)."""
+    that is laid out into workers (see ``backends.layout``)."""
 
     max_cpu_cores: int | None = None
     max_memory_gb: float | None = None
@@ -156,8 +157,9 @@ class Caching:
 
     enabled: bool = True
     """The master switch: off, no task reads or writes the cache."""
-    cache_type: Literal["fsspec", "redis"] = "fsspec"
-    """``fsspec``: entries in the store; ``redis``: entries in Redis at ``redis_url``."""
+    cache_type: str = "fsspec"
+    """``fsspec``: entries in the store; ``redis``: entries in Redis at ``redis_url``; or a
+    cache backend registered in :data:`~xlibrary.pipeline.extensions.caches`."""
     ttl: float | None = None
     """Seconds an entry lives when its task sets no ``ttl``; ``None``: until cleared."""
     cache_results: bool = False
@@ -244,14 +246,21 @@ class Settings:
     """
 
     # -- where runs execute -------------------------------------------------------------
+    scheduler: str | None = None
+    """The backend runs go to: ``threads`` (the embedded default: Dask's threaded scheduler
+    in this process), ``distributed`` (``dask.distributed``: the cluster the keys below
+    name, else a LocalCluster the manager starts), or a name registered in
+    :data:`~xlibrary.pipeline.extensions.backends`. Default: ``distributed`` when a cluster
+    key, a ``client=`` or the dashboard asks for it, else ``threads``."""
     distributed_mode: bool = False
     """Run on a ``dask.distributed`` LocalCluster that the manager starts and closes."""
     scheduler_address: str | None = None
     """Run on the ``dask.distributed`` scheduler at this address (``tcp://host:8786``)."""
     num_workers: int | None = None
     """Threads of the embedded (local) backend; default ``min(32, cpu_count + 4)``."""
-    cluster_mode: Literal["local", "kubernetes"] | None = None
-    """Start a cluster: a ``dask.distributed`` LocalCluster, or one on Kubernetes."""
+    cluster_mode: str | None = None
+    """Start a cluster: ``local`` (a ``dask.distributed`` LocalCluster), ``kubernetes`` (the
+    Dask operator's), or a kind registered in ``xlibrary.pipeline.extensions.cluster_kinds``."""
     worker_nodes: int | None = None
     """Workers of a cluster we start."""
     dashboard_address: str = "127.0.0.1:8787"
@@ -462,9 +471,8 @@ def _checked(dotted: str, value: Any, hint: Any) -> Any:
 
 
 def _unknown_key_message(dotted: str, key: str, valid: list[str], prefix: str) -> str:
-    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
     where = f"section {prefix[:-1]!r}" if prefix else "the config"
-    hint = f"; did you mean {prefix + close[0]!r}?" if close else ""
+    hint = did_you_mean(key, valid).replace("mean '", f"mean '{prefix}", 1)
     return (
         f"unknown config key {dotted!r}{hint} (valid keys of {where}: {', '.join(sorted(valid))})"
     )
@@ -488,11 +496,9 @@ def _convert(dotted: str, value: Any, hint: Any) -> Any:
     if origin is Literal:
         choices = typing.get_args(hint)
         if value not in choices:
-            close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
-            hint_text = f"; did you mean {close[0]!r}?" if close else ""
             raise ConfigError(
                 f"config key {dotted!r} must be one of {', '.join(map(repr, choices))}, "
-                f"got {value!r}{hint_text}"
+                f"got {value!r}{did_you_mean(str(value), map(str, choices))}"
             )
         return value
     if origin is dict:
@@ -559,6 +565,7 @@ def _check_ranges(settings: object, prefix: str) -> None:
         _above_zero(prefix, "redis_timeout", settings.redis_timeout, " seconds")
         _at_least(prefix, "failure_threshold", settings.failure_threshold, 1)
         _at_least(prefix, "failure_cooldown", settings.failure_cooldown, 0)
+        _registered(f"{prefix}cache_type", settings.cache_type, extensions.caches)
     elif isinstance(settings, KubernetesSettings):
         _above_zero(prefix, "resource_timeout", settings.resource_timeout, " seconds")
     elif isinstance(settings, Settings):
@@ -568,6 +575,8 @@ def _check_ranges(settings: object, prefix: str) -> None:
             _at_least(prefix, "worker_nodes", settings.worker_nodes, 1)
         _check_listen_address(f"{prefix}dashboard_address", settings.dashboard_address)
         _above_zero(prefix, "no_workers_timeout", settings.no_workers_timeout, " seconds")
+        _registered(f"{prefix}scheduler", settings.scheduler, extensions.backends)
+        _registered(f"{prefix}cluster_mode", settings.cluster_mode, extensions.cluster_kinds)
     elif isinstance(settings, MonitoringAlerts):
         _above_zero(prefix, "task_timeout", settings.task_timeout, " seconds")
         for key in ("memory_threshold", "error_rate_threshold"):
@@ -617,6 +626,15 @@ def _check_webhook(dotted: str, url: str) -> None:
         raise ConfigError(
             f"config key {dotted!r} must be an http:// or https:// URL with a host (alerts are "
             f"POSTed to it as JSON), got {redact_url(url, keep_path=False)!r}"
+        )
+
+
+def _registered(dotted: str, name: str | None, registry: Registry[Any]) -> None:
+    """A name that must be registered: a did-you-mean and the known ones when it is not."""
+    if name is not None and name not in registry:
+        raise ConfigError(
+            f"config key {dotted!r} must be one of {', '.join(map(repr, registry.names()))}, "
+            f"got {name!r}{did_you_mean(name, registry.names())}"
         )
 
 

@@ -20,8 +20,8 @@ from collections.abc import Collection, Mapping
 from typing import Any, Protocol
 
 from ..lower import Key
-from ..monitoring.progress import RunWatch
-from ..runner import Outcome
+from ..outcome import Outcome
+from ..watch import RunWatch
 from .local import LocalBackend
 
 __all__ = ["Backend", "LocalBackend"]

@@ -10,12 +10,8 @@ manager configured for a cluster costs nothing until it runs something.
 * On a scheduler we did not start, the first run checks that the workers have xlibrary
   installed: they import the task wrapper, and without it every task would fail.
 
-A cluster with no workers at all for ``no_workers_timeout`` seconds while a run waits (they
-died, e.g. nanny-less workers of a task that crashes its process, or never joined) fails the
-run: a watcher thread asks the scheduler for its worker count about once a second, and at the
-deadline cancels the run's tasks, which fail with a :class:`ClusterError` naming them. It is
-watched here, on the client side, because a scheduler we did not start keeps its own config
-(Dask's ``distributed.scheduler.no-workers-timeout``).
+A cluster with no workers at all for ``no_workers_timeout`` seconds while a run waits fails
+the run, naming the tasks that could not run (:mod:`.noworkers`).
 
 Tasks with ``resource_requirements`` carry them as Dask resource restrictions (a layer of the
 graph per distinct request). With ``wanted`` (``keep_results: final``) only the final tasks'
@@ -27,7 +23,6 @@ their results are released on the workers as soon as no later task needs them.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import threading
 import time
@@ -37,12 +32,15 @@ from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
-from ..errors import ClusterError, RunCancelled, missing_extra
+from ..errors import ClusterError, RunCancelled
 from ..lower import Key
-from ..monitoring.progress import RunWatch
-from ..runner import DONE, FAILED, SKIPPED, Failure, Outcome, register_with_distributed
-from ..store import SerializationError
+from ..outcome import Outcome, register_with_distributed
+from ..settings import Settings
+from ..watch import RunWatch
+from .clusters import import_distributed
+from .noworkers import NoWorkersWatch, WorkerCount
 from .reporting import OUTCOMES_TOPIC, OutcomeReporter
+from .shipping import blame_unsendable, error_of, failed_outcome, shippable, with_restrictions
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -59,55 +57,22 @@ CLOSE_TIMEOUT = 20.0
 """Seconds each of closing the client and closing the cluster may take."""
 
 
-def _import_distributed() -> Any:
-    try:
-        import distributed
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise missing_extra("distributed", "pipeline", "running on dask.distributed") from exc
-    return distributed
-
-
-LOCALHOST = "127.0.0.1"
-
-
-def local_cluster(*, dashboard_address: str, processes: bool, **options: Any) -> Cluster:
-    """A ``LocalCluster`` whose servers listen on this machine only (``127.0.0.1``): the
-    scheduler, the workers and their HTTP servers (``/health``, ``/metrics``); the dashboard
-    listens on ``dashboard_address``. Its ``dashboard_link`` names the address the dashboard
-    listens on (distributed's names the machine's outside address for an in-process cluster).
-    """
-    if processes:
-        options["host"] = LOCALHOST  # scheduler, nannies, workers and their HTTP servers
-    else:  # in-process comms have no host: give the workers' HTTP servers one
-        options["worker_dashboard_address"] = f"{LOCALHOST}:0"
-    cluster_class = _local_cluster_class()
-    return cluster_class(dashboard_address=dashboard_address, processes=processes, **options)
-
-
-@functools.cache
-def _local_cluster_class() -> type:
-    distributed = _import_distributed()
-    from distributed.utils import format_dashboard_link
-
-    class LocalHostCluster(distributed.LocalCluster):  # type: ignore[misc, name-defined]
-        """A LocalCluster whose dashboard link is where its dashboard listens."""
-
-        @property
-        def dashboard_link(self) -> str:
-            server = getattr(self.scheduler, "http_server", None)
-            host = getattr(server, "address", None)
-            if not host or host in ("0.0.0.0", "::"):  # every interface: distributed's link
-                return str(super().dashboard_link)
-            port = getattr(server, "port", None)
-            return str(format_dashboard_link(f"[{host}]" if ":" in host else host, port))
-
-    return LocalHostCluster
-
-
 class DistributedBackend:
     """Computes each run's graph on a ``dask.distributed`` cluster with one ``client.get``."""
 
     name = "distributed"
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        client: Client | None = None,
+        on_connect: Callable[[Client], None] | None = None,
+    ) -> DistributedBackend:
+        from .factory import distributed_options
+
+        return cls(on_connect=on_connect, **distributed_options(settings, client))
 
     def __init__(
         self,
@@ -133,7 +98,7 @@ class DistributedBackend:
         self._reporting = False
         self._lock = threading.Lock()
         self._closed = False
-        self._workers = _WorkerCount(lambda: self._client)
+        self._workers = WorkerCount(lambda: self._client)
 
     @property
     def owns_cluster(self) -> bool:
@@ -165,7 +130,7 @@ class DistributedBackend:
             self._on_connect(client)
 
     def _connect(self) -> Client:
-        distributed = _import_distributed()
+        distributed = import_distributed()
         if self._address is not None:
             try:
                 return distributed.Client(
@@ -254,7 +219,7 @@ class DistributedBackend:
             from .local import run_locally
 
             return run_locally(graph, keys, None, progress=progress, wanted=wanted)
-        distributed = _import_distributed()
+        distributed = import_distributed()
         register_with_distributed()  # outcomes whose values cannot travel fail their tasks
         client = self.client
         fetch = names if wanted is None else [name for name in names if name in wanted]
@@ -268,22 +233,22 @@ class DistributedBackend:
                 self._progress[run_id] = progress
         if progress is not None:
             progress.probe = lambda: _processing(client, run_id)
-        watch: _NoWorkersWatch | None = None
+        watch: NoWorkersWatch | None = None
         try:
             wanted_keys = [keys[n] for n in fetch]
             try:
                 futures = client.get(
-                    _with_restrictions(graph, restrictions), wanted_keys, sync=False
+                    with_restrictions(graph, restrictions), wanted_keys, sync=False
                 )
             except Exception:  # the graph cannot be pickled: fail the tasks that cannot
-                shippable = _shippable(graph, keys)
-                if shippable is None:
+                sendable = shippable(graph, keys)
+                if sendable is None:
                     raise
                 futures = client.get(
-                    _with_restrictions(shippable, restrictions), wanted_keys, sync=False
+                    with_restrictions(sendable, restrictions), wanted_keys, sync=False
                 )
             if self._no_workers_timeout is not None:
-                watch = _NoWorkersWatch(
+                watch = NoWorkersWatch(
                     client, futures, self._no_workers_timeout, self._workers.count
                 )
             try:
@@ -325,13 +290,11 @@ class DistributedBackend:
                     # Dask itself failed the task (a worker died too often, the result could
                     # not be sent, the run was cancelled): the task wrapper never reported.
                     lost = stranded if stranded and future.status == "cancelled" else None
-                    lost = lost or _error_of(future)
-                    outcomes[name] = Outcome(
-                        FAILED, attempts=1, failure=Failure.from_exception(name, lost)
-                    )
+                    lost = lost or error_of(future)
+                    outcomes[name] = failed_outcome(name, lost)
             if rest:
                 outcomes.update(self._reported(run_id, rest, stranded or lost))
-            return _blame_unsendable(outcomes)
+            return blame_unsendable(outcomes)
         finally:
             if watch is not None:
                 watch.stop()
@@ -365,7 +328,7 @@ class DistributedBackend:
         fetch: list[str],
         futures: list[Any],
         rest: list[str],
-        watch: _NoWorkersWatch | None,
+        watch: NoWorkersWatch | None,
     ) -> ClusterError | None:
         """When the watch cancelled the run for want of workers: the error of the tasks that
         could not run, naming them."""
@@ -405,9 +368,7 @@ class DistributedBackend:
             if meta is not None:
                 outcomes[name] = cloudpickle.loads(meta)
             elif lost is not None:
-                outcomes[name] = Outcome(
-                    FAILED, attempts=1, failure=Failure.from_exception(name, lost)
-                )
+                outcomes[name] = failed_outcome(name, lost)
             else:
                 raise ClusterError(
                     f"task {name!r} finished on the cluster but its outcome never reached the "
@@ -432,72 +393,6 @@ def _close_within(closable: Any, what: str) -> None:
         closable.close(timeout=CLOSE_TIMEOUT)
     except Exception as exc:  # TimeoutError, or a comm error of a dead scheduler
         logger.warning("%s did not close within %gs (%s); leaving it", what, CLOSE_TIMEOUT, exc)
-
-
-class _WorkerCount:
-    """The scheduler's worker count, asked at most every half second whatever the number of
-    runs watching it; ``None`` when the scheduler does not answer in time."""
-
-    def __init__(self, client: Callable[[], Any]) -> None:
-        self._client = client
-        self._lock = threading.Lock()
-        self._asked = -1.0
-        self._count: int | None = None
-
-    def count(self) -> int | None:
-        with self._lock:
-            if time.monotonic() - self._asked < 0.5:
-                return self._count
-            client = self._client()
-            try:
-                info = client.sync(client.scheduler.identity, n_workers=0, callback_timeout=5)
-            except Exception:  # a slow or closed scheduler: Dask's own errors say so
-                info = None
-            count = info.get("n_workers") if isinstance(info, dict) else None
-            self._count = count if isinstance(count, int) else None
-            self._asked = time.monotonic()
-            return self._count
-
-
-class _NoWorkersWatch:
-    """Cancels a run's futures once the cluster has had no workers for ``timeout`` seconds."""
-
-    def __init__(
-        self,
-        client: Any,
-        futures: list[Any],
-        timeout: float,
-        workers: Callable[[], int | None],
-    ) -> None:
-        self.timeout = timeout
-        self.fired = False
-        self._client = client
-        self._futures = futures
-        self._workers = workers
-        self._stop = threading.Event()
-        thread = threading.Thread(target=self._watch, name="xlibrary-no-workers", daemon=True)
-        thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _watch(self) -> None:
-        interval = max(0.05, min(1.0, self.timeout / 4))
-        since: float | None = None
-        while not self._stop.wait(interval):
-            count = self._workers()
-            if count is None or count > 0:
-                since = None
-                continue
-            now = time.monotonic()
-            since = now if since is None else since
-            if now - since >= self.timeout:
-                self.fired = True
-                try:
-                    self._client.cancel(self._futures, reason="no-workers")
-                except Exception:  # the client is closing: the run ends anyway
-                    logger.debug("could not cancel a run without workers", exc_info=True)
-                return
 
 
 def _processing(client: Any, run_id: str) -> list[str]:
@@ -528,83 +423,3 @@ def _wait(distributed: Any, futures: list[Any], watch: RunWatch) -> None:
         except TimeoutError:
             if watch.cancelled:
                 raise RunCancelled("the run was cancelled") from None
-
-
-def _shippable(graph: Mapping[Key, Any], keys: Mapping[str, Key]) -> dict[Key, Any] | None:
-    """``graph`` with each task that cannot be pickled (its function, or what the function
-    closes over or uses, holds a lock, say) standing as that task's failure; ``None`` when
-    every task pickles (the graph failed for another reason)."""
-    from dask.task_spec import DataNode
-
-    out, failed = dict(graph), False
-    for name, key in keys.items():
-        node = graph[key]
-        try:
-            cloudpickle.dumps(node.value if isinstance(node, DataNode) else node.func)
-        except Exception as exc:
-            error = SerializationError(
-                f"task {name!r} cannot be sent to the Dask workers: its function, or something "
-                f"it uses (a closure variable, a global), cannot be pickled: {exc}; create such "
-                "objects (locks, connections, open files) inside the task, or run the pipeline "
-                "on threads (the embedded backend)"
-            )
-            error.__cause__ = exc
-            failure = Failure.from_exception(name, error)
-            out[key] = DataNode(key, Outcome(FAILED, attempts=0, failure=failure))
-            failed = True
-    return out if failed else None
-
-
-def _blame_unsendable(outcomes: dict[str, Outcome]) -> dict[str, Outcome]:
-    """Fail the tasks whose values could not travel to a task on another worker.
-
-    Such a task reported success from its worker; the task that needed its value was skipped
-    with the failure (see runner._skipped_after), which is the task's own."""
-    for outcome in list(outcomes.values()):
-        failure = outcome.failure
-        if outcome.status != SKIPPED or failure is None:
-            continue
-        origin = outcomes.get(failure.task)
-        if origin is not None and origin.status in DONE:
-            outcomes[failure.task] = Outcome(
-                FAILED, None, origin.attempts, origin.started, origin.finished, failure,
-                metrics=origin.metrics, peak_memory=origin.peak_memory, worker=origin.worker,
-            )  # fmt: skip
-    return outcomes
-
-
-def _with_restrictions(
-    graph: Mapping[Key, Any], restrictions: Mapping[Key, Mapping[str, float]] | None
-) -> Any:
-    """The graph with Dask resource restrictions: one layer per distinct request."""
-    if not restrictions:
-        return graph
-    from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
-
-    groups: dict[tuple[tuple[str, float], ...], dict[Key, Any]] = {}
-    for key, request in restrictions.items():
-        groups.setdefault(tuple(sorted(request.items())), {})[key] = graph[key]
-    plain = {key: task for key, task in graph.items() if key not in restrictions}
-    layers: dict[str, Any] = {"xlibrary-tasks": MaterializedLayer(plain)}
-    for i, (asked, tasks) in enumerate(groups.items()):
-        layers[f"xlibrary-resources-{i}"] = MaterializedLayer(
-            tasks, annotations={"resources": dict(asked)}
-        )
-    return HighLevelGraph(layers, {name: set() for name in layers})
-
-
-def _error_of(future: Any) -> BaseException:
-    if future.status == "cancelled":
-        return CancelledError(f"Dask cancelled the task {future.key!r}")
-    try:
-        exc = future.exception()
-    except Exception as err:  # the exception itself could not be fetched
-        return err
-    if type(exc).__name__ == "KilledWorker":
-        return ClusterError(
-            f"Dask gave up on the task (KilledWorker): {exc} In short: the task crashed or "
-            "lost the Dask worker running it each time it ran "
-            "(distributed.scheduler.allowed-failures); look for a crash, os._exit or "
-            "running out of memory in that task"
-        )
-    return exc if isinstance(exc, BaseException) else RuntimeError(repr(exc))

@@ -5,7 +5,7 @@ What this module guarantees:
 * :func:`cluster_spec` is the only place the ``DaskCluster`` resource is built. The cluster
   that :func:`start_cluster` creates and the manifests that :func:`render_manifests` writes
   (``xlibrary-pipeline deploy render``) both come from it, so they cannot drift apart.
-* The workers are laid out by :func:`~xlibrary.pipeline.cluster.layout`, the same as a
+* The workers are laid out by :func:`~xlibrary.pipeline.backends.layout.layout`, the same as a
   LocalCluster: each worker container requests and is limited to its threads as CPU and its
   memory (plus ``nvidia.com/gpu`` when it has GPUs), and its ``dask worker`` command offers
   the same numbers to tasks (``--nthreads``, ``--memory-limit`` and the Dask resources
@@ -27,15 +27,16 @@ from collections.abc import Mapping
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any
 
-from ..cluster import WorkerLayout, layout
 from ..errors import ClusterError, ConfigError, missing_extra
 from ..settings import Settings
+from .layout import WorkerLayout, layout
 
 if TYPE_CHECKING:
     from distributed.deploy.cluster import Cluster
 
 __all__ = [
     "HEADER",
+    "KubernetesClusterKind",
     "autoscaler_spec",
     "cluster_spec",
     "default_image",
@@ -157,6 +158,18 @@ def render_manifests(settings: Settings) -> dict[str, str]:
     if autoscaler is not None:
         manifests["daskautoscaler.yaml"] = _to_yaml(autoscaler)
     return manifests
+
+
+class KubernetesClusterKind:
+    """``cluster_mode: kubernetes``: a ``DaskCluster`` created through the Dask operator."""
+
+    @staticmethod
+    def layout(settings: Settings) -> WorkerLayout:
+        return layout(settings)
+
+    @staticmethod
+    def start(settings: Settings) -> Cluster:
+        return start_cluster(settings)
 
 
 def start_cluster(settings: Settings) -> Cluster:

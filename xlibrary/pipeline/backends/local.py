@@ -17,8 +17,9 @@ import dask.local
 import dask.threaded
 
 from ..lower import Key
-from ..monitoring.progress import RunWatch, dask_callbacks
-from ..runner import Outcome
+from ..outcome import Outcome
+from ..settings import Settings
+from ..watch import RunWatch, dask_callbacks
 
 __all__ = ["LocalBackend", "default_num_workers", "run_locally"]
 
@@ -31,7 +32,11 @@ def default_num_workers() -> int:
 class LocalBackend:
     """Runs graphs on Dask's threaded scheduler, on a thread pool it owns."""
 
-    name = "local"
+    name = "threads"
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **_: Any) -> LocalBackend:
+        return cls(settings.num_workers)
 
     def __init__(self, num_workers: int | None = None) -> None:
         self.num_workers = num_workers or default_num_workers()

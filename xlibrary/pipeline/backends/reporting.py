@@ -14,7 +14,7 @@ from typing import Any
 import cloudpickle
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from ..runner import Outcome
+from ..outcome import Outcome
 
 __all__ = ["OUTCOMES_TOPIC", "OutcomeReporter"]
 

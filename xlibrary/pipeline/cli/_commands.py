@@ -104,8 +104,8 @@ def dashboard(args: argparse.Namespace) -> int:
 
 
 def visualize(args: argparse.Namespace) -> int:
-    from ..observe import result_of_record
     from ..pictures import visualize
+    from ..result import PipelineResult
 
     path, _, wanted = args.target.partition(":")
     module = load_file(Path(path))
@@ -126,7 +126,7 @@ def visualize(args: argparse.Namespace) -> int:
                 f"no run {which} in the store {redact_url(store.url)}; "
                 "`xlibrary-pipeline runs list` shows the recorded runs"
             )
-        run = result_of_record(record)
+        run = PipelineResult.of_record(record)
     try:
         written = visualize(pipeline, args.output, result=run)
     except OSError as exc:

@@ -16,10 +16,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
 
-from ..errors import PipelineError
+from ..errors import PipelineError, did_you_mean
 from ..manager import PipelineManager
 from ..pipeline import Pipeline
-from ..plan import did_you_mean
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 

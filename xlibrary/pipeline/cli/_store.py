@@ -7,9 +7,9 @@ import contextlib
 import json
 import time
 from collections.abc import Iterator
-from typing import Any
 
-from ..plan import did_you_mean
+from ..errors import did_you_mean
+from ..records import RunRecord, TaskRecord
 from ..redact import redact_url
 from ..store.cache import Cache
 from ._common import EXIT_OK, UsageError, manager, seconds, size, table, when
@@ -32,16 +32,9 @@ def runs_list(args: argparse.Namespace) -> int:
     if not records:
         print(f"no runs recorded in the store {redact_url(store.url)}")
         return EXIT_OK
-    records.sort(key=lambda r: (r.get("started") or 0, r.get("run_id", "")), reverse=True)
+    records.sort(key=lambda r: (r.started, r.run_id), reverse=True)
     rows = [
-        (
-            r.get("run_id", "?"),
-            r.get("pipeline", "?"),
-            r.get("status", "?"),
-            when(r.get("started")),
-            seconds(r.get("duration")),
-            _tasks_done(r),
-        )
+        (r.run_id, r.pipeline, str(r.status), when(r.started), seconds(r.duration), _done(r))
         for r in records[: args.last]
     ]
     table(("RUN ID", "PIPELINE", "STATUS", "STARTED", "DURATION", "TASKS"), rows)
@@ -58,54 +51,49 @@ def runs_show(args: argparse.Namespace) -> int:
             "`xlibrary-pipeline runs list` shows the recorded runs"
         )
     if args.json:
-        print(json.dumps(record, indent=2, default=str))
+        print(json.dumps(record.to_json(), indent=2, default=str))
         return EXIT_OK
-    print(
-        f"run {record.get('run_id')} of pipeline {record.get('pipeline')!r}: {record.get('status')}"
-    )
-    print(f"  started   {when(record.get('started'))}")
-    print(f"  finished  {when(record.get('finished'))}")
-    print(f"  duration  {seconds(record.get('duration'))}")
-    if record.get("resumed_from"):
-        print(f"  resumed from run {record['resumed_from']}")
-    tasks: dict[str, Any] = record.get("tasks") or {}
-    names = list(dict.fromkeys([*record.get("order", ()), *tasks]))
-    rows = [_task_row(name, tasks.get(name) or {}) for name in names]
+    print(f"run {record.run_id} of pipeline {record.pipeline!r}: {record.status}")
+    print(f"  started   {when(record.started)}")
+    print(f"  finished  {when(record.finished)}")
+    print(f"  duration  {seconds(record.duration)}")
+    if record.resumed_from:
+        print(f"  resumed from run {record.resumed_from}")
+    rows = [_task_row(name, record.tasks.get(name)) for name in record.order]
     if rows:
         print("tasks:")
         table(("  TASK", "STATUS", "ATTEMPTS", "DURATION", "DETAIL"), rows)
-    error = record.get("error")
-    if error:
-        print(f"error: {error.get('summary') or error.get('message')}")
-        print(error.get("stack_trace") or "", end="")
+    error = record.error
+    if error is not None:
+        print(f"error: {error.summary or error.message}")
+        print(error.stack_trace, end="")
     return EXIT_OK
 
 
-def _task_row(name: str, task: dict[str, Any]) -> tuple[str, ...]:
-    started, finished = task.get("started"), task.get("finished")
-    duration = finished - started if started is not None and finished is not None else None
+def _task_row(name: str, task: TaskRecord | None) -> tuple[str, ...]:
+    if task is None:  # a run still going: not ended yet
+        return (f"  {name}", "pending", "0", seconds(None), "")
     details = []
-    if task.get("source"):
-        details.append(f"from {task['source']}")
-    if task.get("reason"):
-        details.append(str(task["reason"]))
-    elif task.get("skipped_because"):
-        details.append(f"after {task['skipped_because']!r} failed")
-    if task.get("error"):
-        details.append(f"{task['error'].get('type')}: {task['error'].get('message')}")
+    if task.source:
+        details.append(f"from {task.source}")
+    if task.reason:
+        details.append(task.reason)
+    elif task.skipped_because:
+        details.append(f"after {task.skipped_because!r} failed")
+    if task.error_type or task.error_message:
+        details.append(f"{task.error_type}: {task.error_message}")
     return (
         f"  {name}",
-        task.get("status", "pending"),
-        str(task.get("attempts", 0)),
-        seconds(duration),
+        str(task.status),
+        str(task.attempts),
+        seconds(task.duration),
         "; ".join(details),
     )
 
 
-def _tasks_done(record: dict[str, Any]) -> str:
-    tasks: dict[str, Any] = record.get("tasks") or {}
-    done = sum(1 for t in tasks.values() if t.get("status") in ("succeeded", "cached"))
-    return f"{done}/{len(record.get('order') or tasks)}"
+def _done(record: RunRecord) -> str:
+    done = sum(1 for task in record.tasks.values() if task.done)
+    return f"{done}/{len(record.order or record.tasks)}"
 
 
 # -- cache ---------------------------------------------------------------------------------------

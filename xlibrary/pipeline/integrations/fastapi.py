@@ -54,10 +54,12 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
+from .. import records
 from ..errors import PipelineError, missing_extra
 from ..handles import KEEP_VALUES
 from ..manager import PipelineManager
 from ..pipeline import Pipeline
+from ..states import RunState, TaskStatus
 
 __all__ = ["create_router", "jsonable"]
 
@@ -76,10 +78,6 @@ class RunRequest(BaseModel):
     parallel: bool = Field(True, description="Run independent tasks at the same time.")
 
 
-RunState = Literal["pending", "running", "succeeded", "failed", "cancelled"]
-TaskStateName = Literal[
-    "pending", "running", "finished", "succeeded", "failed", "skipped", "cached", "cancelled"
-]
 Encoding = Literal["json", "base64", "repr"]
 
 
@@ -90,7 +88,7 @@ class RunStarted(BaseModel):
 
 
 class TaskState(BaseModel):
-    status: TaskStateName = Field(
+    status: TaskStatus = Field(
         description="pending, running (or finished, on a cluster, until the run ends), then "
         "how it ended: succeeded, failed, skipped (an upstream task failed), cached, cancelled."
     )
@@ -99,9 +97,12 @@ class TaskState(BaseModel):
 
 
 class RunStatus(BaseModel):
+    """A run's status: :class:`xlibrary.pipeline.records.RunStatus` as JSON."""
+
     pipeline: str
     run_id: str
     status: RunState
+    submitted: float | None = None
     started: float | None = None
     finished: float | None = None
     duration: float | None = None
@@ -146,6 +147,13 @@ class NoJSONForm(ValueError):
 
 MAX_ERROR_TEXT = 1000
 """Characters of an error text an answer carries at most."""
+
+
+def as_model(found: records.RunStatus) -> RunStatus:
+    """The API's form of a run's status: its error in one line (no traceback)."""
+    data = found.to_json()
+    data["error"] = one_line(data["error"])
+    return RunStatus.model_validate(data)
 
 
 def one_line(text: str | None) -> str | None:
@@ -202,8 +210,8 @@ def jsonable(value: Any) -> Any:
 def _saved_final_result(pm: PipelineManager, run_id: str, pipeline: str, why: str) -> Any:
     """The final result of a finished run whose values are not in this process (``why``), from
     the results it saved in the store; 404 when it saved none."""
-    record = pm.store.find_record(run_id) or {}
-    sinks = list(record.get("sinks") or ())
+    record = pm.store.find_record(run_id)
+    sinks = list(record.sinks) if record is not None else []
     saved = pm.get_intermediate_results(pipeline, run_id=run_id, tasks=sinks) if sinks else {}
     if not sinks or any(name not in saved for name in sinks):
         raise HTTPException(
@@ -235,15 +243,14 @@ def create_router(
     def known() -> dict[str, Pipeline]:
         return chosen or dict(pm.pipelines)
 
-    def status(run_id: str) -> dict[str, Any]:
+    def status(run_id: str) -> RunStatus:
         try:
             found = pm.get_pipeline_status(run_id)
         except PipelineError:
-            found = {}
-        if found.get("run_id") != run_id:  # it also answers pipeline names: not here
+            found = None
+        if found is None or found.run_id != run_id:  # it answers pipeline names: not here
             raise HTTPException(404, f"no run {run_id!r}")
-        found["error"] = one_line(found.get("error"))
-        return found
+        return as_model(found)
 
     router = APIRouter(tags=["pipelines"], dependencies=dependencies)
     missing: dict[int | str, dict[str, Any]] = {404: {"model": Problem}}
@@ -256,10 +263,8 @@ def create_router(
             try:
                 found = pm.get_pipeline_status(name)
             except PipelineError:
-                found = {}
-            if found.get("run_id"):
-                found["error"] = one_line(found.get("error"))
-            last = RunStatus(**found) if found.get("run_id") else None  # None: not run yet
+                found = None
+            last = as_model(found) if found is not None and found.run_id else None
             out.append(PipelineInfo(name=name, tasks=list(pipeline.task_names), last_run=last))
         return out
 
@@ -279,7 +284,7 @@ def create_router(
         return RunStarted(
             run_id=handle.run_id,
             pipeline=name,
-            status=handle.status(),  # type: ignore[arg-type]
+            status=handle.status(),
         )
 
     @router.get(
@@ -287,7 +292,7 @@ def create_router(
     )
     def run_status(run_id: str) -> RunStatus:
         """The run's status (pending, running, succeeded, failed, cancelled) and its tasks."""
-        return RunStatus(**status(run_id))
+        return status(run_id)
 
     @router.get(
         "/runs/{run_id}/result",
@@ -303,18 +308,18 @@ def create_router(
     def run_result(run_id: str) -> Any:
         """The run's final result, once it has succeeded, with how it is encoded."""
         found = status(run_id)
-        state = found["status"]
-        if state in ("pending", "running"):
+        state = found.status
+        if state in (RunState.PENDING, RunState.RUNNING):
             raise HTTPException(409, f"run {run_id} is still {state}")
-        if state == "cancelled":
+        if state is RunState.CANCELLED:
             raise HTTPException(410, f"run {run_id} was cancelled")
-        if state == "failed":
-            failed_task = found.get("failed_task")
+        if state is RunState.FAILED:
+            failed_task = found.failed_task
             where = f" in task {failed_task!r}" if failed_task else ""
             problem = RunFailed(
                 detail=f"run {run_id} failed{where}",
                 failed_task=failed_task,
-                error=found.get("error"),
+                error=found.error,
             )
             return JSONResponse(problem.model_dump(), status_code=424)
         handle = pm.handle(run_id)
@@ -323,14 +328,15 @@ def create_router(
             final = result.final_result
         else:  # another process's run, or one whose values this server let go: the store's
             why = (
-                f"its values were let go (this server keeps the last {KEEP_VALUES} runs' results)"
+                f"its values were let go (this server keeps the last {KEEP_VALUES} submitted "
+                "runs' results)"
                 if handle is not None
                 else "it was not started by this server"
             )
-            final = _saved_final_result(pm, run_id, found["pipeline"], why)
+            final = _saved_final_result(pm, run_id, found.pipeline, why)
         encoding, sent = encoded(final)
         return RunResult(
-            run_id=run_id, pipeline=found["pipeline"], encoding=encoding, final_result=sent
+            run_id=run_id, pipeline=found.pipeline, encoding=encoding, final_result=sent
         )
 
     @router.post(
@@ -357,6 +363,6 @@ def create_router(
         if wait > 0:
             with contextlib.suppress(Exception):  # cancelled, failed, or still going: see status
                 handle.result(timeout=wait)
-        return RunStatus(**status(run_id))
+        return status(run_id)
 
     return router

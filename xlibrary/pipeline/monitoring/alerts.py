@@ -31,12 +31,13 @@ import urllib.request
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
 from typing import Any
 
+from ..records import Alert, RunRecord
 from ..redact import redact_url
-from ..result import PipelineResult, TaskStatus
-from .config import MonitorConfig
+from ..result import PipelineResult
+from ..states import TaskStatus
+from .config import MonitoringPolicy
 
 __all__ = ["Alert", "WebhookSender", "dispatch", "evaluate"]
 
@@ -48,21 +49,6 @@ WEBHOOK_QUEUE = 100
 """Alert POSTs that may wait for a slow webhook; more are dropped, with a warning."""
 
 
-@dataclass(frozen=True)
-class Alert:
-    kind: str
-    pipeline: str
-    run_id: str
-    message: str
-    task: str | None = None
-    value: float | None = None
-    threshold: float | None = None
-    created: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 def p95(values: Sequence[float]) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
@@ -70,7 +56,7 @@ def p95(values: Sequence[float]) -> float:
 
 def evaluate(
     result: PipelineResult,
-    config: MonitorConfig,
+    config: MonitoringPolicy,
     history: Mapping[str, Sequence[float]],
     memory_limit: Callable[[str | None], int | None],
 ) -> list[Alert]:
@@ -79,7 +65,16 @@ def evaluate(
     alerts: list[Alert] = []
 
     def add(kind: str, message: str, **fields: Any) -> None:
-        alerts.append(Alert(kind, result.pipeline, result.run_id, message, created=now, **fields))
+        alerts.append(
+            Alert(
+                kind=kind,
+                pipeline=result.pipeline,
+                run_id=result.run_id,
+                message=message,
+                created=now,
+                **fields,
+            )
+        )
 
     kinds = config.alerts
     ran = [run for run in result.tasks.values() if run.started is not None and run.attempts]
@@ -89,7 +84,7 @@ def evaluate(
                 add(
                     "task_failure",
                     f"task {run.name!r} of pipeline {result.pipeline!r} failed after "
-                    f"{run.attempts} attempt(s): {type(run.error).__name__}: {run.error}",
+                    f"{run.attempts} attempt(s): {run.error_type}: {run.error_message}",
                     task=run.name,
                 )
     if "long_execution" in kinds:
@@ -302,13 +297,14 @@ def _close_senders() -> None:
         sender.close()
 
 
-def durations_by_task(records: Iterable[Mapping[str, Any]]) -> dict[str, list[float]]:
+def durations_by_task(records: Iterable[RunRecord]) -> dict[str, list[float]]:
     """Durations of each task over ``records`` (oldest first) that ran and finished."""
     out: dict[str, list[float]] = {}
     for record in records:
-        for name, task in record.get("tasks", {}).items():
-            if task.get("status") == "succeeded" and task.get("started") is not None:
-                out.setdefault(name, []).append(task["finished"] - task["started"])
+        for name, task in record.tasks.items():
+            duration = task.duration
+            if task.status is TaskStatus.SUCCEEDED and duration is not None:
+                out.setdefault(name, []).append(duration)
     return out
 
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ..errors import ConfigError
+from ..errors import ConfigError, did_you_mean
 from ..settings import ALERT_KINDS, METRIC_NAMES, MonitoringAlerts, Settings
 
-__all__ = ["MonitorConfig"]
+__all__ = ["MonitoringPolicy"]
 
 _THRESHOLD_KINDS = {
     "task_timeout": "long_execution",
@@ -24,7 +23,7 @@ _OPTIONAL = frozenset({"memory", "memory_usage", "cpu", "queue_depth"})
 
 
 @dataclass(frozen=True)
-class MonitorConfig:
+class MonitoringPolicy:
     enabled: bool = False
     memory: bool = True
     cpu: bool = True
@@ -37,7 +36,7 @@ class MonitorConfig:
     history: int = 20
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> MonitorConfig:
+    def from_settings(cls, settings: Settings) -> MonitoringPolicy:
         monitoring = settings.monitoring
         config = cls(
             enabled=settings.monitored,
@@ -48,7 +47,7 @@ class MonitorConfig:
         )
         return config.measuring(monitoring.metrics).alerting(())
 
-    def measuring(self, metrics: Iterable[str]) -> MonitorConfig:
+    def measuring(self, metrics: Iterable[str]) -> MonitoringPolicy:
         """Measure only the optional measurements in ``metrics`` (memory, CPU, queue depth);
         durations and statuses are always recorded, so a list of only those (or an empty
         one) keeps the default: memory and queue depth, not CPU."""
@@ -62,7 +61,7 @@ class MonitorConfig:
             queue_depth="queue_depth" in names,
         )
 
-    def alerting(self, kinds: Iterable[str]) -> MonitorConfig:
+    def alerting(self, kinds: Iterable[str]) -> MonitoringPolicy:
         """Raise the alerts ``kinds``, besides those whose thresholds are set."""
         chosen = set(self.alerts) | set(_checked(kinds, ALERT_KINDS, "alert"))
         for key, kind in _THRESHOLD_KINDS.items():
@@ -79,8 +78,9 @@ def _checked(names: Iterable[str], valid: tuple[str, ...], what: str) -> list[st
     out = []
     for name in names:
         if name not in valid:
-            close = difflib.get_close_matches(str(name), valid, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"unknown {what} {name!r}{hint} (known: {', '.join(valid)})")
+            raise ConfigError(
+                f"unknown {what} {name!r}{did_you_mean(str(name), valid)} "
+                f"(known: {', '.join(valid)})"
+            )
         out.append(name)
     return out

@@ -1,29 +1,35 @@
-"""How a manager monitors its runs: what tasks measure, what finishing a run adds, and who
-hears of each run (the store's run records, the dashboard's Pipelines page)."""
+"""How a manager monitors its runs: what tasks measure and what finishing a run adds
+(:class:`RunInstruments`), what it remembers across runs (:class:`MonitoringHistory`), and who
+hears of each run (:class:`RecordWriter`: the store's run records; :class:`DashboardPublisher`:
+the dashboard's Pipelines page).
+
+Log lines go to the ``xlibrary.pipeline`` loggers; the library adds no handler of its own (a
+``NullHandler``), so the application decides where they go. ``detailed_logging`` turns the
+task lines (logger ``xlibrary.pipeline.tasks``) on at INFO."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import sys
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..result import PipelineResult, TaskStatus
-from ..runner import Monitor
+from ..records import Alert, RunRecord
+from ..result import PipelineResult
+from ..states import TaskStatus
 from ..store import RunStore
-from .alerts import Alert, WebhookSender, dispatch, durations_by_task, evaluate
-from .config import MonitorConfig
+from ..wrapper import Measures
+from .alerts import WebhookSender, dispatch, durations_by_task, evaluate
+from .config import MonitoringPolicy
 from .metrics import METRICS_TOPIC, sampler
 
-__all__ = ["DashboardPublisher", "ManagerMonitor", "MonitoringState", "RecordWriter"]
+__all__ = ["DashboardPublisher", "MonitoringHistory", "RecordWriter", "RunInstruments"]
 
 logger = logging.getLogger("xlibrary.pipeline.monitoring")
 
 
-class MonitoringState:
+class MonitoringHistory:
     """What one manager remembers across runs: callbacks, latest metrics, durations."""
 
     def __init__(self) -> None:
@@ -55,7 +61,7 @@ class MonitoringState:
     def record_metric(self, task: str | None, name: str, value: float) -> None:
         self.record_metrics([(task, {name: value})])
 
-    def record_metrics(self, by_task: list[tuple[str | None, dict[str, float]]]) -> None:
+    def record_metrics(self, by_task: list[tuple[str | None, Mapping[str, float]]]) -> None:
         with self.lock:
             latest, tasks = self.metrics["latest"], self.metrics["by_task"]
             for task, metrics in by_task:
@@ -82,13 +88,13 @@ class MonitoringState:
             return self.history.setdefault(pipeline, history)
 
 
-class ManagerMonitor:
-    """A :class:`~xlibrary.pipeline.execute.RunMonitor` for one manager's runs."""
+class RunInstruments:
+    """The :class:`~xlibrary.pipeline.execute.Instruments` of one manager's runs."""
 
     def __init__(
         self,
-        config: MonitorConfig,
-        state: MonitoringState,
+        config: MonitoringPolicy,
+        state: MonitoringHistory,
         runs: RunStore,
         *,
         local: bool,
@@ -100,14 +106,14 @@ class ManagerMonitor:
         self.local = local
         self.memory_limit = memory_limit
 
-    def for_run(self, run_id: str) -> Monitor | None:
+    def for_run(self, run_id: str) -> Measures | None:
         config = self.config
         if config.detailed:
             ensure_task_logging()
         if not (config.enabled or config.detailed):
             return None
-        return Monitor(
-            run_id,
+        return Measures(
+            run_id=run_id,
             memory=config.enabled and config.memory,
             cpu=config.enabled and config.cpu,
             real_time=config.real_time,
@@ -120,7 +126,7 @@ class ManagerMonitor:
         if config.enabled and config.memory and self.local:
             sampled = sampler.peak_between(result.started, result.finished)
             peak = max(peak or 0, sampled or 0) or None
-        result = dataclasses.replace(result, peak_memory=peak)
+        result = result.with_record(peak_memory=peak)
         alerts: list[Alert] = []
         if config.enabled:
             history: dict[str, deque[float]] = {}
@@ -148,31 +154,20 @@ class ManagerMonitor:
         with self.state.lock:
             self.state.last_runs[result.pipeline] = {
                 "run_id": result.run_id,
-                "status": "succeeded" if result.success else "failed",
+                "status": str(result.status),
                 "duration": result.duration,
                 "finished": result.finished,
                 "peak_memory_mb": None if peak is None else round(peak / 2**20, 1),
             }
-        return dataclasses.replace(result, alerts=tuple(alerts))
-
-
-_logging_ready = False
+        return result.with_record(alerts=tuple(alerts))
 
 
 def ensure_task_logging() -> None:
-    """Make detailed task log lines visible: INFO on ``xlibrary.pipeline.tasks``, printed to
-    stderr when the program configured no logging of its own."""
-    global _logging_ready
-    if _logging_ready:
-        return
+    """Let detailed task log lines through: INFO on ``xlibrary.pipeline.tasks`` (where they go
+    is the application's choice, as for every logger of the library)."""
     task_log = logging.getLogger("xlibrary.pipeline.tasks")
     if task_log.level == logging.NOTSET or task_log.level > logging.INFO:
         task_log.setLevel(logging.INFO)
-    if not logging.getLogger().handlers and not task_log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
-        task_log.addHandler(handler)
-    _logging_ready = True
 
 
 class RecordWriter:
@@ -181,11 +176,11 @@ class RecordWriter:
     def __init__(self, runs: RunStore) -> None:
         self.runs = runs
 
-    def run_started(self, record: dict[str, Any]) -> None:
+    def run_started(self, record: RunRecord) -> None:
         self.runs.write_record(record)
 
-    def run_finished(self, result: PipelineResult, record: dict[str, Any]) -> None:
-        self.runs.write_record(record, latest=False)
+    def run_finished(self, result: PipelineResult) -> None:
+        self.runs.write_record(result.record, latest=False)
 
 
 class DashboardPublisher:
@@ -194,24 +189,42 @@ class DashboardPublisher:
     def __init__(self, client: Any) -> None:
         self.client = client
 
-    def run_started(self, record: dict[str, Any]) -> None:
+    def run_started(self, record: RunRecord) -> None:
         from .dashboard import RUNS_TOPIC
 
-        tasks = {name: {"state": "waiting"} for name in record.get("order", [])}
-        summary = {k: record[k] for k in ("run_id", "pipeline", "status", "started")}
-        self.client.log_event(RUNS_TOPIC, {**summary, "tasks": tasks})
+        tasks = {name: {"state": "waiting"} for name in record.order}
+        self.client.log_event(
+            RUNS_TOPIC,
+            {
+                "run_id": record.run_id,
+                "pipeline": record.pipeline,
+                "status": str(record.status),
+                "started": record.started,
+                "tasks": tasks,
+            },
+        )
 
-    def run_finished(self, result: PipelineResult, record: dict[str, Any]) -> None:
+    def run_finished(self, result: PipelineResult) -> None:
         from .dashboard import RUNS_TOPIC
 
+        record = result.record
         tasks = {
             name: {"status": str(run.status), "duration": run.duration}
-            for name, run in result.tasks.items()
+            for name, run in record.tasks.items()
         }
-        summary = {k: record[k] for k in ("run_id", "pipeline", "status", "finished", "duration")}
-        self.client.log_event(RUNS_TOPIC, {**summary, "tasks": tasks})
+        self.client.log_event(
+            RUNS_TOPIC,
+            {
+                "run_id": record.run_id,
+                "pipeline": record.pipeline,
+                "status": str(record.status),
+                "finished": record.finished,
+                "duration": record.duration,
+                "tasks": tasks,
+            },
+        )
 
 
-def subscribe_metrics(client: Any, state: MonitoringState) -> None:
+def subscribe_metrics(client: Any, state: MonitoringHistory) -> None:
     """Receive metrics logged in tasks on the cluster as they are logged (real_time)."""
     client.subscribe_topic(METRICS_TOPIC, state.on_metric_event)

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..records import RunRecord
 from ..store import RunStore
 from .alerts import durations_by_task, summary
 
@@ -66,30 +67,30 @@ Peak memory: {"n/a" if peak is None else f"{peak} MB"}.</p>
         return target
 
 
-def performance_report(record: Mapping[str, Any]) -> PerformanceReport:
+def performance_report(record: RunRecord) -> PerformanceReport:
     """The performance report of one run record."""
     tasks = {}
-    for name, task in record.get("tasks", {}).items():
-        started, finished = task.get("started"), task.get("finished")
-        peak = _mb(task.get("peak_memory"))  # bytes in the record
+    for name, task in record.tasks.items():
+        peak = _mb(task.peak_memory)  # bytes in the record
         tasks[name] = {
-            "status": task.get("status"),
-            "duration": None if started is None or finished is None else finished - started,
-            "attempts": task.get("attempts", 0),
+            "status": str(task.status),
+            "duration": task.duration,
+            "attempts": task.attempts,
             "peak_memory_mb": peak,
             "peak_memory": peak,
-            "metrics": dict(task.get("metrics") or {}),
-            "worker": task.get("worker"),
+            "metrics": dict(task.metrics or {}),
+            "worker": task.worker,
         }
+    peak = _mb(record.peak_memory)
     return PerformanceReport(
-        pipeline=record["pipeline"],
-        run_id=record["run_id"],
-        status=record.get("status"),
-        total_time=record.get("duration") or 0.0,
-        peak_memory_mb=_mb(record.get("peak_memory")),
-        peak_memory=_mb(record.get("peak_memory")),
+        pipeline=record.pipeline,
+        run_id=record.run_id,
+        status=str(record.status),
+        total_time=record.duration or 0.0,
+        peak_memory_mb=peak,
+        peak_memory=peak,
         tasks=tasks,
-        alerts=list(record.get("alerts") or []),
+        alerts=[alert.to_dict() for alert in record.alerts],
     )
 
 
@@ -139,9 +140,9 @@ class MonitoringDashboard:
         names = [pipeline] if pipeline is not None else self._runs.pipelines()
         trends: dict[str, dict[str, Any]] = {}
         for name in names:
-            records = [r for r in self._runs.recent_records(name, count) if r.get("finished")]
+            records = [r for r in self._runs.recent_records(name, count) if r.finished]
             durations = durations_by_task(records)
-            totals = [r["duration"] for r in records if r.get("duration") is not None]
+            totals = [r.duration for r in records if r.duration is not None]
             if not totals:
                 continue
             trends[name] = {

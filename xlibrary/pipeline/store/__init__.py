@@ -13,10 +13,13 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+from ..errors import BadEntry, SerializationError
+from ..extensions import caches
+from ..settings import Settings
 from .breaker import DEFAULT_COOLDOWN, DEFAULT_THRESHOLD, DEFAULT_TIMEOUT
 from .cache import Cache, CacheBackend, FsCacheBackend, Lookup
-from .codec import BadEntry, EntryHeader, SerializationError
-from .fs import FsStore, default_store_url
+from .codec import EntryHeader
+from .fs import FsStore, default_store_url, open_store
 from .runs import RunStore
 
 __all__ = [
@@ -29,10 +32,12 @@ __all__ = [
     "Lookup",
     "RunStore",
     "SerializationError",
+    "cache_of",
     "default_store_url",
     "open_cache",
     "open_runs",
     "open_store",
+    "runs_of",
 ]
 
 Options = tuple[tuple[str, Any], ...]
@@ -46,15 +51,6 @@ def _items(options: Mapping[str, Any] | None) -> Options:
     return tuple(sorted((options or {}).items()))
 
 
-def open_store(url: str, storage_options: Mapping[str, Any] | None = None) -> FsStore:
-    return _store(url, _items(storage_options))
-
-
-@functools.lru_cache(maxsize=32)
-def _store(url: str, options: Options) -> FsStore:
-    return FsStore(url, dict(options))
-
-
 def open_runs(
     url: str, storage_options: Mapping[str, Any] | None = None, secret: bytes | None = None
 ) -> RunStore:
@@ -63,7 +59,7 @@ def open_runs(
 
 @functools.lru_cache(maxsize=32)
 def _runs(url: str, options: Options, secret: bytes | None) -> RunStore:
-    runs = RunStore(_store(url, options), secret=secret)
+    runs = RunStore(open_store(url, dict(options)), secret=secret)
     _warn_if_others_can_write(runs.store, secret)
     runs.opened_by = (open_runs, (url, dict(options), secret))
     return runs
@@ -80,8 +76,9 @@ def open_cache(
     failure_cooldown: float = DEFAULT_COOLDOWN,
 ) -> Cache:
     """The cache of ``kind`` (``"fsspec"``: the store at ``url``; ``"redis"``: Redis at ``url``,
-    each operation waiting at most ``timeout`` seconds), skipped for ``failure_cooldown``
-    seconds after ``failure_threshold`` failures in a row."""
+    each operation waiting at most ``timeout`` seconds; or a cache backend registered in
+    :data:`~xlibrary.pipeline.extensions.caches`), skipped for ``failure_cooldown`` seconds
+    after ``failure_threshold`` failures in a row."""
     breaker = (timeout, failure_threshold, failure_cooldown)
     return _cache(kind, url, _items(storage_options), secret, default_ttl, breaker)
 
@@ -96,13 +93,8 @@ def _cache(
     breaker: tuple[float, int, float],
 ) -> Cache:
     timeout, threshold, cooldown = breaker
-    backend: CacheBackend
-    if kind == "redis":
-        from .redis import RedisCacheBackend
-
-        backend = RedisCacheBackend(url, timeout=timeout)
-    else:
-        backend = FsCacheBackend(_store(url, options))
+    backend: CacheBackend = caches.get(kind).open(url, dict(options), timeout)
+    if isinstance(backend, FsCacheBackend):
         _warn_if_others_can_write(backend.store, secret)
     cache = Cache(
         backend,
@@ -135,3 +127,28 @@ def _warn_if_others_can_write(store: FsStore, secret: bytes | None) -> None:
         store.root,
         where,
     )
+
+
+def runs_of(settings: Settings, default_url: str) -> RunStore:
+    """The run records and saved results ``settings`` name (``store.url``, else
+    ``default_url``)."""
+    store = settings.store
+    return open_runs(store.url or default_url, store.storage_options, _secret(settings))
+
+
+def cache_of(settings: Settings, default_url: str) -> Cache | None:
+    """The result cache ``settings`` name, or ``None`` when ``caching.enabled`` is off."""
+    caching = settings.caching
+    if not caching.enabled:
+        return None
+    breaker = (caching.redis_timeout, caching.failure_threshold, caching.failure_cooldown)
+    if caching.cache_type == "redis":
+        url, options = caching.redis_url, {}
+    else:  # in the store (a registered cache type gets its URL and options too)
+        url, options = settings.store.url or default_url, settings.store.storage_options
+    return open_cache(caching.cache_type, url, options, _secret(settings), caching.ttl, *breaker)
+
+
+def _secret(settings: Settings) -> bytes | None:
+    secret = settings.caching.secret
+    return secret.encode() if secret else None

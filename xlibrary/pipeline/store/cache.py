@@ -22,15 +22,16 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from ..errors import BadEntry
 from ..redact import redact_url
 from . import codec
 from .breaker import DEFAULT_COOLDOWN, DEFAULT_THRESHOLD, Breaker
-from .codec import BadEntry, EntryHeader
-from .fs import FsStore
+from .codec import EntryHeader
+from .fs import FsStore, open_store
 
 __all__ = ["Cache", "CacheBackend", "FsCacheBackend", "Lookup"]
 
@@ -76,6 +77,11 @@ def _digest(text: str) -> str:
 
 class FsCacheBackend:
     """Entries as files on the fsspec store: ``cache/ab/abcd....entry``."""
+
+    @classmethod
+    def open(cls, url: str, storage_options: Mapping[str, Any], timeout: float) -> FsCacheBackend:
+        """The cache in the store at ``url`` (``timeout`` is the filesystem's own)."""
+        return cls(open_store(url, storage_options))
 
     def __init__(self, store: FsStore) -> None:
         self.store = store

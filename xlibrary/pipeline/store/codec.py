@@ -34,7 +34,7 @@ from typing import Any
 
 import cloudpickle
 
-from ..errors import PipelineError
+from ..errors import BadEntry, SerializationError
 
 __all__ = [
     "MAGIC",
@@ -51,14 +51,6 @@ __all__ = [
 MAGIC = b"XLPIPE\x01"
 _LENGTH = struct.Struct(">I")
 PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
-
-
-class BadEntry(PipelineError):
-    """An entry that is short, corrupt, foreign, tampered with or unsigned: a cache miss."""
-
-
-class SerializationError(PipelineError, TypeError):
-    """A task's result cannot be serialized for the store or cache."""
 
 
 def _library_version() -> str:

@@ -10,6 +10,7 @@ tests and the embedded backend only.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import posixpath
 import stat
@@ -23,7 +24,7 @@ from fsspec.implementations.local import LocalFileSystem
 from ..errors import StorePathError
 from ..redact import redact_text, redact_url
 
-__all__ = ["FsStore", "default_store_url"]
+__all__ = ["FsStore", "default_store_url", "open_store"]
 
 DEFAULT_DIRECTORY = ".xlibrary-pipeline"
 
@@ -165,3 +166,13 @@ class FsStore:
 
     def exists(self, relative: str) -> bool:
         return bool(self.fs.exists(self.path(relative)))
+
+
+def open_store(url: str, storage_options: Mapping[str, Any] | None = None) -> FsStore:
+    """The store at ``url``: one object per process for the same arguments."""
+    return _store(url, tuple(sorted((storage_options or {}).items())))
+
+
+@functools.lru_cache(maxsize=32)
+def _store(url: str, options: tuple[tuple[str, Any], ...]) -> FsStore:
+    return FsStore(url, dict(options))

@@ -12,7 +12,7 @@ the :class:`~.cache.Cache` over it stops asking after a few failures in a row.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from ..errors import missing_extra
@@ -28,6 +28,13 @@ NOTE_PREFIX = "xlibrary:cache-note:"
 
 class RedisCacheBackend:
     """Keeps cache entries in Redis; connects on first use."""
+
+    @classmethod
+    def open(
+        cls, url: str, storage_options: Mapping[str, Any], timeout: float
+    ) -> RedisCacheBackend:
+        """The cache in Redis at ``url``, each operation waiting at most ``timeout`` seconds."""
+        return cls(url, timeout=timeout)
 
     def __init__(self, url: str = DEFAULT_REDIS_URL, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.url = url

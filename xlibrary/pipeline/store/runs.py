@@ -12,12 +12,13 @@ Pipeline and task names are percent-encoded and run ids have one checked form
 (:mod:`.names`): a run id that is not one is refused (``InvalidRunIdError``), and no name or id
 can address a file outside its directory.
 
-A record holds the run id, the pipeline, its status (``running``, ``succeeded``, ``failed``),
-start and end times, and per task its status, attempts, timings, error (type, message,
-traceback), where its result came from (``source``: a cache key or an earlier run) and
-whether it was saved. Records and results written by one process are read by any other
-process with the same store: they are the state that ``retry_failed_task`` and ``resume``
-continue from.
+A record is a :class:`~xlibrary.pipeline.records.RunRecord` in its JSON form: the run id, the
+pipeline, its status (``running``, ``succeeded``, ``failed``, ``cancelled``), start and end
+times, and per task its status, attempts, timings, error (type, message, traceback), where its
+result came from (``source``: a cache key or an earlier run) and whether it was saved. A record
+that cannot be read is skipped with a warning. Records and results written by one process are
+read by any other process with the same store: they are the state that ``retry_failed_task``
+and ``resume`` continue from.
 """
 
 from __future__ import annotations
@@ -31,10 +32,10 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..errors import StorePathError
+from ..errors import BadEntry, StorePathError
+from ..records import RunRecord
 from ..redact import redact_url
 from . import codec
-from .codec import BadEntry
 from .fs import FsStore
 from .names import check_run_id, is_run_id, name_of_slug, slug
 
@@ -123,18 +124,17 @@ class RunStore:
         return self.store.url
 
     # -- records --------------------------------------------------------------------------
-    def write_record(
-        self, record: dict[str, Any], *, latest: bool = True, wait: bool = False
-    ) -> None:
+    def write_record(self, record: RunRecord, *, latest: bool = True, wait: bool = False) -> None:
         """Write a run record (and point ``latest`` at it), in the background unless ``wait``."""
-        pipeline, run_id = record["pipeline"], record["run_id"]
+        pipeline, run_id = record.pipeline, record.run_id
         base = _pipeline_dir(pipeline)
         if not self._index_started:
             self._start_index()
         what = f"the record of run {run_id} of pipeline {pipeline!r}"
 
-        def encode() -> bytes:  # in the writer thread; nothing changes a record once written
-            return json.dumps(record, separators=(",", ":"), default=str).encode()  # C encoder
+        def encode() -> bytes:  # in the writer thread: a record is frozen once made
+            data = record.to_json()
+            return json.dumps(data, separators=(",", ":"), default=str).encode()  # C encoder
 
         self._writer.submit(f"{base}/{check_run_id(run_id)}/record.json", encode, what)
         index = json.dumps({"pipeline": pipeline}).encode()
@@ -170,7 +170,7 @@ class RunStore:
             return None
         return str(run_id)
 
-    def read_record(self, pipeline: str, run_id: str | None = None) -> dict[str, Any] | None:
+    def read_record(self, pipeline: str, run_id: str | None = None) -> RunRecord | None:
         """The record of ``run_id`` (default: the latest run) of ``pipeline``, or ``None``.
 
         Raises InvalidRunIdError when ``run_id`` is not a run id.
@@ -182,13 +182,25 @@ class RunStore:
         run_id = run_id or self.latest_run_id(pipeline)
         if run_id is None or base is None:
             return None
-        raw = self.store.read(f"{base}/{run_id}/record.json")
+        return self._load(f"{base}/{run_id}/record.json")
+
+    def _load(self, path: str) -> RunRecord | None:
+        """The record at ``path``; ``None`` (with a warning) when it is missing or unreadable."""
+        raw = self.store.read(path)
         if raw is None:
             return None
-        record: dict[str, Any] = json.loads(raw)
-        return record
+        try:
+            return RunRecord.from_json(json.loads(raw))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            logger.warning(
+                "the run record %s in the store %s cannot be read (%s); ignoring it",
+                path,
+                redact_url(self.store.url),
+                exc,
+            )
+            return None
 
-    def find_record(self, run_id: str) -> dict[str, Any] | None:
+    def find_record(self, run_id: str) -> RunRecord | None:
         """The record of ``run_id`` in whichever pipeline it belongs to (``None`` when the
         store has none, or ``run_id`` is not a run id)."""
         if not is_run_id(run_id):
@@ -240,22 +252,22 @@ class RunStore:
         self.store.write(_INDEX_COMPLETE, b'{"version": 1}')
         self._indexed = True
 
-    def records(self, pipeline: str) -> Iterator[dict[str, Any]]:
+    def records(self, pipeline: str) -> Iterator[RunRecord]:
         """Every record of ``pipeline``, oldest first."""
         self.flush()
         base = _recorded_dir(pipeline)
         for path in self.store.files(base) if base is not None else ():
             if path.endswith("/record.json"):
-                raw = self.store.read(path)
-                if raw is not None:
-                    yield json.loads(raw)
+                record = self._load(path)
+                if record is not None:
+                    yield record
 
     def pipelines(self) -> list[str]:
         """Names of the pipelines with recorded runs."""
         self.flush()
         return [name_of_slug(encoded) for encoded in self.store.listdir("runs")]
 
-    def recent_records(self, pipeline: str, count: int) -> list[dict[str, Any]]:
+    def recent_records(self, pipeline: str, count: int) -> list[RunRecord]:
         """The last ``count`` records of ``pipeline``, oldest first (run ids sort by time)."""
         self.flush()
         base = _recorded_dir(pipeline)
@@ -264,9 +276,9 @@ class RunStore:
         run_ids = [name for name in self.store.listdir(base) if is_run_id(name)]
         out = []
         for run_id in run_ids[-count:]:
-            raw = self.store.read(f"{base}/{run_id}/record.json")
-            if raw is not None:
-                out.append(json.loads(raw))
+            record = self._load(f"{base}/{run_id}/record.json")
+            if record is not None:
+                out.append(record)
         return out
 
     # -- intermediate results -----------------------------------------------------------------

@@ -1,5 +1,4 @@
-"""Cluster layout and task resources: what the workers of a cluster we start look like, what
-they offer, and whether every task of a plan can run on them.
+"""Cluster layout: what the workers of a cluster we start look like, and what they offer.
 
 Layout (:func:`layout`), for ``cluster_mode`` local or kubernetes, and ``auto_scaling``:
 
@@ -15,24 +14,18 @@ Layout (:func:`layout`), for ``cluster_mode`` local or kubernetes, and ``auto_sc
 A worker offers its threads as the Dask resource ``cpu_cores``, its memory limit in MiB as
 ``memory_mb`` and its GPUs as ``gpu``: the names tasks use in ``resource_requirements``, which
 become Dask resource restrictions. With ``resource_limits`` the totals never exceed the caps.
-
-:func:`check_resources` is the pre-flight check: a task that no worker can ever satisfy fails
-before the run with a :class:`ResourceError` naming the task, what it asked and the largest
-worker, instead of waiting forever in Dask's ``no-worker`` state.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from .errors import ConfigError, ResourceError
-from .plan import Plan
-from .settings import ResourceLimits, Settings
+from ..errors import ConfigError
+from ..settings import ResourceLimits, Settings
 
-__all__ = ["WorkerLayout", "check_resources", "layout", "parse_memory"]
+__all__ = ["WorkerLayout", "layout", "parse_memory"]
 
 _UNITS = {
     "": 1,
@@ -145,32 +138,3 @@ def _check_caps(settings: Settings, workers: int, threads: int | None, memory: i
                 f"resource_limits.max_memory_gb={limits.max_memory_gb}; lower worker_nodes or "
                 "resource_allocation.memory_per_worker"
             )
-
-
-def check_resources(plan: Plan, offered: Iterable[Mapping[str, float]], where: str) -> None:
-    """Raise ResourceError for the first task of ``plan`` that no worker in ``offered`` can
-    satisfy. ``where`` names the cluster in the message."""
-    workers = [dict(resources) for resources in offered]
-    for planned in plan.tasks:
-        asked = planned.spec.resource_requirements
-        if not asked:
-            continue
-        if any(all(worker.get(k, 0) >= v for k, v in asked.items()) for worker in workers):
-            continue
-        largest = {k: max((w.get(k, 0) for w in workers), default=0) for k in asked}
-        ask = ", ".join(f"{k}={_num(v)}" for k, v in asked.items())
-        best = ", ".join(f"{k}={_num(v)}" for k, v in largest.items())
-        if not workers:
-            detail = f"{where} has no workers that declare resources"
-        else:
-            detail = f"the largest worker of {where} offers {best}"
-        raise ResourceError(
-            f"task {planned.name!r} of pipeline {plan.pipeline!r} asks for {ask}, and no worker "
-            f"can ever give it that: {detail}. Lower the task's resource_requirements, or give "
-            "workers more (resource_allocation / resource_limits, or --resources on "
-            "`dask worker`)"
-        )
-
-
-def _num(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else f"{value:g}"

@@ -1,0 +1,148 @@
+"""The backends one manager runs on: chosen from its settings, started on first use, closed
+together.
+
+``scheduler`` names the backend (:data:`~xlibrary.pipeline.extensions.backends`: ``threads``,
+the embedded default, or ``distributed``); without it, runs go to ``dask.distributed`` when the
+settings name a cluster (``distributed_mode``, ``scheduler_address``, ``cluster_mode``,
+``auto_scaling``), a ``Client`` was handed in, or a dashboard is wanted, and to threads
+otherwise. On ``distributed``, the cluster is the user's ``Client`` (never closed by us), the
+scheduler at ``scheduler_address``, or one this manager starts (``cluster_mode``,
+:mod:`.clusters`) and closes.
+
+A backend class is registered by name with a ``from_settings(settings, *, client,
+on_connect)`` class method (see :mod:`~xlibrary.pipeline.extensions`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..errors import PipelineError
+from ..extensions import backends, cluster_kinds
+from ..redact import redact_url
+from ..settings import Settings
+from . import Backend
+from .clusters import security
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+    from .distributed import DistributedBackend
+
+__all__ = ["Backends", "distributed_options", "start_cluster"]
+
+logger = logging.getLogger("xlibrary.pipeline")
+
+
+class Backends:
+    """The backends of one manager, by name, each started once, on first use."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        client: Client | None = None,
+        on_connect: Callable[[Client], None] | None = None,
+        dashboard: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.settings = settings
+        self.user_client = client
+        self._on_connect = on_connect
+        self._dashboard = dashboard
+        self._started: dict[str, Backend] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+        self._finalizer = weakref.finalize(self, _close_all, self._started)
+
+    # -- choosing -----------------------------------------------------------------------
+    def default_name(self) -> str:
+        """The backend runs go to when they do not ask for one."""
+        if self.settings.scheduler is not None:
+            return self.settings.scheduler
+        distributed = (
+            self.user_client is not None or self.settings.is_distributed or self._dashboard()
+        )
+        return "distributed" if distributed else "threads"
+
+    def get(self, name: str | None = None) -> Backend:
+        """The backend ``name`` (default: :meth:`default_name`), started on first use."""
+        name = name or self.default_name()
+        with self._lock:
+            if self._closed:
+                raise PipelineError("this PipelineManager is closed; create a new one to run")
+            backend = self._started.get(name)
+            if backend is None:
+                backend = backends.get(name).from_settings(
+                    self.settings, client=self.user_client, on_connect=self._on_connect
+                )
+                try:
+                    backend.start()
+                except BaseException:
+                    backend.close()
+                    raise
+                self._started[name] = backend
+            return backend
+
+    def started(self, name: str) -> Backend | None:
+        """The backend ``name`` if it has started, without starting it."""
+        return self._started.get(name)
+
+    # -- what a cluster offers ------------------------------------------------------------
+    def offered(self, backend: Backend) -> tuple[list[dict[str, float]], str] | None:
+        """What each worker of ``backend``'s cluster offers to task resource requests, and the
+        cluster's name for messages; ``None`` when it has no workers yet."""
+        distributed: DistributedBackend = backend  # type: ignore[assignment]
+        if distributed.owns_cluster:
+            kind = cluster_kinds.get(self.settings.cluster_mode or "local")
+            return [kind.layout(self.settings).resources], "the cluster this manager starts"
+        offered = distributed.offered_resources()
+        if not offered:
+            return None
+        address = distributed.client.scheduler_info().get("address")
+        return offered, f"the cluster at {address}"
+
+    # -- lifetime -----------------------------------------------------------------------
+    def close(self) -> None:
+        """Close what was started: thread pools, clusters and clients we made (a ``Client``
+        handed in stays open). Idempotent."""
+        with self._lock:
+            self._closed = True
+        self._finalizer()
+
+
+def start_cluster(settings: Settings) -> Any:
+    """The cluster a manager starts for ``settings`` (its ``cluster_mode``, default local)."""
+    return cluster_kinds.get(settings.cluster_mode or "local").start(settings)
+
+
+def distributed_options(settings: Settings, client: Client | None) -> dict[str, Any]:
+    """How a :class:`~.distributed.DistributedBackend` reaches its cluster, from the settings."""
+    url = settings.store.url or ""
+    if url.startswith("memory://"):
+        logger.warning(
+            "the store %s lives in this process's memory: worker processes of a cluster each "
+            "see their own, so saved results and cache entries they write are not shared; use "
+            "a directory or an object store for cluster runs",
+            redact_url(url),
+        )
+    options: dict[str, Any] = {"no_workers_timeout": settings.no_workers_timeout}
+    if client is not None or settings.scheduler_address is not None:
+        options.update(
+            client=client, address=settings.scheduler_address, security=security(settings)
+        )
+    else:
+        options["cluster_factory"] = lambda: start_cluster(settings)
+    return options
+
+
+def _close_all(started: dict[str, Backend]) -> None:
+    while started:
+        _, backend = started.popitem()
+        try:
+            backend.close()
+        except Exception:  # closing must not mask what the caller is doing
+            logger.debug("error while closing the %s backend", backend.name, exc_info=True)

@@ -1,0 +1,67 @@
+"""Declare: the checks of a whole pipeline, and the order its tasks run in.
+
+Before any task runs: the pipeline has tasks, every ``depends_on`` names one of them (else
+"did you mean"), and they hold no cycle (else the cycle is printed). Tasks come in a
+topological order that is the same every time: generation by generation, each generation in
+declaration order.
+"""
+
+from __future__ import annotations
+
+import graphlib
+from typing import TYPE_CHECKING
+
+from .errors import (
+    DependencyCycleError,
+    EmptyPipelineError,
+    UnknownDependencyError,
+    did_you_mean,
+)
+
+if TYPE_CHECKING:
+    from .pipeline import Pipeline
+    from .spec import Task
+
+__all__ = ["topological_order", "validate"]
+
+
+def validate(pipeline: Pipeline) -> None:
+    """Raise the first :class:`PipelineDefinitionError` that ``pipeline`` holds, if any."""
+    topological_order(pipeline)
+
+
+def topological_order(pipeline: Pipeline) -> tuple[Task, ...]:
+    """The task specs, dependencies first; raises when the pipeline cannot run."""
+    declared = pipeline.declared
+    if not declared:
+        raise EmptyPipelineError(
+            f"pipeline {pipeline.name!r} has no tasks; add one with "
+            '@pipeline.task("name") before running it'
+        )
+    for spec in declared.values():
+        for dep in spec.depends_on:
+            if dep not in declared:
+                raise UnknownDependencyError(
+                    f"unknown dependency {dep!r} of task {spec.name!r} in pipeline "
+                    f"{pipeline.name!r}{did_you_mean(dep, declared)} "
+                    f"(tasks: {', '.join(declared)})"
+                )
+    sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
+    for spec in declared.values():
+        sorter.add(spec.name, *spec.depends_on)
+    try:
+        sorter.prepare()
+    except graphlib.CycleError as exc:
+        cycle = list(reversed(exc.args[1]))  # graphlib lists it dependents-first
+        raise DependencyCycleError(
+            f"pipeline {pipeline.name!r} has a dependency cycle: {' -> '.join(cycle)} "
+            f"(each task depends on the one before it); remove one of these dependencies",
+            cycle,
+        ) from None
+    position = {name: i for i, name in enumerate(declared)}
+    order: list[Task] = []
+    while sorter.is_active():
+        ready = sorted(sorter.get_ready(), key=position.__getitem__)
+        order.extend(declared[name] for name in ready)
+        sorter.done(*ready)
+    return tuple(order)
