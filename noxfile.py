@@ -62,9 +62,12 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    session.install("ruff")
+    """ruff, and the layers of the package (import-linter's contract in pyproject.toml)."""
+    session.install("ruff", "import-linter>=2.1")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    session.install("-e", ".", "--no-deps")
+    session.run("lint-imports")
 
 
 @nox.session

@@ -28,7 +28,7 @@ from dask.task_spec import Task as DaskTask
 from dask.task_spec import TaskRef
 
 from xlibrary.pipeline import Pipeline, PipelineManager, Task
-from xlibrary.pipeline.monitoring.metrics import rss_bytes, sampler
+from xlibrary.pipeline.taskmetrics import rss_bytes, sampler
 
 BLOCK = 10_000
 

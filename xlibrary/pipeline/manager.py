@@ -21,7 +21,6 @@ from .engine import RunEngine, RunRequest
 from .errors import ConfigError, PipelineDefinitionError, PipelineError, did_you_mean
 from .execute import RunObserver
 from .handles import RunHandle
-from .monitoring.metrics import log_metric
 from .monitoring.progress import Progress
 from .monitoring.progress import wanted as progress_wanted
 from .monitoring.report import MonitoringDashboard, PerformanceReport, performance_report
@@ -36,6 +35,7 @@ from .result import PipelineResult
 from .settings import Settings, load_settings, without_effect
 from .store import Cache, RunStore, cache_of, default_store_url, runs_of
 from .store.names import check_run_id
+from .taskmetrics import log_metric
 
 if TYPE_CHECKING:
     from distributed import Client

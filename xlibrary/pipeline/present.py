@@ -10,13 +10,31 @@ import logging
 import reprlib
 import sys
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .records import TaskRecord
 from .states import DONE, TaskStatus
 
-if TYPE_CHECKING:
-    from .result import PipelineResult
+
+class PipelineResult(Protocol):
+    """What showing a run reads of it (a :class:`~.result.PipelineResult`)."""
+
+    @property
+    def pipeline(self) -> str: ...
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def duration(self) -> float: ...
+    @property
+    def failed_task(self) -> str | None: ...
+    @property
+    def tasks(self) -> Mapping[str, TaskRecord]: ...
+    @property
+    def results(self) -> Mapping[str, Any]: ...
+
+    def display_results(self) -> None: ...
 
 logger = logging.getLogger("xlibrary.pipeline.notebook")
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import PipelineExecutionError
+from .present import outcome_words, result_html, show, text_table
 from .records import Alert, RunRecord, TaskRecord
 from .states import RunState, TaskStatus
 
@@ -123,8 +124,6 @@ class PipelineResult:
 
     # -- showing ------------------------------------------------------------------------------
     def __repr__(self) -> str:
-        from .present import outcome_words
-
         counts: dict[str, int] = {}
         for run in self.tasks.values():
             counts[run.status] = counts.get(run.status, 0) + 1
@@ -137,8 +136,6 @@ class PipelineResult:
     def _repr_html_(self) -> str:
         """An HTML summary for notebooks: the run, then one table row per task with its
         status, duration, attempts and a preview of its result (or its error)."""
-        from .present import result_html
-
         return result_html(self)
 
     def display_results(self) -> None:
@@ -150,7 +147,4 @@ class PipelineResult:
         task       status     duration  attempts  result
         extract    succeeded  3 ms      1         [1, 2, 3]
         """
-        from .integrations.notebook import show
-        from .present import result_html, text_table
-
         show(result_html(self), text_table(self))

@@ -39,11 +39,11 @@ import cloudpickle
 from .errors import ClusterError, SerializationError, TaskTimeoutError
 from .fingerprint import UnhashableInput, derive_key, input_token
 from .loaders import quietly
-from .monitoring.metrics import TaskContext, current_task, rss_bytes, sampler, summarize
 from .outcome import Failure, Outcome
 from .pipeline import RetryPolicy
 from .states import DONE, TaskStatus
 from .store import Cache, RunStore
+from .taskmetrics import TaskContext, current_task, rss_bytes, sampler, summarize
 
 __all__ = ["Measures", "TaskStorage", "TaskWrapper"]
 

@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any
 
+from .._version import __version__
 from ..errors import ClusterError, ConfigError, missing_extra
 from ..settings import Settings
 from .layout import WorkerLayout, layout
@@ -62,8 +63,6 @@ _QUANTITY_UNITS = {
 
 def default_image() -> str:
     """``ghcr.io/xlibrary/pipeline:<version>``: the image built from ``deploy/Dockerfile``."""
-    from .. import __version__  # here: the package imports its backends before setting it
-
     return f"{IMAGE_REPOSITORY}:{__version__}"
 
 

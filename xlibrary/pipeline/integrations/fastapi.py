@@ -48,6 +48,7 @@ every route::
 from __future__ import annotations
 
 import base64
+import dataclasses
 import contextlib
 import math
 import sys
@@ -151,9 +152,8 @@ MAX_ERROR_TEXT = 1000
 
 def as_model(found: records.RunStatus) -> RunStatus:
     """The API's form of a run's status: its error in one line (no traceback)."""
-    data = found.to_json()
-    data["error"] = one_line(data["error"])
-    return RunStatus.model_validate(data)
+    shown = dataclasses.replace(found, error=one_line(found.error))
+    return RunStatus.model_validate(shown.to_json())
 
 
 def one_line(text: str | None) -> str | None:

@@ -3,6 +3,6 @@ page and progress bars. See the module of each part."""
 
 from __future__ import annotations
 
-from .metrics import log_metric
+from ..taskmetrics import log_metric
 
 __all__ = ["log_metric"]

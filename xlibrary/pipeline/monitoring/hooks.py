@@ -19,10 +19,10 @@ from ..records import Alert, RunRecord
 from ..result import PipelineResult
 from ..states import TaskStatus
 from ..store import RunStore
+from ..taskmetrics import METRICS_TOPIC, sampler
 from ..wrapper import Measures
 from .alerts import WebhookSender, dispatch, durations_by_task, evaluate
 from .config import MonitoringPolicy
-from .metrics import METRICS_TOPIC, sampler
 
 __all__ = ["DashboardPublisher", "MonitoringHistory", "RecordWriter", "RunInstruments"]
 

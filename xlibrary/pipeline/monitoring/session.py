@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ..records import Alert
 from ..settings import Settings
 from ..store import RunStore
+from ..taskmetrics import add_driver_listener
 from .config import MonitoringPolicy
 from .hooks import (
     DashboardPublisher,
@@ -27,7 +28,6 @@ from .hooks import (
     RunInstruments,
     subscribe_metrics,
 )
-from .metrics import add_driver_listener
 from .report import MonitoringDashboard, performance_report
 
 if TYPE_CHECKING:

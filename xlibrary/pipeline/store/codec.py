@@ -34,6 +34,7 @@ from typing import Any
 
 import cloudpickle
 
+from .._version import __version__
 from ..errors import BadEntry, SerializationError
 
 __all__ = [
@@ -54,8 +55,6 @@ PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
 def _library_version() -> str:
-    from .. import __version__
-
     return __version__
 
 
