@@ -36,6 +36,7 @@ class PipelineResult(Protocol):
 
     def display_results(self) -> None: ...
 
+
 logger = logging.getLogger("xlibrary.pipeline.notebook")
 
 __all__ = [

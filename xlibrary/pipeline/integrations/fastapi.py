@@ -48,8 +48,8 @@ every route::
 from __future__ import annotations
 
 import base64
-import dataclasses
 import contextlib
+import dataclasses
 import math
 import sys
 from collections.abc import Iterable, Mapping, Sequence
