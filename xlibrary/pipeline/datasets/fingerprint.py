@@ -23,6 +23,7 @@ import glob as globlib
 import hashlib
 import os
 import posixpath
+import stat as statmod
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -162,7 +163,7 @@ def _local_states(path: str) -> list[FileState]:
             stat = os.stat(match)
         except (FileNotFoundError, NotADirectoryError):
             continue
-        if os.path.isdir(match):
+        if statmod.S_ISDIR(stat.st_mode):
             states.extend(_local_tree(match))
         else:
             states.append(FileState(match, stat.st_size, _ns_text(stat.st_mtime_ns)))
