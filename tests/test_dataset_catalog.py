@@ -30,6 +30,7 @@ KEDRO_CATALOG = """
     reviews:
       type: kedro_datasets.pandas.CSVDataSet   # the older spelling, fully qualified
       filepath: data/01_raw/reviews.csv
+      layer: raw                               # Kedro 0.18's place for the layer
 
     shuttles:
       type: pandas.ExcelDataset

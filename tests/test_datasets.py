@@ -246,9 +246,10 @@ def test_a_missing_file_names_the_dataset_and_the_url(base: str) -> None:
 
 def test_an_unknown_format_names_the_known_ones() -> None:
     with pytest.raises(
-        DatasetError, match=r"unknown dataset file type 'csvv'; did you mean 'csv'\?"
+        DatasetError,
+        match=r"dataset 'raw' .*: unknown dataset file type 'csvv'; did you mean 'csv'\?",
     ):
-        Dataset("memory://x/a.csv", format="csvv")
+        Dataset("memory://x/a.csv", format="csvv", name="raw")
     with pytest.raises(DatasetError, match=r"cannot tell its format.*'a\.dat'.*csv.*parquet"):
         Dataset("memory://x/a.dat")
 
@@ -356,3 +357,18 @@ def test_a_directory_dataset_replaces_the_old_one_whole(tmp_path: Path) -> None:
     Dataset(url).save(FRAME)  # a single file in place of the directory
     assert (tmp_path / "table.parquet").is_file()
     assert [p.name for p in tmp_path.iterdir()] == ["table.parquet"]
+
+
+def test_a_directory_of_csv_parts_loads_as_one_frame_eagerly_and_lazily(tmp_path: Path) -> None:
+    import dask.dataframe as dd
+
+    parts = tmp_path / "parts.csv"
+    parts.mkdir()
+    for i in range(3):
+        FRAME.assign(part=i).to_csv(parts / f"{i}.part", index=False)
+    (parts / "_SUCCESS").write_text("")
+    expected = pd.concat([FRAME.assign(part=i) for i in range(3)], ignore_index=True)
+    _equal(Dataset(str(parts)).load(), expected)
+    lazy = Dataset(str(parts), lazy=True).load()
+    assert isinstance(lazy, dd.DataFrame) and lazy.npartitions == 3
+    _equal(lazy.compute(scheduler="threads").reset_index(drop=True), expected, by_dask=True)

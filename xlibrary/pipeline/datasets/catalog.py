@@ -16,12 +16,13 @@ A Kedro user brings their catalog as it is::
 
 The types are those of kedro-datasets that read files with pandas (and the older ``DataSet``
 spellings, with or without the ``kedro_datasets.`` prefix); an entry's ``filepath``,
-``load_args``, ``save_args``, ``versioned``, ``fs_args`` (fsspec storage options) and
-``metadata`` mean what they mean in Kedro, with Kedro's default arguments. Relative paths are
-from the working directory, as in a Kedro project. Not supported, and said so when used:
-``credentials`` (give storage options in ``fs_args``, or the environment your file system
-reads, such as ``AWS_PROFILE``), ``${...}`` templating and dataset factories (``{name}``
-patterns). Entries whose names start with ``_`` are YAML anchors, as in Kedro, and skipped.
+``load_args``, ``save_args``, ``versioned``, ``fs_args`` (fsspec storage options),
+``metadata`` and the older ``layer`` mean what they mean in Kedro, with Kedro's default
+arguments. Relative paths are from the working directory, as in a Kedro project. Not
+supported, and said so when used: ``credentials`` (give storage options in ``fs_args``, or the
+environment your file system reads, such as ``AWS_PROFILE``), ``${...}`` templating and
+dataset factories (``{name}`` patterns). Entries whose names start with ``_`` are YAML
+anchors, as in Kedro, and skipped.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ KEDRO_TYPES: Mapping[str, tuple[str, bool]] = {
 """Kedro dataset type → (our format, lazy)."""
 
 _PREFIXES = ("kedro_datasets.", "kedro.extras.datasets.")
-_KEYS = {"type", "filepath", "load_args", "save_args", "versioned", "fs_args", "metadata"}
+_KEYS = {"type", "filepath", "load_args", "save_args", "versioned", "fs_args", "metadata", "layer"}
+"""What an entry may hold; ``metadata`` and ``layer`` (Kedro 0.18's) are for Kedro-Viz: ignored."""
 _TYPE_KEYS = {"pickle.PickleDataset": {"backend"}, "pandas.ExcelDataset": {"engine"}}
 _ALLOWED = {"backend": ("pickle", "cloudpickle"), "engine": ("openpyxl",)}
 

@@ -36,7 +36,14 @@ from ..errors import DatasetError, DatasetNotFoundError, MissingExtraError, miss
 from ..redact import redact_text, redact_url
 from ..store.names import new_run_id
 from .fingerprint import Fingerprint, has_magic
-from .formats import DatasetFormat, compression_of, format_for_path, formats, get_format
+from .formats import (
+    DatasetFormat,
+    compression_of,
+    format_for_path,
+    formats,
+    get_format,
+    hidden,
+)
 
 __all__ = ["Dataset"]
 
@@ -90,7 +97,10 @@ class Dataset:
                 f"{posixpath.basename(url.rstrip('/'))!r}; pass format= one of "
                 f"{', '.join(formats.names())} (or register your own with register_format)"
             )
-        fmt_class = formats.get(fmt)  # an unknown name: the known ones, the closest first
+        try:
+            fmt_class = formats.get(fmt)
+        except DatasetError as exc:  # an unknown name: the known ones, the closest first
+            raise DatasetError(f"{self._what()}: {exc}") from None
         object.__setattr__(self, "format", fmt)
         if self.versioned and self.is_glob:
             raise DatasetError(f"{self._what()}: a glob cannot be versioned; drop versioned=True")
@@ -135,7 +145,11 @@ class Dataset:
             except FileNotFoundError:
                 raise self._not_found(path) from None
             if self.lazy:
-                return fmt.load_lazy([self._url_of(fs, path)], self.storage_options, **args)
+                paths = [path]
+                if kind == "directory" and not fmt.lazy_directories:
+                    paths = _files_under(fs, path)  # dask reads files (and globs) only
+                urls = [self._url_of(fs, p) for p in paths]
+                return fmt.load_lazy(urls, self.storage_options, **args)
             if kind == "directory":
                 url = self._url_of(fs, path)
                 return fmt.read_directory(fs, path, url, self.storage_options, **args)
@@ -300,6 +314,12 @@ class Dataset:
     def _failed(self, verb: str, exc: Exception) -> DatasetError:
         detail = redact_text(f"{type(exc).__name__}: {exc}", self.url)
         return DatasetError(f"{self._what()}: cannot {verb} it as {self.format}: {detail}")
+
+
+def _files_under(fs: Any, path: str) -> list[str]:
+    """The data files of a directory: hidden ones and ``_SUCCESS``-like markers left out."""
+    found = (p for p in sorted(fs.find(path)) if not hidden(posixpath.relpath(p, path)))
+    return list(found)
 
 
 def _read_file(fmt: DatasetFormat, fs: Any, path: str, args: dict[str, Any]) -> Any:

@@ -80,6 +80,8 @@ class DatasetFormat:
     """``(import name, extra)`` of an optional dependency, checked before any use."""
     directory: ClassVar[bool] = False
     """Whether every value is written as a directory (zarr), not only Dask collections."""
+    lazy_directories: ClassVar[bool] = False
+    """Whether ``load_lazy`` reads a directory itself; else it is given the files in it."""
 
     def check(self, value: Any) -> str | None:
         """Why ``value`` cannot be saved in this format, or ``None``: asked before writing."""
@@ -104,7 +106,7 @@ class DatasetFormat:
         self, fs: Any, path: str, url: str, options: Mapping[str, Any], **load_args: Any
     ) -> Any:
         """Read a directory (a dataset saved from a Dask collection): every file in it."""
-        parts = [p for p in sorted(fs.find(path)) if not _hidden(posixpath.relpath(p, path))]
+        parts = [p for p in sorted(fs.find(path)) if not hidden(posixpath.relpath(p, path))]
         values = []
         for part in parts:
             with fs.open(part, "rb") as file:
@@ -131,7 +133,7 @@ class DatasetFormat:
         return cls.write_collection is not DatasetFormat.write_collection
 
 
-def _hidden(relative: str) -> bool:
+def hidden(relative: str) -> bool:
     """Files a directory dataset holds beside its data: ``.tmp-*``, ``_metadata``, ``_SUCCESS``."""
     return any(part.startswith((".", "_")) for part in relative.split("/"))
 
@@ -231,6 +233,7 @@ class ParquetFormat(_Table):
     name = "parquet"
     extensions = (".parquet", ".pq")
     reader = dask_reader = "parquet"
+    lazy_directories = True
 
     def check(self, value: Any) -> str | None:
         return None if _is_dask_frame(value) else super().check(value)
@@ -358,6 +361,7 @@ class NpyFormat(DatasetFormat):
 
     name = "npy"
     extensions = (".npy",)
+    lazy_directories = True
 
     def check(self, value: Any) -> str | None:
         import numpy as np
@@ -420,6 +424,7 @@ class ZarrFormat(DatasetFormat):
     extensions = (".zarr",)
     requires = ("zarr", "datasets")
     directory = True
+    lazy_directories = True
 
     def check(self, value: Any) -> str | None:
         import numpy as np
