@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import fsspec
@@ -15,10 +16,15 @@ from xlibrary.pipeline.datasets import Dataset, Fingerprint, describe_change
 
 
 @pytest.fixture(params=["memory", "local"])
-def base(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def base(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "memory":
-        return f"memory://fingerprints-{uuid.uuid4().hex}"
-    return str(tmp_path)
+        name = f"fingerprints-{uuid.uuid4().hex}"
+        yield f"memory://{name}"
+        fs = fsspec.filesystem("memory")
+        if fs.exists(f"/{name}"):
+            fs.rm(f"/{name}", recursive=True)
+    else:
+        yield str(tmp_path)
 
 
 def _write(url: str, data: bytes) -> None:

@@ -8,9 +8,11 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import numpy as np
 import pandas as pd
 import pytest
@@ -38,11 +40,16 @@ FRAME = pd.DataFrame(
 
 
 @pytest.fixture(params=["memory", "local"])
-def base(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def base(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh directory URL: on memory:// or a local temp dir."""
     if request.param == "memory":
-        return f"memory://datasets-{uuid.uuid4().hex}"
-    return str(tmp_path)
+        name = f"datasets-{uuid.uuid4().hex}"
+        yield f"memory://{name}"
+        fs = fsspec.filesystem("memory")
+        if fs.exists(f"/{name}"):
+            fs.rm(f"/{name}", recursive=True)
+    else:
+        yield str(tmp_path)
 
 
 def _equal(got: Any, expected: Any, *, by_dask: bool = False) -> None:
@@ -372,3 +379,13 @@ def test_a_directory_of_csv_parts_loads_as_one_frame_eagerly_and_lazily(tmp_path
     lazy = Dataset(str(parts), lazy=True).load()
     assert isinstance(lazy, dd.DataFrame) and lazy.npartitions == 3
     _equal(lazy.compute(scheduler="threads").reset_index(drop=True), expected, by_dask=True)
+
+
+def test_a_dataset_has_a_token_for_cache_keys_and_a_hash() -> None:
+    one = Dataset("memory://t/a.csv", load_args={"sep": ";"})
+    assert one.token == Dataset("memory://t/a.csv", load_args={"sep": ";"}).token
+    assert one.token != Dataset("memory://t/a.csv", load_args={"sep": ","}).token
+    assert one.token != Dataset("memory://t/b.csv", load_args={"sep": ";"}).token
+    rotated = Dataset("memory://t/a.csv", load_args={"sep": ";"}, storage_options={"key": "k2"})
+    assert rotated.token == one.token  # credentials do not change what the data is
+    assert len({one, Dataset("memory://t/a.csv", load_args={"sep": ";"})}) == 1

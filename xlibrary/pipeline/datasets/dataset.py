@@ -123,6 +123,19 @@ class Dataset:
             shown.append(f"name={self.name!r}")
         return f"Dataset({', '.join(shown)})"
 
+    def __hash__(self) -> int:
+        return hash((self.url, self.format, self.versioned, self.lazy, self.name))
+
+    @property
+    def token(self) -> str:
+        """A digest of what the dataset reads and writes (URL, format, arguments, versioning,
+        laziness) for a cache key; not ``storage_options``, which say how to reach the data
+        (credentials among them), not what it is. The data's own identity: ``fingerprint``."""
+        from dask.base import tokenize
+
+        fields = (self.url, self.format, self.load_args, self.save_args, self.versioned, self.lazy)
+        return str(tokenize(*fields))
+
     @property
     def is_glob(self) -> bool:
         """Whether the URL is a pattern (``*``, ``?``, ``[...]``) matching many files."""
