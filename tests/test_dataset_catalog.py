@@ -3,6 +3,7 @@ versioning; what is not supported is an error that says so."""
 
 from __future__ import annotations
 
+import importlib.util
 import textwrap
 from pathlib import Path
 
@@ -73,6 +74,10 @@ def _catalog(tmp_path: Path, text: str) -> Path:
     return path
 
 
+@pytest.mark.skipif(
+    importlib.util.find_spec("openpyxl") is None,
+    reason="openpyxl (the datasets extra) is not installed",
+)
 def test_a_kedro_catalog_with_the_five_types_loads_and_round_trips(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
