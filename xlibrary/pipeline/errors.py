@@ -22,6 +22,9 @@
     ├── SerializationError (TypeError)           a task's result cannot be serialized
     ├── InvalidRunIdError (ValueError)           a run id not of the form the engine makes
     ├── StorePathError (ValueError)              a path or name the store cannot hold in its root
+    ├── DatasetError                             a dataset cannot be declared, loaded or saved
+    │   ├── DatasetNotFoundError (FileNotFoundError)  nothing at a dataset's URL
+    │   └── UnknownDatasetError (KeyError)       a catalog has no dataset of that name
     └── TaskError                                for users: raise it (or a subclass) from a task
         ├── ExtractionError                      as in the guide's ETL example
         └── ValidationError                      as in the guide's ML example
@@ -39,6 +42,8 @@ __all__ = [
     "BadEntry",
     "ClusterError",
     "ConfigError",
+    "DatasetError",
+    "DatasetNotFoundError",
     "DependencyCycleError",
     "DuplicateTaskError",
     "EmptyPipelineError",
@@ -57,6 +62,7 @@ __all__ = [
     "TaskError",
     "TaskSignatureError",
     "TaskTimeoutError",
+    "UnknownDatasetError",
     "UnknownDependencyError",
     "ValidationError",
     "did_you_mean",
@@ -206,6 +212,22 @@ class InvalidRunIdError(PipelineError, ValueError):
 class StorePathError(PipelineError, ValueError):
     """A path or name the store cannot hold inside its root (``..``, an absolute path, a name
     too long for a file name)."""
+
+
+class DatasetError(PipelineError):
+    """A dataset cannot be declared (an unknown format, a bad catalog entry), loaded or saved;
+    the message names the dataset, its URL (secrets hidden) and the fix."""
+
+
+class DatasetNotFoundError(DatasetError, FileNotFoundError):
+    """Nothing is at a dataset's URL (no file, no match of its glob, no saved version)."""
+
+
+class UnknownDatasetError(DatasetError, KeyError):
+    """A catalog has no dataset of that name; the message names the closest and the known."""
+
+    def __str__(self) -> str:  # KeyError would show the message in quotes
+        return str(self.args[0]) if self.args else ""
 
 
 def missing_extra(package: str, extra: str, feature: str) -> MissingExtraError:
