@@ -19,12 +19,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .backends.factory import Backends
-from .errors import PipelineError
+from .errors import PipelineDefinitionError, PipelineError, did_you_mean
 from .execute import RunObserver, RunStorage, execute
 from .handles import RunHandle, RunRegistry
+from .monitoring.progress import Progress
+from .monitoring.progress import wanted as progress_wanted
 from .monitoring.session import MonitoringSession
 from .pipeline import Pipeline
 from .plan import Plan, make_plan
+from .present import NotebookRun
 from .records import RunStatus
 from .recovery import RecoveryPlan
 from .redact import redact_url
@@ -79,6 +82,28 @@ class RunEngine:
         )
         self._warned: set[tuple[str, str, str]] = set()
         self._lock = threading.Lock()
+        self.known: dict[str, Pipeline] = {}
+        """The pipelines this manager knows by name: declared with ``@pm.pipeline``, or run."""
+
+    def resolve(self, pipeline: object) -> Pipeline:
+        """``pipeline``, or the pipeline this manager knows under that name."""
+        if isinstance(pipeline, Pipeline):
+            return pipeline
+        if isinstance(pipeline, str):
+            found = self.known.get(pipeline)
+            if found is not None:
+                return found
+            raise PipelineDefinitionError(
+                f"no pipeline named {pipeline!r} is known to this manager"
+                f"{did_you_mean(pipeline, self.known)}; pass the Pipeline object, or "
+                "declare it with @pm.pipeline"
+            )
+        if callable(pipeline):
+            raise PipelineDefinitionError(
+                f"{getattr(pipeline, '__qualname__', pipeline)!r} is a function, not a pipeline; "
+                'decorate the builder with @pm.pipeline("name") or pass a Pipeline'
+            )
+        raise PipelineDefinitionError(f"execute_pipeline takes a Pipeline, got {pipeline!r}")
 
     def plan(self, pipeline: Pipeline) -> Plan:
         """Check ``pipeline`` and decide what a run of it will do, without running it."""
@@ -91,15 +116,48 @@ class RunEngine:
         return plan
 
     def run(
-        self, pipeline: Pipeline, request: RunRequest, handle: RunHandle | None = None
+        self, pipeline: Pipeline, request: RunRequest, *, raise_on_failure: bool | None = None
     ) -> PipelineResult:
-        """Run ``pipeline`` now, in this thread; with ``handle``, a run submitted before (its
-        handle tracks it), else one followed by a handle of its own."""
+        """Run ``pipeline`` now, in this thread, followed by a handle of its own; raise its
+        error when it failed and ``raise_on_failure`` (default: the settings' ``debug_mode``
+        or ``raise_on_failure``) says so."""
         plan = self.plan(pipeline)
-        if handle is None:
-            handle = RunHandle(pipeline.name, new_run_id(), [t.name for t in plan.tasks])
-            return self.registry.run_here(handle, lambda h: self._execute(plan, request, h))
-        return self._execute(plan, request, handle)
+        self.known[pipeline.name] = pipeline  # the latest pipeline run under a name
+        handle = RunHandle(pipeline.name, new_run_id(), [t.name for t in plan.tasks])
+        result = self.registry.run_here(handle, lambda h: self._execute(plan, request, h))
+        pipeline._remember(result)  # its picture shows how this run went
+        if raise_on_failure is None:
+            raise_on_failure = self.settings.debug_mode or self.settings.raise_on_failure
+        if raise_on_failure and result.error is not None:
+            raise result.error
+        return result
+
+    def run_interactive(
+        self,
+        pipeline: Pipeline,
+        *,
+        parallel: bool,
+        raise_on_failure: bool | None,
+        display_progress: bool | None,
+        show_intermediate: bool | None,
+    ) -> PipelineResult:
+        """A run with the conveniences of terminals and notebooks: a progress bar, each
+        task's result shown as it finishes, the result table (see ``execute_pipeline``)."""
+        settings = self.settings
+        notebook = NotebookRun(
+            show_intermediate=show_intermediate,
+            interactive=settings.interactive_mode,
+            inline_results=settings.inline_results,
+        )
+        listeners: list[Listener] = list(notebook.listeners)
+        if progress_wanted(settings.display_progress, display_progress):
+            listeners.append(Progress(pipeline.name))
+        # asked for in this call, a cluster sends every result back (unless the config says)
+        keep = "all" if show_intermediate and not settings.keep_results else None
+        request = RunRequest(parallel=parallel, listeners=listeners, keep_results=keep)
+        result = self.run(pipeline, request, raise_on_failure=raise_on_failure)
+        notebook.after(result)
+        return result
 
     def submit(self, pipeline: Pipeline, request: RunRequest) -> RunHandle:
         """Start a run on the registry's pool and return its handle at once."""

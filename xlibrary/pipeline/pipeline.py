@@ -55,6 +55,7 @@ __all__ = [
     "Task",
     "build_pipeline",
     "declared_pipeline",
+    "pipeline_decorator",
     "set_task_options",
     "task",
 ]
@@ -368,6 +369,20 @@ def task(
     return pipeline.task(
         name, depends_on, timeout=timeout, resource_requirements=resource_requirements
     )
+
+
+def pipeline_decorator(name: str | Callable[[], Any] | None, known: dict[str, Pipeline]) -> Any:
+    """``@pm.pipeline`` / ``@pm.pipeline("name")``: build the pipeline from the decorated
+    builder, and keep it in ``known`` under its name."""
+    if callable(name):
+        return pipeline_decorator(None, known)(name)
+
+    def decorate(builder: Callable[[], Any]) -> Pipeline:
+        pipeline = build_pipeline(name or builder.__name__, builder)
+        known[pipeline.name] = pipeline
+        return pipeline
+
+    return decorate
 
 
 def build_pipeline(name: str, builder: Callable[[], Any]) -> Pipeline:

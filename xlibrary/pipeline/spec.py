@@ -27,6 +27,7 @@ __all__ = [
     "Task",
     "check_name",
     "default_name",
+    "option_decorator",
     "options_generation",
     "set_task_options",
     "with_options",
@@ -287,3 +288,14 @@ def default_name(func: Callable[..., Any]) -> str:
             f'cannot name a task after {func!r}; give it a name: @pipeline.task("my_task")'
         )
     return name
+
+
+def option_decorator(func: Callable[..., Any] | None, **options: Any) -> Any:
+    """A decorator attaching ``options`` to the function it decorates (see
+    :func:`set_task_options`), used bare (``func`` given) or called."""
+
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        set_task_options(f, **options)
+        return f
+
+    return decorate(func) if func is not None else decorate

@@ -21,7 +21,7 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..errors import PipelineError
+from ..errors import ConfigError, PipelineError
 from ..extensions import backends, cluster_kinds
 from ..redact import redact_url
 from ..settings import Settings
@@ -49,6 +49,11 @@ class Backends:
         on_connect: Callable[[Client], None] | None = None,
         dashboard: Callable[[], bool] = lambda: False,
     ) -> None:
+        if client is not None and settings.scheduler_address is not None:
+            raise ConfigError(
+                "both client= and scheduler_address are set; pass one: the Client already "
+                "knows its scheduler"
+            )
         self.settings = settings
         self.user_client = client
         self._on_connect = on_connect
@@ -57,6 +62,14 @@ class Backends:
         self._lock = threading.Lock()
         self._closed = False
         self._finalizer = weakref.finalize(self, _close_all, self._started)
+
+    def describe(self) -> str:
+        """Where runs go, in a few words (the manager's repr)."""
+        return (
+            self.settings.scheduler_address
+            or ("user client" if self.user_client is not None else None)
+            or ("local cluster" if self.settings.distributed_mode else "local threads")
+        )
 
     # -- choosing -----------------------------------------------------------------------
     def default_name(self) -> str:

@@ -16,7 +16,9 @@ import logging
 from collections.abc import Callable, Collection, Iterator
 from typing import TYPE_CHECKING, Any
 
+from ..errors import PipelineError
 from ..records import Alert
+from ..redact import redact_url
 from ..settings import Settings
 from ..store import RunStore
 from ..taskmetrics import add_driver_listener
@@ -28,7 +30,7 @@ from .hooks import (
     RunInstruments,
     subscribe_metrics,
 )
-from .report import MonitoringDashboard, performance_report
+from .report import MonitoringDashboard, PerformanceReport, performance_report
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -122,6 +124,17 @@ class MonitoringSession:
             cluster,
             self.policy.history,
         )
+
+    def report(self, pipeline: str, run_id: str | None) -> PerformanceReport:
+        """The performance report of the latest (or ``run_id``) recorded run of ``pipeline``."""
+        store = self._store()
+        record = store.read_record(pipeline, run_id)
+        if record is None or record.finished is None:
+            raise PipelineError(
+                f"no finished run of pipeline {pipeline!r} is recorded in the store "
+                f"{redact_url(store.url)}; run it first (with store.record_runs on)"
+            )
+        return performance_report(record)
 
     @contextlib.contextmanager
     def report_runs(self, filename: str, client: Client | None) -> Iterator[None]:
