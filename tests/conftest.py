@@ -30,6 +30,21 @@ def _store_in_a_temporary_directory(tmp_path_factory: pytest.TempPathFactory) ->
         os.environ["XLIBRARY_STORE"] = old
 
 
+@pytest.fixture(autouse=True)
+def _dask_scheduler_config_restored() -> Iterator[None]:
+    """A test whose Client could not start (a loaded machine) can leave Dask's global
+    ``scheduler`` set to a client that is gone: every later compute would fail. Undo it."""
+    import dask
+
+    before = dask.config.get("scheduler", None)
+    yield
+    if dask.config.get("scheduler", None) != before:
+        if before is None:
+            dask.config.config.pop("scheduler", None)
+        else:
+            dask.config.set(scheduler=before)
+
+
 REDIS_URL = os.environ.get("XLIBRARY_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
