@@ -802,6 +802,10 @@ class PipelineManager:
                 )
             except Exception as exc:  # a scheduler without xlibrary cannot load the page
                 logger.warning("could not add the Pipelines page to the dashboard: %s", exc)
+        else:  # a scheduler started with the page (`xlibrary-pipeline dashboard`, --preload)
+            from .monitoring.dashboard import serves_pipelines
+
+            self._pages = serves_pipelines(client)
         if config.enabled and config.real_time:
             monitoring_hooks.subscribe_metrics(client, self._monitoring)
 

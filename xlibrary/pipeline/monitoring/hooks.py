@@ -195,21 +195,14 @@ class DashboardPublisher:
         self.client = client
 
     def run_started(self, record: dict[str, Any]) -> None:
-        from .dashboard import RUNS_TOPIC
+        from .dashboard import RUNS_TOPIC, started_event
 
-        tasks = {name: {"state": "waiting"} for name in record.get("order", [])}
-        summary = {k: record[k] for k in ("run_id", "pipeline", "status", "started")}
-        self.client.log_event(RUNS_TOPIC, {**summary, "tasks": tasks})
+        self.client.log_event(RUNS_TOPIC, started_event(record))
 
     def run_finished(self, result: PipelineResult, record: dict[str, Any]) -> None:
-        from .dashboard import RUNS_TOPIC
+        from .dashboard import RUNS_TOPIC, finished_event
 
-        tasks = {
-            name: {"status": str(run.status), "duration": run.duration}
-            for name, run in result.tasks.items()
-        }
-        summary = {k: record[k] for k in ("run_id", "pipeline", "status", "finished", "duration")}
-        self.client.log_event(RUNS_TOPIC, {**summary, "tasks": tasks})
+        self.client.log_event(RUNS_TOPIC, finished_event(result, record))
 
 
 def subscribe_metrics(client: Any, state: MonitoringState) -> None:
