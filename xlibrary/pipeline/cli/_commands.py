@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import socket
 import sys
 import time
 from pathlib import Path
@@ -21,7 +22,6 @@ from ._common import (
     config_of,
     find_pipeline,
     load_file,
-    manager,
     read_config,
     unique,
 )
@@ -80,16 +80,41 @@ def deploy_render(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+DEFAULT_SCHEDULER_ADDRESS = "127.0.0.1:8786"
+
+
 def dashboard(args: argparse.Namespace) -> int:
+    """Start a LocalCluster of worker processes with the Pipelines page, for other processes
+    to run pipelines on; print where it is, and serve until Ctrl-C (or ``--seconds``)."""
     if not args.verbose:  # distributed sets its loggers to INFO when imported: after that
         import distributed  # noqa: F401
 
         logging.getLogger("distributed").setLevel(logging.WARNING)
-    with manager(args) as pm:
-        pm.enable_monitoring(dashboard=True)  # starts a LocalCluster (processes: distributed_mode)
-        link = pm.dashboard_link or ""
+    settings = load_settings(config_of(args))
+    host, port = _listen_address(args.scheduler_address)
+    if not _can_listen(host, port):
+        if args.scheduler_address != DEFAULT_SCHEDULER_ADDRESS:
+            raise UsageError(
+                f"cannot listen on {args.scheduler_address}: the port is in use; pick another "
+                f"with --scheduler-address {host}:0 (any free port)"
+            )
+        print(f"port {port} is in use (another scheduler?): listening on a free port instead")
+        port = 0
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(
+            f"warning: the scheduler listens on {host}: anyone who reaches it can run code "
+            "on this machine's workers; keep it behind a firewall or use TLS",
+            file=sys.stderr,
+        )
+    with _dashboard_cluster(settings, host, port) as cluster:
+        link = str(cluster.dashboard_link)
+        address = cluster.scheduler_address
         print(f"Dask dashboard: {link}")
         print(f"pipelines:      {link.removesuffix('/status')}/pipelines")
+        print(
+            f"scheduler:      {address}  (PipelineManager({{'scheduler_address': "
+            f"'{address}'}}), or `xlibrary-pipeline run FILE --scheduler {address}`)"
+        )
         until = "Ctrl-C" if args.seconds is None else f"{args.seconds:g} seconds have passed"
         print(f"serving until {until}", flush=True)
         try:
@@ -99,8 +124,57 @@ def dashboard(args: argparse.Namespace) -> int:
                 while True:
                     time.sleep(3600)
         except KeyboardInterrupt:
-            print("stopping the cluster")
+            print("stopping the cluster", flush=True)
     return EXIT_OK
+
+
+def _dashboard_cluster(settings: Any, host: str, port: int) -> Any:
+    """A LocalCluster of worker processes laid out from the settings, as a manager's own
+    (workers on 127.0.0.1, the dashboard at ``dashboard_address``), whose scheduler listens
+    on ``host:port`` and has the Pipelines page from its start."""
+    import psutil
+
+    from ..backends.distributed import local_cluster
+    from ..cluster import layout
+    from ..monitoring.dashboard import PipelinesPlugin
+
+    plan = layout(settings, machine_memory=int(psutil.virtual_memory().total))
+    cluster = local_cluster(
+        n_workers=plan.adaptive[0] if plan.adaptive else plan.workers,
+        threads_per_worker=plan.threads,
+        memory_limit=plan.memory or "auto",
+        resources=plan.resources,
+        processes=True,
+        dashboard_address=settings.dashboard_address,
+        scheduler_port=port,
+        scheduler_kwargs={"host": host, "plugins": [PipelinesPlugin()]},
+    )
+    if plan.adaptive:
+        cluster.adapt(minimum=plan.adaptive[0], maximum=plan.adaptive[1])
+    return cluster
+
+
+def _listen_address(text: str) -> tuple[str, int]:
+    host, colon, port = text.rpartition(":")
+    if not colon or not host or not port.isdigit() or int(port) > 65535 or "/" in host:
+        raise UsageError(
+            f"--scheduler-address must be host:port, such as {DEFAULT_SCHEDULER_ADDRESS} (this "
+            f"machine only) or 0.0.0.0:8786 (every interface; port 0: any free port), got {text!r}"
+        )
+    return host.strip("[]"), int(port)
+
+
+def _can_listen(host: str, port: int) -> bool:
+    if port == 0:
+        return True
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def visualize(args: argparse.Namespace) -> int:
