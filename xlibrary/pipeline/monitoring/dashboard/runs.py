@@ -261,8 +261,8 @@ class RunBook:
                 row.error = _error_of(facts.get("exception_text"))
         if len(key) == 3:
             self._element(row, key[2], word, compute)
-        else:
-            if word is not None and not row.reported:
+        elif not row.reported:  # the worker's report knows better (retries, waits included)
+            if word is not None:
                 row.state = word
             if compute is not None:
                 row.duration = compute["stop"] - compute["start"]
