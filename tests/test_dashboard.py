@@ -568,6 +568,7 @@ def test_dashboard_command_serves_a_cluster_others_submit_to(tmp_path, chromium:
         text=True,
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
+        start_new_session=True,  # a process group of its own, as in a terminal
     )  # fmt: skip
     try:
         assert proc.stdout is not None
@@ -591,8 +592,11 @@ def test_dashboard_command_serves_a_cluster_others_submit_to(tmp_path, chromium:
         chromium.open(f"{base}/pipelines")
         text = chromium.wait_for(BOKEH_STRINGS, until="report_process")
         assert "submitted_from_elsewhere" in text and "report_process" in text
-        proc.send_signal(signal.SIGINT)  # Ctrl-C
-        assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: to every process of the group
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert "stopping the cluster" in out
+        assert "Traceback" not in err, err  # the workers leave Ctrl-C to the command
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import signal
 import socket
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +110,9 @@ def dashboard(args: argparse.Namespace) -> int:
             "on this machine's workers; keep it behind a firewall or use TLS",
             file=sys.stderr,
         )
-    with _dashboard_cluster(settings, host, port) as cluster:
+    with _workers_leave_ctrl_c_to_us():
+        cluster = _dashboard_cluster(settings, host, port)
+    with cluster:
         link = str(cluster.dashboard_link)
         address = cluster.scheduler_address
         print(f"Dask dashboard: {link}")
@@ -152,6 +158,21 @@ def _dashboard_cluster(settings: Any, host: str, port: int) -> Any:
     if plan.adaptive:
         cluster.adapt(minimum=plan.adaptive[0], maximum=plan.adaptive[1])
     return cluster
+
+
+@contextlib.contextmanager
+def _workers_leave_ctrl_c_to_us() -> Iterator[None]:
+    """Ctrl-C reaches every process of the terminal's group: the worker processes started
+    in here ignore it (they inherit that), so this one alone stops and closes the cluster,
+    instead of each worker dying with a traceback."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _listen_address(text: str) -> tuple[str, int]:
