@@ -481,6 +481,39 @@ def test_chromium_sees_a_run_arrive_without_a_reload(dashboard, chromium: Chromi
     assert chromium.evaluate("window.__not_reloaded") == "still the same page"
 
 
+def pick_run(index: int) -> str:
+    """A JavaScript statement: select row ``index`` of the runs table, as a click does."""
+    return f"""
+(() => {{
+  for (const doc of (window.Bokeh ? Bokeh.documents : [])) {{
+    const model = doc.get_model_by_name("pipelines-runs");
+    if (model) {{ model.selected.indices = [{index}]; return "picked"; }}
+  }}
+  return "";
+}})()
+"""
+
+
+def test_chromium_a_click_expands_an_older_run(dashboard, chromium: Chromium) -> None:
+    pm, base = dashboard
+    older = pm.execute_pipeline(failing())
+    pm.execute_pipeline(orders())
+    chromium.open(f"{base}/pipelines")
+    runs = json.loads(chromium.wait_for(source_data("pipelines-runs"), until=older.run_id))
+    assert chromium.evaluate(pick_run(runs["run_id"].index(older.run_id))) == "picked"
+    tasks = json.loads(chromium.wait_for(source_data("pipelines-tasks"), until="check_rows"))
+    assert tasks["task"] == list(older.tasks)
+    pm.execute_pipeline(orders("orders_after_the_click"))  # the picked run stays expanded
+    chromium.wait_for(source_data("pipelines-runs"), until="orders_after_the_click")
+    time.sleep(1)
+    assert json.loads(chromium.evaluate(source_data("pipelines-tasks")))["task"] == list(
+        older.tasks
+    )
+    chromium.evaluate(pick_run(0))  # the newest: the page follows new runs again
+    tasks = json.loads(chromium.wait_for(source_data("pipelines-tasks"), until=TASKS[2]))
+    assert tasks["task"] == list(TASKS)
+
+
 def test_chromium_page_stays_short_as_runs_add_up(dashboard, chromium: Chromium, tmp_path):
     """11 runs of 50 tasks: only the newest is expanded; the older ones are a line each, and
     the page is as tall as with one run."""

@@ -94,15 +94,16 @@ async def dask_setup(server: Any) -> None:
     await plugin.start(server)
 
 
-def _has_plugin(dask_scheduler: Any) -> bool:
-    return PLUGIN_NAME in dask_scheduler.plugins
-
-
 def serves_pipelines(client: Any) -> bool:
     """Whether the scheduler of ``client`` already has the Pipelines page (it was started
     with it): then a manager tells it about its runs without being asked to monitor."""
+    name = PLUGIN_NAME
+
+    def has_plugin(dask_scheduler: Any) -> bool:  # travels by value: no import there
+        return name in dask_scheduler.plugins
+
     try:
-        return bool(client.run_on_scheduler(_has_plugin))
-    except Exception as exc:  # a scheduler without xlibrary, or an old one
+        return bool(client.run_on_scheduler(has_plugin))
+    except Exception as exc:  # an old scheduler, a comm hiccup: no page to tell
         logger.debug("cannot ask the scheduler for the Pipelines page: %s", exc)
         return False
