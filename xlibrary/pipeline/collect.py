@@ -23,6 +23,7 @@ from .errors import BadEntry, PipelineExecutionError, RunCancelled
 from .outcome import Failure, Outcome
 from .plan import Action, Plan, Step
 from .records import RunError, RunRecord, TaskRecord
+from .redact import redact_urls_in
 from .result import PipelineResult
 from .states import DONE, STALE, RunState, TaskStatus
 
@@ -250,4 +251,4 @@ def log_result(result: PipelineResult) -> None:
             len(result.tasks),
         )
     else:
-        logger.warning("%s", result.error)
+        logger.warning("%s", redact_urls_in(str(result.error)))

@@ -10,9 +10,10 @@ to connect.
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["HIDDEN", "redact_text", "redact_url"]
+__all__ = ["HIDDEN", "redact_text", "redact_url", "redact_urls_in"]
 
 HIDDEN = "***"
 
@@ -73,3 +74,11 @@ def redact_text(text: str, url: str) -> str:
         if password:
             shown = shown.replace(password, HIDDEN)
     return shown
+
+
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>()\[\]{}]+")
+
+
+def redact_urls_in(text: str) -> str:
+    """``text`` (an exception's message, a log line) with every URL in it redacted."""
+    return _URL.sub(lambda match: redact_url(match.group(0)), text)

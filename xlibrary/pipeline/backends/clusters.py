@@ -63,7 +63,9 @@ class LocalClusterKind:
         return layout(settings, machine_memory=int(psutil.virtual_memory().total))
 
     @staticmethod
-    def start(settings: Settings) -> Cluster:
+    def start(settings: Settings, *, processes: bool | None = None, **options: Any) -> Cluster:
+        """The cluster; ``processes`` (default: when the settings ask for a cluster) and
+        ``options`` go to ``LocalCluster`` (a scheduler port, scheduler plugins...)."""
         workers = LocalClusterKind.layout(settings)
         cluster = local_cluster(
             n_workers=workers.adaptive[0] if workers.adaptive else workers.workers,
@@ -72,8 +74,9 @@ class LocalClusterKind:
             resources=workers.resources,
             # dashboard=True alone: an in-process cluster (threads), so a script needs no
             # `if __name__ == "__main__":` guard; the cluster settings ask for processes
-            processes=settings.is_distributed,
+            processes=settings.is_distributed if processes is None else processes,
             dashboard_address=settings.dashboard_address,  # 127.0.0.1:8787 unless opened
+            **options,
         )
         if workers.adaptive:
             cluster.adapt(minimum=workers.adaptive[0], maximum=workers.adaptive[1])

@@ -17,8 +17,12 @@ Inspecting the store (``--config FILE`` and ``--store URL`` pick it; default the
 - ``runs show RUN_ID [--json]``: one run's record, its tasks and its error;
 - ``cache list [--pipeline P]``, ``cache clear [--pipeline P] [--task T]``, ``cache prune``.
 
-``xlibrary-pipeline dashboard [--seconds N]`` starts a local ``dask.distributed`` cluster with
-its dashboard and the Pipelines page, prints their links and serves until Ctrl-C.
+``xlibrary-pipeline dashboard [--scheduler-address HOST:PORT] [--seconds N]`` starts a local
+``dask.distributed`` cluster of worker processes (laid out by ``--config`` as a manager's own)
+whose dashboard has the Pipelines page, prints the scheduler's address (127.0.0.1:8786 unless
+told; another free port when that one is taken) and the links, and serves until Ctrl-C.
+Managers in other processes run on it with ``scheduler_address``, and their runs show on
+the page.
 ``xlibrary-pipeline visualize FILE[:PIPELINE] -o OUT.svg [--run RUN_ID|latest]`` draws a
 pipeline's graph, coloured by how a recorded run went (from the file's manager's store, or
 ``--store``).
@@ -142,7 +146,16 @@ def _parser() -> argparse.ArgumentParser:
     prune.set_defaults(handler=_store.cache_prune, command_parser=prune)
 
     dashboard = commands.add_parser(
-        "dashboard", parents=[store], help="serve a local cluster's Dask dashboard"
+        "dashboard",
+        parents=[store],
+        help="start a local cluster, with its dashboard and Pipelines page, for others to run on",
+    )
+    dashboard.add_argument(
+        "--scheduler-address",
+        metavar="HOST:PORT",
+        default=_commands.DEFAULT_SCHEDULER_ADDRESS,
+        help=f"where its scheduler listens (default {_commands.DEFAULT_SCHEDULER_ADDRESS}: this "
+        "machine only; 0.0.0.0:8786 opens it to the network; port 0: any free port)",
     )
     dashboard.add_argument(
         "--seconds", metavar="N", type=float, help="stop after N seconds (default: at Ctrl-C)"

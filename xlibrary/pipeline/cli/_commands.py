@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import signal
+import socket
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +26,6 @@ from ._common import (
     config_of,
     find_pipeline,
     load_file,
-    manager,
     read_config,
     unique,
 )
@@ -80,16 +84,43 @@ def deploy_render(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+DEFAULT_SCHEDULER_ADDRESS = "127.0.0.1:8786"
+
+
 def dashboard(args: argparse.Namespace) -> int:
+    """Start a LocalCluster of worker processes with the Pipelines page, for other processes
+    to run pipelines on; print where it is, and serve until Ctrl-C (or ``--seconds``)."""
     if not args.verbose:  # distributed sets its loggers to INFO when imported: after that
         import distributed  # noqa: F401
 
         logging.getLogger("distributed").setLevel(logging.WARNING)
-    with manager(args) as pm:
-        pm.enable_monitoring(dashboard=True)  # starts a LocalCluster (processes: distributed_mode)
-        link = pm.dashboard_link or ""
+    settings = load_settings(config_of(args))
+    host, port = _listen_address(args.scheduler_address)
+    if not _can_listen(host, port):
+        if args.scheduler_address != DEFAULT_SCHEDULER_ADDRESS:
+            raise UsageError(
+                f"cannot listen on {args.scheduler_address}: the port is in use; pick another "
+                f"with --scheduler-address {host}:0 (any free port)"
+            )
+        print(f"port {port} is in use (another scheduler?): listening on a free port instead")
+        port = 0
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(
+            f"warning: the scheduler listens on {host}: anyone who reaches it can run code "
+            "on this machine's workers; keep it behind a firewall or use TLS",
+            file=sys.stderr,
+        )
+    with _workers_leave_ctrl_c_to_us():
+        cluster = _dashboard_cluster(settings, host, port)
+    with cluster:
+        link = str(cluster.dashboard_link)
+        address = cluster.scheduler_address
         print(f"Dask dashboard: {link}")
         print(f"pipelines:      {link.removesuffix('/status')}/pipelines")
+        print(
+            f"scheduler:      {address}  (PipelineManager({{'scheduler_address': "
+            f"'{address}'}}), or `xlibrary-pipeline run FILE --scheduler {address}`)"
+        )
         until = "Ctrl-C" if args.seconds is None else f"{args.seconds:g} seconds have passed"
         print(f"serving until {until}", flush=True)
         try:
@@ -99,8 +130,61 @@ def dashboard(args: argparse.Namespace) -> int:
                 while True:
                     time.sleep(3600)
         except KeyboardInterrupt:
-            print("stopping the cluster")
+            print("stopping the cluster", flush=True)
     return EXIT_OK
+
+
+def _dashboard_cluster(settings: Any, host: str, port: int) -> Any:
+    """A LocalCluster of worker processes laid out from the settings, as a manager's own
+    (workers on 127.0.0.1, the dashboard at ``dashboard_address``), whose scheduler listens
+    on ``host:port`` and has the Pipelines page from its start."""
+    from ..backends.clusters import LocalClusterKind
+    from ..monitoring.dashboard import PipelinesPlugin
+
+    return LocalClusterKind.start(
+        settings,
+        processes=True,
+        scheduler_port=port,
+        scheduler_kwargs={"host": host, "plugins": [PipelinesPlugin()]},
+    )
+
+
+@contextlib.contextmanager
+def _workers_leave_ctrl_c_to_us() -> Iterator[None]:
+    """Ctrl-C reaches every process of the terminal's group: the worker processes started
+    in here ignore it (they inherit that), so this one alone stops and closes the cluster,
+    instead of each worker dying with a traceback."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _listen_address(text: str) -> tuple[str, int]:
+    host, colon, port = text.rpartition(":")
+    if not colon or not host or not port.isdigit() or int(port) > 65535 or "/" in host:
+        raise UsageError(
+            f"--scheduler-address must be host:port, such as {DEFAULT_SCHEDULER_ADDRESS} (this "
+            f"machine only) or 0.0.0.0:8786 (every interface; port 0: any free port), got {text!r}"
+        )
+    return host.strip("[]"), int(port)
+
+
+def _can_listen(host: str, port: int) -> bool:
+    if port == 0:
+        return True
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def visualize(args: argparse.Namespace) -> int:

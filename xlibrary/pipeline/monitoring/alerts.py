@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from ..records import Alert, RunRecord
-from ..redact import redact_url
+from ..redact import redact_url, redact_urls_in
 from ..result import PipelineResult
 from ..states import TaskStatus
 from .config import MonitoringPolicy
@@ -149,7 +149,9 @@ def dispatch(
     """Log each alert, call the callbacks, and queue them for the webhook (never waits)."""
     alerts = list(alerts)
     for alert in alerts:
-        logger.warning("ALERT %s: %s (run %s)", alert.kind, alert.message, alert.run_id)
+        logger.warning(
+            "ALERT %s: %s (run %s)", alert.kind, redact_urls_in(alert.message), alert.run_id
+        )
         for callback in list(callbacks):
             try:
                 callback(alert)

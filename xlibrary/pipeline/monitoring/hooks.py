@@ -190,39 +190,14 @@ class DashboardPublisher:
         self.client = client
 
     def run_started(self, record: RunRecord) -> None:
-        from .dashboard import RUNS_TOPIC
+        from .dashboard import RUNS_TOPIC, started_event
 
-        tasks = {name: {"state": "waiting"} for name in record.order}
-        self.client.log_event(
-            RUNS_TOPIC,
-            {
-                "run_id": record.run_id,
-                "pipeline": record.pipeline,
-                "status": str(record.status),
-                "started": record.started,
-                "tasks": tasks,
-            },
-        )
+        self.client.log_event(RUNS_TOPIC, started_event(record))
 
     def run_finished(self, result: PipelineResult) -> None:
-        from .dashboard import RUNS_TOPIC
+        from .dashboard import RUNS_TOPIC, finished_event
 
-        record = result.record
-        tasks = {
-            name: {"status": str(run.status), "duration": run.duration}
-            for name, run in record.tasks.items()
-        }
-        self.client.log_event(
-            RUNS_TOPIC,
-            {
-                "run_id": record.run_id,
-                "pipeline": record.pipeline,
-                "status": str(record.status),
-                "finished": record.finished,
-                "duration": record.duration,
-                "tasks": tasks,
-            },
-        )
+        self.client.log_event(RUNS_TOPIC, finished_event(result.record))
 
 
 def subscribe_metrics(client: Any, state: MonitoringHistory) -> None:

@@ -106,6 +106,10 @@ class MonitoringSession:
                 )
             except Exception as exc:  # a scheduler without xlibrary cannot load the page
                 logger.warning("could not add the Pipelines page to the dashboard: %s", exc)
+        else:  # a scheduler started with the page (`xlibrary-pipeline dashboard`, --preload)
+            from .dashboard import serves_pipelines
+
+            self._pages = serves_pipelines(client)
         if policy.enabled and policy.real_time:
             subscribe_metrics(client, self.history)
 
