@@ -119,7 +119,7 @@ def local_cases(repeat: int, fan: int, chain: int) -> list[tuple[str, float, flo
     with PipelineManager() as pm:
         from xlibrary.pipeline.backends.local import LocalBackend
 
-        backend = pm._backend(False)
+        backend = pm._backends.get("threads")
         assert isinstance(backend, LocalBackend)
         pool = backend.pool  # the same thread pool for raw Dask and the engine
 

@@ -56,7 +56,7 @@ def cache_hits(tasks: int, repeat: int, root: Path) -> None:
 
     with PipelineManager({"store": {"url": str(root / "hits")}}) as pm:
         plain, cached = build(False, pm), build(True, pm)
-        pool = pm._backend(False).pool
+        pool = pm._backends.get("threads").pool
 
         def raw() -> Any:
             graph = {(f"t{i}", "raw"): DaskTask((f"t{i}", "raw"), trivial, i) for i in range(tasks)}

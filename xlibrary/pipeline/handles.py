@@ -83,8 +83,8 @@ class RunTracker:
         """How the task ended, where the backend hands over outcomes (the embedded one): its
         state then reads as it will in the result (a cluster's stay ``finished``)."""
         status = getattr(outcome, "status", None)
-        if status in TASK_ENDED:
-            self.states[task] = TaskStatus(status)
+        if status in TASK_ENDED:  # a TaskStatus (the wrapper's outcomes use its members)
+            self.states[task] = status
 
     def close(self) -> None:
         pass

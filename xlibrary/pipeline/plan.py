@@ -22,7 +22,7 @@ import functools
 import logging
 import math
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .fingerprint import code_fingerprint, derive_key
 from .order import topological_order
@@ -65,10 +65,11 @@ class PlannedTask:
     retry: RetryPolicy | None
     timeout: float | None
     cache: CacheRule | None = None
+    name: str = field(init=False)
+    """The task's name (a field: read many times per run)."""
 
-    @property
-    def name(self) -> str:
-        return self.spec.name
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", self.spec.name)
 
 
 @dataclass(frozen=True)

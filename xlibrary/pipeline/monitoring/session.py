@@ -161,15 +161,15 @@ class MonitoringSession:
                     performance_report(record).save_html(filename)
 
     def _memory_limits(self, local: bool) -> Callable[[str | None], int | None]:
-        if local:
-            import psutil
-
-            total = int(psutil.virtual_memory().total)
-            return lambda worker: total
+        """The memory limit of each process that ran tasks, looked up when an alert asks."""
         limits: dict[str, int] | None = None
 
         def limit(worker: str | None) -> int | None:
             nonlocal limits
+            if local:
+                import psutil
+
+                return int(psutil.virtual_memory().total)
             if limits is None:
                 client = self._client
                 info = client.scheduler_info() if client is not None else {}
