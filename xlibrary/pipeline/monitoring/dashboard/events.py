@@ -14,6 +14,7 @@ RUNS_TOPIC = "xlibrary-runs"
 MAX_LINE = 300
 """Characters of an error line kept (the page and the JSON show one line, not an essay)."""
 
+
 def one_line(text: object, limit: int = MAX_LINE) -> str:
     """The first non-empty line of ``text``, URLs in it without their secrets, at most
     ``limit`` characters."""
