@@ -23,15 +23,23 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from .errors import PipelineDefinitionError, PipelineError
 from .present import STATUS_COLOURS, format_duration
 from .records import TaskRecord
 from .result import PipelineResult
+from .spec import Task
 
-if TYPE_CHECKING:
-    from .pipeline import Pipeline, Task
+
+class Pipeline(Protocol):
+    """What a picture reads of a pipeline: its name and its task specs in order."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def tasks(self) -> tuple[Task, ...]: ...
+
 
 __all__ = ["to_dot", "to_svg", "visualize"]
 
