@@ -32,6 +32,7 @@ __all__ = [
     "RecoveryPlan",
     "error_details",
     "intermediate_results",
+    "recent_results",
     "resume_plan",
     "retry_plan",
 ]
@@ -133,6 +134,21 @@ def _locations(runs: RunStore, record: RunRecord) -> dict[str, Restore]:
                 found[name] = Restore(run_id=source[4:], token=token)
             elif source.startswith("cache:"):
                 found[name] = Restore(cache_key=source[6:], token=token)
+    return found
+
+
+def recent_results(
+    runs: RunStore, pipeline: str, tasks: Collection[str], *, look_back: int = 20
+) -> dict[str, Restore]:
+    """Where the latest of the last ``look_back`` runs of ``pipeline`` that finished each of
+    ``tasks`` left its result (saved, or in the cache), for the tasks that have one."""
+    found: dict[str, Restore] = {}
+    for record in reversed(runs.recent_records(pipeline, look_back)):  # newest first
+        if all(name in found for name in tasks):
+            break
+        for name, where in _locations(runs, record).items():
+            if name in tasks:
+                found.setdefault(name, where)
     return found
 
 
