@@ -237,3 +237,36 @@ def test_pictures_show_the_outputs(monkeypatch: pytest.MonkeyPatch) -> None:
     svg = to_svg(p)
     assert "→ X_train, X_test, y_train, y_test" in svg
     assert svg.count('stroke-dasharray="4 3"') == 4  # one per output used
+
+
+def test_retry_and_resume_pick_outputs_from_the_saved_result(tmp_path: Any) -> None:
+    fixed = tmp_path / "fixed"
+    calls: list[str] = []
+    p = Pipeline("recover_outputs")
+
+    @p.task("split", outputs=["a", "b"])
+    def split() -> tuple[int, int]:
+        calls.append("split")
+        return 1, 2
+
+    @p.task("use", depends_on=["split.b"])
+    def use(b: int) -> int:
+        calls.append("use")
+        if not fixed.exists():
+            raise RuntimeError("not yet")
+        return b * 10
+
+    config = {"save_intermediate_results": True, "store": {"url": str(tmp_path / "store")}}
+    with PipelineManager(config) as pm:
+        assert pm.execute_pipeline(p).failed_task == "use"
+        fixed.touch()
+        retried = pm.retry_failed_task("recover_outputs", "use")
+        fixed.unlink()
+        assert pm.execute_pipeline(p).failed_task == "use"
+        fixed.touch()
+        resumed = pm.resume(p)
+    assert retried.success, retried.error
+    assert resumed.success, resumed.error
+    assert retried.final_result == resumed.final_result == 20
+    assert retried.tasks["split"].source is not None  # restored, not run again
+    assert calls.count("split") == 2  # the two full runs only

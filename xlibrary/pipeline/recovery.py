@@ -19,6 +19,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .compose import is_output
 from .errors import BadEntry, PipelineError, PipelineExecutionError, did_you_mean
 from .plan import Plan, Restore
 from .records import RunRecord
@@ -244,6 +245,10 @@ def _recovery(
         for dep in planned.spec.depends_on:
             if dep in restore or dep in force:
                 needed.add(dep)
+                continue
+            if is_output(by_name[dep].spec):  # picked again from its task's result
+                needed.add(dep)
+                force.add(dep)
                 continue
             task = record.tasks.get(dep)
             hint = (
