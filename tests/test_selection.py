@@ -4,6 +4,8 @@ the not selected tasks in results, status, records, tables and pictures; the com
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -292,3 +294,21 @@ def test_spaceflights_example() -> None:
     assert lines[3] == "Run from train_model: ran train_model, evaluate_model"
     assert lines[4] == "  input split_data: the result saved by the targeted run"
     assert lines[5].startswith("Reporting run: {'passenger_capacity_report': {")
+
+
+def test_readme_composing_and_selecting_example(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Composing and selecting", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    shown = re.findall(r"^(pm\.execute_pipeline\(.*\)\.final_result)  # (.*)$", code, re.M)
+    assert len(shown) == 4
+    for line, comment in shown:  # each line's comment starts with the value it shows
+        code = code.replace(f"{line}  # {comment}", f"print(repr({line}))")
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        env={**os.environ, "XLIBRARY_STORE": str(tmp_path / "store")},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    printed = proc.stdout.splitlines()
+    for (_, comment), value in zip(shown, printed, strict=True):
+        assert comment.startswith(value), (comment, value)

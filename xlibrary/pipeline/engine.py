@@ -210,11 +210,7 @@ class RunEngine:
 
     def _checked(self, plan: Plan, request: RunRequest) -> Selection | None:
         """Before a run: the pools its tasks use exist; the part of ``plan`` it runs."""
-        used: dict[str, list[str]] = {}
-        for planned in plan.tasks:
-            if planned.spec.pool is not None:
-                used.setdefault(planned.spec.pool, []).append(planned.name)
-        self.pools.check(used)
+        self.pools.check(plan.pools)
         if request.targets is None and request.from_tasks is None and request.tags is None:
             return None
         if request.recovery is not None:

@@ -89,6 +89,15 @@ class Plan:
         return any(planned.cache is not None for planned in self.tasks)
 
     @functools.cached_property
+    def pools(self) -> dict[str, list[str]]:
+        """The concurrency pools its tasks use, each with those tasks."""
+        used: dict[str, list[str]] = {}
+        for planned in self.tasks:
+            if planned.spec.pool is not None:
+                used.setdefault(planned.spec.pool, []).append(planned.name)
+        return used
+
+    @functools.cached_property
     def plain_steps(self) -> tuple[Step, ...]:
         """Every task runs: the steps of a run with nothing to look up or restore."""
         return tuple(Step(planned, Action.RUN, reason="not cached") for planned in self.tasks)
