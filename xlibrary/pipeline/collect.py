@@ -3,8 +3,9 @@
 Guarantees: every task of the plan appears in the result, in topological order, as
 succeeded, cached, failed or skipped; a task whose upstream did not succeed is reported as
 skipped with the failed task it goes back to, whatever the backend reported for it; a task
-no one needed (its dependents came from the cache) is skipped with that reason; ``error``
-belongs to the first failed task in topological order.
+no one needed (its dependents came from the cache) is skipped with that reason; a task the
+run's selection left out is ``not_selected``; ``error`` belongs to the first failed task in
+topological order.
 
 A run that stops before its end (cancelled, Ctrl-C, an error of the engine or the cluster)
 still ends its record: the tasks that finished keep their states, the others are
@@ -98,6 +99,10 @@ def collect(
             )  # fmt: skip
             continue
         if outcome is None:
+            if step.action is Action.UNSELECTED:  # the run's selection left it out
+                left_out = TaskStatus.NOT_SELECTED
+                tasks[name] = TaskRecord(name=name, status=left_out, reason=step.reason)
+                continue
             if stopped is not None and step.action is not Action.PRUNE:
                 tasks[name] = TaskRecord(name=name, status=TaskStatus.CANCELLED, reason=stopped)
             else:  # pruned: nothing needed it

@@ -33,9 +33,11 @@ from .errors import RunCancelled
 from .lower import lower
 from .outcome import Outcome
 from .plan import Action, Plan, Step, prepare_run
+from .pools import Pool
 from .records import RunRecord
 from .recovery import RecoveryPlan
 from .result import PipelineResult
+from .selection import Selection
 from .states import DONE, STALE, RunState, TaskStatus
 from .store import Cache, RunStore
 from .store.names import new_run_id  # the run id grammar lives beside its check
@@ -45,6 +47,8 @@ from .wrapper import Measures
 __all__ = ["Instruments", "RunObserver", "RunStorage", "execute", "new_run_id"]
 
 logger = logging.getLogger("xlibrary.pipeline")
+
+_LEFT_OUT = frozenset({Action.PRUNE, Action.UNSELECTED})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,22 +94,32 @@ def execute(
     run_id: str | None = None,
     listeners: Sequence[Listener] = (),
     cancel: threading.Event | None = None,
+    selection: Selection | None = None,
+    pools: Mapping[str, Pool] | None = None,
 ) -> PipelineResult:
     """Run ``plan`` on ``backend`` and return its result (see the module docstring).
 
     ``keep_results="final"`` brings back only the final tasks' results; the others are
     released as soon as no later task needs them. ``listeners`` hear of tasks starting and
     finishing (a progress bar, a run's status); once ``cancel`` is set no further task
-    starts, and RunCancelled is raised.
+    starts, and RunCancelled is raised. ``selection`` runs part of the plan (its targets,
+    from_tasks, tags); ``pools`` are the concurrency pools of tasks declared with ``pool=``.
     """
     storage = storage or RunStorage()
     restore = recovery.restore if recovery else None
     force = recovery.force if recovery else frozenset()
     targets = recovery.targets if recovery else None
     resumed_from = recovery.run_id if recovery else None
+    unselected: frozenset[str] = frozenset()
+    if selection is not None:  # part of the pipeline: its plan has the selection's sinks
+        plan, unselected = selection.plan, selection.unselected
+        restore, force, targets = selection.restore, selection.force, selection.targets
     run_id = run_id or new_run_id()
     started = time.time()
-    steps = prepare_run(plan, cache=storage.cache, restore=restore, force=force, targets=targets)
+    steps = prepare_run(
+        plan, cache=storage.cache, restore=restore, force=force, targets=targets,
+        unselected=unselected,
+    )  # fmt: skip
     if observers:
         record = started_record(plan, run_id, steps, started, resumed_from)
         for observer in observers:
@@ -113,7 +127,7 @@ def execute(
     measures = instruments.for_run(run_id) if instruments is not None else None
     watch = RunWatch(listeners, cancel) if listeners or cancel is not None else None
     if watch is not None:
-        watch.begin(sum(step.action is not Action.PRUNE for step in steps))
+        watch.begin(sum(step.action not in _LEFT_OUT for step in steps))
     outcomes: dict[str, Outcome] = {}
     wanted = set(targets or plan.sinks) if keep_results == "final" else None
     fetched: set[str] = set()  # tasks whose outcomes came back with their values
@@ -128,6 +142,7 @@ def execute(
                 save_results=storage.save_results,
                 known=outcomes,
                 measures=measures,
+                pools=pools,
             )
             restrictions = {
                 keys[s.name]: s.task.spec.resource_requirements
@@ -164,6 +179,7 @@ def execute(
                 restore={k: v for k, v in (restore or {}).items() if k not in stale},
                 force=set(force) | stale,
                 targets=targets,
+                unselected=unselected,
             )
         result = collect(
             plan, run_id, outcomes, steps, started=started, finished=time.time(),

@@ -9,7 +9,7 @@ import contextlib
 import dataclasses
 import logging
 import threading
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from .backends.factory import Backends
@@ -21,7 +21,7 @@ from .monitoring.session import MonitoringSession
 from .pipeline import Pipeline, declared_pipeline, pipeline_decorator
 from .plan import CacheExplanation, Plan, explain
 from .records import Alert, RunStatus
-from .recovery import ErrorDetails, error_details, intermediate_results, resume_plan, retry_plan
+from .recovery import ErrorDetails, error_details, intermediate_results
 from .result import PipelineResult
 from .settings import Settings, load_settings, without_effect
 from .spec import CachePolicy, option_decorator
@@ -97,28 +97,24 @@ class PipelineManager:
 
     # -- running ------------------------------------------------------------------------
     def execute_pipeline(
-        self,
-        pipeline: Pipeline | str,
-        parallel: bool = True,
-        *,
-        raise_on_failure: bool | None = None,
-        display_progress: bool | None = None,
-        show_intermediate: bool | None = None,
-    ) -> PipelineResult:
+        self, pipeline: Pipeline | str, parallel: bool = True, *,
+        raise_on_failure: bool | None = None, display_progress: bool | None = None,
+        show_intermediate: bool | None = None, targets: Iterable[str] | None = None,
+        from_tasks: Iterable[str] | None = None, tags: Iterable[str] | None = None,
+    ) -> PipelineResult:  # fmt: skip
         """Run ``pipeline`` once, as one Dask graph, and return its :class:`PipelineResult`.
 
         ``parallel=False`` runs one task at a time in this thread (a debugger works inside
         tasks). A failing task fails the run and skips the tasks downstream of it; independent
         branches run to the end. ``raise_on_failure`` (default: the config's ``debug_mode`` or
         ``raise_on_failure``) raises ``PipelineExecutionError`` instead. ``display_progress``
-        shows a progress bar; ``show_intermediate`` each task's result as it finishes."""
+        shows a progress bar; ``show_intermediate`` each task's result as it finishes.
+        ``targets``, ``from_tasks`` and ``tags`` run part of it (:mod:`~.selection`)."""
         return self._engine.run_interactive(
-            self._engine.resolve(pipeline),
-            parallel=parallel,
-            raise_on_failure=raise_on_failure,
-            display_progress=display_progress,
-            show_intermediate=show_intermediate,
-        )
+            self._engine.resolve(pipeline), parallel=parallel, raise_on_failure=raise_on_failure,
+            display_progress=display_progress, show_intermediate=show_intermediate,
+            targets=targets, from_tasks=from_tasks, tags=tags,
+        )  # fmt: skip
 
     def execute_distributed(
         self, pipeline: Pipeline | str, *, raise_on_failure: bool | None = None
@@ -128,11 +124,17 @@ class PipelineManager:
         target, request = self._engine.resolve(pipeline), RunRequest(backend="distributed")
         return self._engine.run(target, request, raise_on_failure=raise_on_failure)
 
-    def submit(self, pipeline: Pipeline | str, parallel: bool = True) -> RunHandle:
+    def submit(
+        self, pipeline: Pipeline | str, parallel: bool = True, *,
+        targets: Iterable[str] | None = None, from_tasks: Iterable[str] | None = None,
+        tags: Iterable[str] | None = None,
+    ) -> RunHandle:  # fmt: skip
         """Start a run and return its :class:`RunHandle` at once (``run_id``, ``status()``,
-        ``result(timeout=)``, ``cancel()``). The pipeline is checked before this returns."""
-        target = self._engine.resolve(pipeline)
-        return self._engine.submit(target, RunRequest(parallel=parallel))
+        ``result(timeout=)``, ``cancel()``). The pipeline (and the selection: ``targets``,
+        ``from_tasks``, ``tags``, as in :meth:`execute_pipeline`) is checked before this
+        returns."""
+        request = RunRequest(parallel=parallel, targets=targets, from_tasks=from_tasks, tags=tags)
+        return self._engine.submit(self._engine.resolve(pipeline), request)
 
     def handle(self, run_id: str) -> RunHandle | None:
         """The handle of a run of this manager (the last 1,000 are kept)."""
@@ -217,20 +219,15 @@ class PipelineManager:
         """Run ``task_name`` again from its saved inputs, then the tasks downstream of it; the
         tasks that succeeded in the failed run (or ``run_id``) are restored from the store.
         From a new process, pass the pipeline (``pipeline=``)."""
-        target = self._engine.resolve(pipeline if pipeline is not None else pipeline_name)
-        if task_name is None:
-            task_name = error_details(self.store, target.name).failed_task
-        recovery = retry_plan(self.store, self.plan(target), task_name, run_id)
-        return self._engine.run(target, RunRequest(parallel=parallel, recovery=recovery))
+        target = pipeline if pipeline is not None else pipeline_name
+        return self._engine.retry(target, task_name, run_id=run_id, parallel=parallel)
 
     def resume(
         self, pipeline: Pipeline | str, *, run_id: str | None = None, parallel: bool = True
     ) -> PipelineResult:
         """Continue the latest failed run of ``pipeline`` (or ``run_id``): run what did not
         finish, restoring what did from the store."""
-        target = self._engine.resolve(pipeline)
-        recovery = resume_plan(self.store, self.plan(target), run_id)
-        return self._engine.run(target, RunRequest(parallel=parallel, recovery=recovery))
+        return self._engine.resume(pipeline, run_id=run_id, parallel=parallel)
 
     # -- monitoring -----------------------------------------------------------------------
     def enable_monitoring(

@@ -24,6 +24,7 @@ import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
+from .compose import is_output, output_token
 from .fingerprint import code_fingerprint, derive_key
 from .order import topological_order
 from .pipeline import Pipeline
@@ -88,6 +89,15 @@ class Plan:
         return any(planned.cache is not None for planned in self.tasks)
 
     @functools.cached_property
+    def pools(self) -> dict[str, list[str]]:
+        """The concurrency pools its tasks use, each with those tasks."""
+        used: dict[str, list[str]] = {}
+        for planned in self.tasks:
+            if planned.spec.pool is not None:
+                used.setdefault(planned.spec.pool, []).append(planned.name)
+        return used
+
+    @functools.cached_property
     def plain_steps(self) -> tuple[Step, ...]:
         """Every task runs: the steps of a run with nothing to look up or restore."""
         return tuple(Step(planned, Action.RUN, reason="not cached") for planned in self.tasks)
@@ -119,7 +129,8 @@ def make_plan(
         if timeout == math.inf:  # the task's own "no limit"
             timeout = None
         rule = None
-        if caching.enabled and (spec.cache is not None or caching.cache_results):
+        cached = spec.cache is not None or caching.cache_results
+        if caching.enabled and cached and not is_output(spec):  # outputs: their task's entry
             policy = spec.cache
             rule = CacheRule(
                 key=policy.key if policy else None,
@@ -144,6 +155,8 @@ class Action(enum.StrEnum):
     """Use an outcome already in hand (from an earlier round of this run)."""
     PRUNE = "prune"
     """Nothing: no task that runs needs its result."""
+    UNSELECTED = "unselected"
+    """Nothing: the run's ``targets``, ``from_tasks`` or ``tags`` leave it out."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,13 +197,15 @@ def prepare_run(
     force: Collection[str] = (),
     targets: Collection[str] | None = None,
     explain: bool = False,
+    unselected: Collection[str] = (),
 ) -> tuple[Step, ...]:
     """Decide each task's :class:`Step` for one run, in topological order.
 
     ``known`` maps tasks whose outcome is in hand to their output token; ``restore`` says
     where earlier results lie; tasks in ``force`` run even when cached; ``targets`` (default:
     the sinks) are the tasks whose results the run must produce. With ``explain``, misses
-    say why (no entry, expired, code changed, inputs changed).
+    say why (no entry, expired, code changed, inputs changed). Tasks in ``unselected`` that
+    no task of the run needs are left out as UNSELECTED rather than PRUNE.
     """
     if not (known or restore or force or targets is not None) and (
         cache is None or not plan.has_cache_rules
@@ -212,6 +227,11 @@ def prepare_run(
                 reason=f"restored from run {source.run_id}",
             )  # fmt: skip
             tokens[name] = source.token
+            continue
+        if is_output(planned.spec):  # picks its part of its task's result: never looked up
+            token = tokens[planned.spec.depends_on[0]]
+            tokens[name] = None if token is None else output_token(token, name.rpartition(".")[2])
+            draft[name] = Step(planned, Action.RUN, reason="an output of its task")
             continue
         rule = planned.cache if cache is not None else None
         key = None
@@ -243,7 +263,9 @@ def prepare_run(
     steps: list[Step] = []
     for planned in reversed(plan.tasks):
         step = draft[planned.name]
-        if planned.name not in needed:
+        if planned.name in unselected and planned.name not in needed:
+            step = dataclasses.replace(step, action=Action.UNSELECTED, reason="not selected")
+        elif planned.name not in needed:
             step = dataclasses.replace(
                 step, action=Action.PRUNE, reason="not needed: the tasks using it have results"
             )

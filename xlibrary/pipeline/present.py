@@ -51,6 +51,7 @@ __all__ = [
     "result_html",
     "show",
     "show_task",
+    "status_words",
     "text_table",
 ]
 
@@ -64,8 +65,15 @@ STATUS_COLOURS: dict[TaskStatus | None, tuple[str, str]] = {
     TaskStatus.FAILED: ("#ffcdd2", "#c62828"),
     TaskStatus.SKIPPED: ("#eeeeee", "#757575"),
     TaskStatus.CANCELLED: ("#ffe0b2", "#e65100"),
+    TaskStatus.NOT_SELECTED: ("#fafafa", "#bdbdbd"),
 }
 """(fill, line) colour of each task status (``None``: not run yet), in pictures and tables."""
+
+
+def status_words(status: object) -> str:
+    """A task status as people read it: ``not selected`` for ``not_selected``."""
+    return str(status).replace("_", " ")
+
 
 _PREVIEW_CHARS = 200
 _FRAME_ROWS = 5
@@ -156,6 +164,8 @@ def _note(run: TaskRecord, results: Mapping[str, Any]) -> str | None:
         return f"not run: {because}" if because else "not run"
     if run.status is TaskStatus.CANCELLED:
         return run.reason or "not finished: the run was cancelled"
+    if run.status is TaskStatus.NOT_SELECTED:
+        return "not run: not selected"
     return None if run.name in results else "result not kept"
 
 
@@ -196,7 +206,7 @@ def _task_row_html(run: TaskRecord, results: Mapping[str, Any]) -> str:
     return (
         f"<tr><td><code>{html.escape(run.name)}</code></td>"
         f'<td><span style="background: {fill}; color: {line}; padding: 0 0.4em">'
-        f"{run.status}</span></td>"
+        f"{status_words(run.status)}</span></td>"
         f"<td>{format_duration(run.duration)}</td><td>{run.attempts}</td>"
         f'<td style="text-align: left">{preview}</td></tr>'
     )
@@ -213,7 +223,7 @@ def text_table(result: PipelineResult) -> str:
         note = _note(run, result.results)
         text = preview_text(result.results[run.name]) if note is None else _one_line(note, 80)
         duration = format_duration(run.duration)
-        rows.append((run.name, str(run.status), duration, str(run.attempts), text))
+        rows.append((run.name, status_words(run.status), duration, str(run.attempts), text))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = ["  ".join([*(row[i].ljust(widths[i]) for i in range(4)), row[4]]) for row in rows]
     return "\n".join([headline, *lines])

@@ -125,6 +125,11 @@ class Task:
     ``resource_requirements`` (``{"cpu_cores": 4, "memory_mb": 4096, "gpu": 1}``) is kept on
     the spec for the resource-aware scheduler. ``cache`` caches the result
     (``@pm.cache_result``); ``monitor`` measures it closely (``@pm.track_performance``).
+    ``tags`` let a run select the task (``tags=["reporting"]``); ``pool`` names a concurrency
+    pool of the config's ``pools`` that limits how many of its tasks run at once; ``outputs``
+    names the parts of a tuple or mapping result, each a dependency of its own
+    (``"split.X_train"``); ``namespace`` is set on the tasks of a pipeline included under one
+    (:meth:`~xlibrary.pipeline.Pipeline.include`).
     """
 
     name: str
@@ -136,6 +141,10 @@ class Task:
     cache: CachePolicy | None = None
     monitor: bool | None = None
     description: str | None = field(default=None, compare=False)
+    tags: frozenset[str] = frozenset()
+    pool: str | None = None
+    outputs: tuple[str, ...] | None = None
+    namespace: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -165,6 +174,7 @@ class Task:
             doc = inspect.getdoc(self.func) if inspect.isfunction(self.func) else None
             object.__setattr__(self, "description", doc.splitlines()[0] if doc else None)
         _check_signature(self.name, self.func, depends_on)
+        _check_shape(self)
 
     @property
     def function_name(self) -> str:
@@ -198,6 +208,61 @@ def _normalize_depends_on(name: str, depends_on: Any) -> tuple[str, ...]:
             )
         seen.add(dep)
     return deps
+
+
+def _check_shape(task: Task) -> None:
+    """The fields of pipeline shape: tags, pool, outputs, namespace (normalised in place)."""
+    name = task.name
+    tags: Any = task.tags
+    tags = frozenset((tags,) if isinstance(tags, str) else _strings(name, "tags", tags))
+    object.__setattr__(task, "tags", tags)
+    if task.pool is not None and (not isinstance(task.pool, str) or not task.pool.strip()):
+        raise PipelineDefinitionError(
+            f"task {name!r}: pool must be the name of a pool of the config's pools, such as "
+            f'pool="database", got {task.pool!r}'
+        )
+    if task.outputs is not None:
+        outputs: Any = task.outputs
+        outputs = (outputs,) if isinstance(outputs, str) else _strings(name, "outputs", outputs)
+        if not outputs:
+            raise PipelineDefinitionError(
+                f"task {name!r}: outputs=[] names no output; name each part of the result "
+                '(outputs=["X_train", "X_test"]), or leave outputs out'
+            )
+        for output in outputs:
+            if "." in output or output != output.strip():
+                raise PipelineDefinitionError(
+                    f"task {name!r}: the output name {output!r} cannot hold a '.' or spaces "
+                    f'at its ends: a dependency names it as "{name}.<output>"'
+                )
+            if outputs.count(output) > 1:
+                raise PipelineDefinitionError(
+                    f"task {name!r} lists the output {output!r} twice; name each output once"
+                )
+            check_name("task", f"{name}.{output}")
+        object.__setattr__(task, "outputs", outputs)
+    namespace = task.namespace
+    if namespace is not None and (
+        not isinstance(namespace, str) or not name.startswith(namespace + ".")
+    ):
+        raise PipelineDefinitionError(
+            f"task {name!r}: namespace {namespace!r} must be the start of its name, before a "
+            "'.'; Pipeline.include(other, namespace=...) sets both"
+        )
+
+
+def _strings(name: str, what: str, values: Any) -> tuple[str, ...]:
+    if not isinstance(values, Iterable) or isinstance(values, Mapping):
+        raise PipelineDefinitionError(
+            f"task {name!r}: {what} must be a list of names, got {values!r}"
+        )
+    out = tuple(values)
+    for value in out:
+        if not isinstance(value, str) or not value.strip():
+            raise PipelineDefinitionError(
+                f"task {name!r}: {what} must hold non-empty strings, got {value!r}"
+            )
+    return out
 
 
 def check_name(kind: str, name: str) -> None:

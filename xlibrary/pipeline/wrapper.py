@@ -2,7 +2,8 @@
 
 :class:`TaskWrapper` does what Dask does not: retries with backoff and an exception filter, a
 per-attempt timeout, timing, the cache (look up, then save) and saving intermediate results,
-and turning an exception into a failed :class:`~.outcome.Outcome`. It never raises, so one
+a place in a concurrency pool around each attempt (:mod:`~.pools`), and turning an exception
+into a failed :class:`~.outcome.Outcome`. It never raises, so one
 failing task cannot abort the graph: tasks downstream of it see the failure and return a
 skipped outcome without calling their function, and independent branches run to the end.
 With no retry, timeout, cache or saving it costs two clock reads and one small object per
@@ -36,11 +37,12 @@ from typing import Any
 
 import cloudpickle
 
-from .errors import ClusterError, SerializationError, TaskTimeoutError
+from .errors import ClusterError, SerializationError, TaskOutputError, TaskTimeoutError
 from .fingerprint import UnhashableInput, derive_key, input_token
 from .loaders import quietly
 from .outcome import Failure, Outcome
 from .pipeline import RetryPolicy
+from .pools import Pool
 from .states import DONE, TaskStatus
 from .store import Cache, RunStore
 from .taskmetrics import TaskContext, current_task, rss_bytes, sampler, summarize
@@ -108,7 +110,7 @@ def _where() -> str:
 class TaskWrapper:
     """The callable each Dask task runs: one pipeline task with its policy."""
 
-    __slots__ = ("func", "measures", "name", "retry", "storage", "timeout")
+    __slots__ = ("func", "measures", "name", "pool", "retry", "storage", "timeout")
 
     def __init__(
         self,
@@ -119,6 +121,7 @@ class TaskWrapper:
         timeout: float | None = None,
         storage: TaskStorage | None = None,
         measures: Measures | None = None,
+        pool: Pool | None = None,
     ) -> None:
         self.name = name
         self.func = func
@@ -126,6 +129,7 @@ class TaskWrapper:
         self.timeout = timeout
         self.storage = storage
         self.measures = measures
+        self.pool = pool
 
     def __reduce__(self) -> tuple[Any, ...]:
         # The user's code (the function, and the retry policy whose exception classes may be
@@ -136,7 +140,8 @@ class TaskWrapper:
         # and the cause, instead of the worker's connection breaking and the run hanging.
         func = self.func
         code = func.payload if type(func) is _Unloadable else cloudpickle.dumps((func, self.retry))
-        return (_wrapper_from, (self.name, code, self.timeout, self.storage, self.measures))
+        state = (self.name, code, self.timeout, self.storage, self.measures, self.pool)
+        return (_wrapper_from, state)
 
     def __repr__(self) -> str:
         return f"TaskWrapper({self.name!r})"
@@ -158,6 +163,7 @@ class TaskWrapper:
             and self.retry is None
             and self.timeout is None
             and self.measures is None
+            and self.pool is None
         ):
             try:
                 value = self.func(*args)
@@ -282,7 +288,9 @@ class TaskWrapper:
         while True:
             attempt += 1
             try:
-                if self.timeout is None:
+                if self.pool is not None:
+                    value = _call_in_pool(self.func, args, self.timeout, self.name, self.pool)
+                elif self.timeout is None:
                     value = self.func(*args)
                 else:
                     value = _call_with_timeout(self.func, args, self.timeout, self.name)
@@ -293,6 +301,7 @@ class TaskWrapper:
                     retry is None
                     or attempt > retry.max_retries
                     or not isinstance(exc, retry.retry_on)
+                    or isinstance(exc, TaskOutputError)  # the same function returns the same
                 ):
                     failure = Failure.from_exception(self.name, exc)
                     return Outcome(
@@ -343,6 +352,7 @@ def _wrapper_from(
     timeout: float | None,
     storage: TaskStorage | None,
     measures: Measures | None,
+    pool: Pool | None = None,
 ) -> TaskWrapper:
     """A pickled TaskWrapper, with its code loaded if it can be here (see its __reduce__)."""
     try:
@@ -350,8 +360,9 @@ def _wrapper_from(
     except Exception as exc:  # ModuleNotFoundError mostly; AttributeError for a renamed function
         func, retry = _Unloadable(name, code, exc), None
     return TaskWrapper(
-        name=name, func=func, retry=retry, timeout=timeout, storage=storage, measures=measures
-    )
+        name=name, func=func, retry=retry, timeout=timeout, storage=storage, measures=measures,
+        pool=pool,
+    )  # fmt: skip
 
 
 class _Unloadable:
@@ -376,23 +387,51 @@ class _Unloadable:
         ) from error
 
 
-def _call_with_timeout(func: Callable[..., Any], args: list[Any], timeout: float, name: str) -> Any:
+def _call_in_pool(
+    func: Callable[..., Any], args: list[Any], timeout: float | None, name: str, pool: Pool
+) -> Any:
+    """Call ``func`` holding a place in ``pool`` (see :mod:`~.pools`)."""
+    if timeout is not None:
+        return _call_with_timeout(func, args, timeout, name, pool)
+    pool.acquire()
+    try:
+        return func(*args)
+    finally:
+        pool.release()
+
+
+def _call_with_timeout(
+    func: Callable[..., Any], args: list[Any], timeout: float, name: str, pool: Pool | None = None
+) -> Any:
     """Run ``func`` in a helper thread and stop waiting after ``timeout`` seconds.
 
     Python cannot kill a thread: on timeout the helper (a daemon thread) runs on until the
-    function returns, and its result is thrown away.
+    function returns, and its result is thrown away. With a ``pool``, the helper takes its
+    place first (the wait does not count against ``timeout``) and gives it back when the
+    function returns.
     """
     box: list[tuple[bool, Any]] = []
     context = contextvars.copy_context()
+    placed = threading.Event()
 
     def target() -> None:
         try:
-            box.append((True, context.run(func, *args)))
+            if pool is not None:
+                pool.acquire()
+            placed.set()
+            try:
+                box.append((True, context.run(func, *args)))
+            finally:
+                if pool is not None:
+                    pool.release()
         except BaseException as exc:
             box.append((False, exc))
+            placed.set()
 
     thread = threading.Thread(target=target, name=f"xlibrary-task-{name}", daemon=True)
     thread.start()
+    if pool is not None:
+        placed.wait()
     thread.join(timeout)
     if thread.is_alive():
         raise TaskTimeoutError(

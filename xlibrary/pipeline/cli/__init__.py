@@ -4,7 +4,9 @@
 pipeline's name or its variable name when the file holds several), runs it and prints each
 task's state and the final result. The file's own ``PipelineManager`` is used when it defines
 exactly one; ``--config``/``--store``/``--scheduler`` make a new one instead. A progress bar
-shows on stderr when it is a terminal (``--progress``/``--no-progress`` decide).
+shows on stderr when it is a terminal (``--progress``/``--no-progress`` decide). ``--target``,
+``--from`` and ``--tag`` (each repeatable) run part of the pipeline, as ``targets=``,
+``from_tasks=`` and ``tags=`` do.
 
 ``xlibrary-pipeline deploy render [--config FILE] [-o DIR]`` writes the Kubernetes manifests of
 a config (default ``DIR/config.json``) into ``DIR`` (default ``deploy/kubernetes``): the
@@ -93,6 +95,14 @@ def _parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         help="show a progress bar on stderr (default: when stderr is a terminal)",
     )
+    for flag, dest, metavar, what in (
+        ("--target", "targets", "TASK", "run only what TASK needs"),
+        ("--from", "from_tasks", "TASK", "run TASK and what is downstream of it"),
+        ("--tag", "tags", "TAG", "run only the tasks declared with TAG"),
+    ):
+        run.add_argument(
+            flag, dest=dest, action="append", metavar=metavar, help=what + " (repeatable)"
+        )
     run.set_defaults(handler=_commands.run, command_parser=run)
 
     deploy = commands.add_parser("deploy", help="Kubernetes manifests of a config")

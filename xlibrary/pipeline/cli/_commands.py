@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..manager import PipelineManager
+from ..present import status_words
 from ..redact import redact_url
 from ..result import PipelineResult
 from ..settings import load_settings
@@ -48,6 +49,9 @@ def run(args: argparse.Namespace) -> int:
             parallel=not args.sequential,
             raise_on_failure=False,
             display_progress=progress,
+            targets=args.targets,
+            from_tasks=args.from_tasks,
+            tags=args.tags,
         )
     finally:
         if own:
@@ -227,7 +231,7 @@ def _report(result: PipelineResult) -> None:
         duration = f"{run.duration:.3f}s" if run.duration is not None else "-"
         extra = f"  (after {run.skipped_because!r} failed)" if run.skipped_because else ""
         attempts = f"  {run.attempts} attempts" if run.attempts > 1 else ""
-        print(f"  {name:<{width}}  {run.status:<9}  {duration:>8}{attempts}{extra}")
+        print(f"  {name:<{width}}  {status_words(run.status):<9}  {duration:>8}{attempts}{extra}")
     if result.success:
         print("final result:")
         print(_format(result.final_result))
