@@ -28,7 +28,7 @@ import contextvars
 import inspect
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, Unpack, overload
 
 from .compose import Inclusion, check_inclusion, included_params, included_tasks, with_outputs
 from .errors import DuplicateTaskError, PipelineDefinitionError, did_you_mean
@@ -37,6 +37,7 @@ from .spec import (
     CachePolicy,
     RetryPolicy,
     Task,
+    TaskOptions,
     check_name,
     default_name,
     options_generation,
@@ -103,28 +104,19 @@ class Pipeline:
         self,
         name: str | None = None,
         depends_on: Iterable[str] | str = (),
-        *,
-        timeout: float | None = None,
-        resource_requirements: Mapping[str, float] | None = None,
-        tags: Iterable[str] | str = (),
-        pool: str | None = None,
-        outputs: Iterable[str] | None = None,
+        **options: Unpack[TaskOptions],
     ) -> Callable[[F], F]: ...
     def task(
         self,
         name: str | Callable[..., Any] | None = None,
         depends_on: Iterable[str] | str = (),
-        *,
-        timeout: float | None = None,
-        resource_requirements: Mapping[str, float] | None = None,
-        tags: Iterable[str] | str = (),
-        pool: str | None = None,
-        outputs: Iterable[str] | None = None,
+        **options: Unpack[TaskOptions],
     ) -> Any:
         """Register the decorated function as a task and return it unchanged.
 
-        ``name`` defaults to the function's name; ``@pipeline.task`` also works bare. For
-        ``tags``, ``pool`` and ``outputs`` see :class:`~xlibrary.pipeline.spec.Task`.
+        ``name`` defaults to the function's name; ``@pipeline.task`` also works bare. The
+        keywords (``timeout``, ``resource_requirements``, ``tags``, ``pool``, ``outputs``) are
+        :class:`~xlibrary.pipeline.spec.TaskOptions`: fields of the task's spec.
         """
         if callable(name):
             return self.task()(name)
@@ -134,11 +126,7 @@ class Pipeline:
                 func,
                 name=name if name is not None else default_name(func),
                 depends_on=depends_on,
-                timeout=timeout,
-                resource_requirements=resource_requirements,
-                tags=tags,
-                pool=pool,
-                outputs=outputs,
+                **options,
             )
             return func
 
@@ -420,22 +408,12 @@ def task(name: F, /) -> F: ...
 def task(
     name: str | None = None,
     depends_on: Iterable[str] | str = (),
-    *,
-    timeout: float | None = None,
-    resource_requirements: Mapping[str, float] | None = None,
-    tags: Iterable[str] | str = (),
-    pool: str | None = None,
-    outputs: Iterable[str] | None = None,
+    **options: Unpack[TaskOptions],
 ) -> Callable[[F], F]: ...
 def task(
     name: str | Callable[..., Any] | None = None,
     depends_on: Iterable[str] | str = (),
-    *,
-    timeout: float | None = None,
-    resource_requirements: Mapping[str, float] | None = None,
-    tags: Iterable[str] | str = (),
-    pool: str | None = None,
-    outputs: Iterable[str] | None = None,
+    **options: Unpack[TaskOptions],
 ) -> Any:
     """Register a task in the pipeline being built by a ``@pm.pipeline(...)`` builder.
 
@@ -457,10 +435,7 @@ def task(
         )
     if callable(name):
         return pipeline.task(name)
-    return pipeline.task(
-        name, depends_on, timeout=timeout, resource_requirements=resource_requirements,
-        tags=tags, pool=pool, outputs=outputs,
-    )  # fmt: skip
+    return pipeline.task(name, depends_on, **options)
 
 
 def pipeline_decorator(name: str | Callable[[], Any] | None, known: dict[str, Pipeline]) -> Any:

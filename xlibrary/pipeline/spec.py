@@ -16,7 +16,7 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from .errors import PipelineDefinitionError, TaskSignatureError
 from .store.names import name_problem
@@ -25,6 +25,7 @@ __all__ = [
     "CachePolicy",
     "RetryPolicy",
     "Task",
+    "TaskOptions",
     "check_name",
     "default_name",
     "option_decorator",
@@ -42,6 +43,17 @@ _options: weakref.WeakKeyDictionary[Callable[..., Any], dict[str, Any]] = (
 )
 _options_generation = 0
 _options_lock = threading.Lock()
+
+
+class TaskOptions(TypedDict, total=False):
+    """The keywords ``@pipeline.task(...)`` and the builder's ``task(...)`` take, besides the
+    name and ``depends_on``: each is a field of :class:`Task` (see there)."""
+
+    timeout: float | None
+    resource_requirements: Mapping[str, float] | None
+    tags: Iterable[str] | str
+    pool: str | None
+    outputs: Iterable[str] | None
 
 
 @dataclass(frozen=True)
