@@ -23,10 +23,13 @@ from __future__ import annotations
 import logging
 
 from ._version import __version__
+from .datasets import Catalog, Dataset
 from .errors import (
     BadEntry,
     ClusterError,
     ConfigError,
+    DatasetError,
+    DatasetNotFoundError,
     DependencyCycleError,
     DuplicateTaskError,
     EmptyPipelineError,
@@ -45,6 +48,7 @@ from .errors import (
     TaskError,
     TaskSignatureError,
     TaskTimeoutError,
+    UnknownDatasetError,
     UnknownDependencyError,
     ValidationError,
 )
@@ -69,8 +73,12 @@ __all__ = [
     "BadEntry",
     "CacheExplanation",
     "CachePolicy",
+    "Catalog",
     "ClusterError",
     "ConfigError",
+    "Dataset",
+    "DatasetError",
+    "DatasetNotFoundError",
     "DependencyCycleError",
     "DuplicateTaskError",
     "EmptyPipelineError",
@@ -110,6 +118,7 @@ __all__ = [
     "TaskState",
     "TaskStatus",
     "TaskTimeoutError",
+    "UnknownDatasetError",
     "UnknownDependencyError",
     "ValidationError",
     "__version__",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,11 +22,12 @@ from .backends.factory import Backends
 from .errors import PipelineDefinitionError, PipelineError, did_you_mean
 from .execute import RunObserver, RunStorage, execute
 from .handles import RunHandle, RunRegistry
+from .inputs import RunInputs, bind_run
 from .monitoring.progress import Progress
 from .monitoring.progress import wanted as progress_wanted
 from .monitoring.session import MonitoringSession
 from .pipeline import Pipeline
-from .plan import Plan, make_plan
+from .plan import CacheExplanation, Plan, explain, make_plan
 from .present import NotebookRun
 from .records import RunStatus
 from .recovery import RecoveryPlan
@@ -55,6 +56,10 @@ class RunRequest:
     listeners: Sequence[Listener] = field(default_factory=tuple)
     keep_results: str | None = None
     """What a cluster sends back when the settings do not say (``all`` or ``final``)."""
+    params: Mapping[str, Any] | None = None
+    """Parameter values for this run, over the functions' defaults and the pipeline's."""
+    refresh: bool | str | Collection[str] | None = None
+    """Tasks that run and rewrite their cache entries even when cached (``True``: all)."""
 
 
 class RunEngine:
@@ -115,6 +120,13 @@ class RunEngine:
         self._plans[pipeline] = (version, plan)
         return plan
 
+    def explain(
+        self, pipeline: Pipeline, cache: Cache | None, params: Mapping[str, Any] | None
+    ) -> dict[str, CacheExplanation]:
+        """What the cache would do for each task of a run of ``pipeline`` with ``params``."""
+        plan = self.plan(pipeline)
+        return explain(plan, cache, bind_run(plan, params))
+
     def run(
         self, pipeline: Pipeline, request: RunRequest, *, raise_on_failure: bool | None = None
     ) -> PipelineResult:
@@ -124,7 +136,8 @@ class RunEngine:
         plan = self.plan(pipeline)
         self.known[pipeline.name] = pipeline  # the latest pipeline run under a name
         handle = RunHandle(pipeline.name, new_run_id(), [t.name for t in plan.tasks])
-        result = self.registry.run_here(handle, lambda h: self._execute(plan, request, h))
+        inputs = self._inputs(plan, request, handle)
+        result = self.registry.run_here(handle, lambda h: self._execute(plan, request, h, inputs))
         pipeline._remember(result)  # its picture shows how this run went
         if raise_on_failure is None:
             raise_on_failure = self.settings.debug_mode or self.settings.raise_on_failure
@@ -140,6 +153,8 @@ class RunEngine:
         raise_on_failure: bool | None,
         display_progress: bool | None,
         show_intermediate: bool | None,
+        params: Mapping[str, Any] | None = None,
+        refresh: bool | str | Collection[str] | None = None,
     ) -> PipelineResult:
         """A run with the conveniences of terminals and notebooks: a progress bar, each
         task's result shown as it finishes, the result table (see ``execute_pipeline``)."""
@@ -154,7 +169,10 @@ class RunEngine:
             listeners.append(Progress(pipeline.name))
         # asked for in this call, a cluster sends every result back (unless the config says)
         keep = "all" if show_intermediate and not settings.keep_results else None
-        request = RunRequest(parallel=parallel, listeners=listeners, keep_results=keep)
+        request = RunRequest(
+            parallel=parallel, listeners=listeners, keep_results=keep, params=params,
+            refresh=refresh,
+        )  # fmt: skip
         result = self.run(pipeline, request, raise_on_failure=raise_on_failure)
         notebook.after(result)
         return result
@@ -163,10 +181,32 @@ class RunEngine:
         """Start a run on the registry's pool and return its handle at once."""
         plan = self.plan(pipeline)
         handle = RunHandle(pipeline.name, new_run_id(), [t.name for t in plan.tasks])
-        self.registry.submit(handle, lambda h: self._execute(plan, request, h))
+        inputs = self._inputs(plan, request, handle)
+        self.registry.submit(handle, lambda h: self._execute(plan, request, h, inputs))
         return handle
 
-    def _execute(self, plan: Plan, request: RunRequest, handle: RunHandle) -> PipelineResult:
+    def _inputs(self, plan: Plan, request: RunRequest, handle: RunHandle) -> RunInputs:
+        """The run's parameter values and refreshed tasks, checked before it starts; a retry
+        or resume uses the values of the run it continues, unless given others."""
+        params = request.params
+        if params is None and request.recovery is not None:
+            params = self._params_of(request.recovery.run_id)
+        inputs = bind_run(plan, params, refresh=request.refresh, guard=self.settings.debug_mode)
+        handle.params = inputs.values or None
+        return inputs
+
+    def _params_of(self, run_id: str) -> Mapping[str, Any] | None:
+        """The parameter values run ``run_id`` used: as they were, when it ran here; as its
+        record keeps them (a value JSON cannot hold, as its repr) otherwise."""
+        handle = self.registry.get(run_id)
+        if handle is not None:
+            return handle.params
+        record = self._store().find_record(run_id)
+        return None if record is None else record.params
+
+    def _execute(
+        self, plan: Plan, request: RunRequest, handle: RunHandle, inputs: RunInputs | None = None
+    ) -> PipelineResult:
         backend = self.backends.get(request.backend)
         local = backend.name == "threads" or not request.parallel
         preflight(
@@ -192,6 +232,7 @@ class RunEngine:
             run_id=handle.run_id,
             listeners=[*request.listeners, handle.tracker],
             cancel=handle.cancel_event,
+            inputs=inputs,
         )
 
     def _warn_once(self, marker: tuple[str, str, str], message: str) -> None:

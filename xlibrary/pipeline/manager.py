@@ -19,7 +19,7 @@ from .handles import RunHandle
 from .monitoring.report import MonitoringDashboard, PerformanceReport
 from .monitoring.session import MonitoringSession
 from .pipeline import Pipeline, declared_pipeline, pipeline_decorator
-from .plan import CacheExplanation, Plan, explain
+from .plan import CacheExplanation, Plan
 from .records import Alert, RunStatus
 from .recovery import ErrorDetails, error_details, intermediate_results, resume_plan, retry_plan
 from .result import PipelineResult
@@ -104,6 +104,8 @@ class PipelineManager:
         raise_on_failure: bool | None = None,
         display_progress: bool | None = None,
         show_intermediate: bool | None = None,
+        params: Mapping[str, Any] | None = None,
+        refresh: bool | str | Collection[str] | None = None,
     ) -> PipelineResult:
         """Run ``pipeline`` once, as one Dask graph, and return its :class:`PipelineResult`.
 
@@ -111,14 +113,13 @@ class PipelineManager:
         tasks). A failing task fails the run and skips the tasks downstream of it; independent
         branches run to the end. ``raise_on_failure`` (default: the config's ``debug_mode`` or
         ``raise_on_failure``) raises ``PipelineExecutionError`` instead. ``display_progress``
-        shows a progress bar; ``show_intermediate`` each task's result as it finishes."""
+        shows a progress bar; ``show_intermediate`` each task's result as it finishes. ``params``:
+        the tasks' keyword-only parameters; ``refresh`` (True, task names): recompute those."""
         return self._engine.run_interactive(
-            self._engine.resolve(pipeline),
-            parallel=parallel,
-            raise_on_failure=raise_on_failure,
-            display_progress=display_progress,
-            show_intermediate=show_intermediate,
-        )
+            self._engine.resolve(pipeline), parallel=parallel, raise_on_failure=raise_on_failure,
+            display_progress=display_progress, show_intermediate=show_intermediate,
+            params=params, refresh=refresh,
+        )  # fmt: skip
 
     def execute_distributed(
         self, pipeline: Pipeline | str, *, raise_on_failure: bool | None = None
@@ -128,11 +129,13 @@ class PipelineManager:
         target, request = self._engine.resolve(pipeline), RunRequest(backend="distributed")
         return self._engine.run(target, request, raise_on_failure=raise_on_failure)
 
-    def submit(self, pipeline: Pipeline | str, parallel: bool = True) -> RunHandle:
-        """Start a run and return its :class:`RunHandle` at once (``run_id``, ``status()``,
-        ``result(timeout=)``, ``cancel()``). The pipeline is checked before this returns."""
-        target = self._engine.resolve(pipeline)
-        return self._engine.submit(target, RunRequest(parallel=parallel))
+    def submit(
+        self, pipeline: Pipeline | str, parallel: bool = True, *,
+        params: Mapping[str, Any] | None = None, refresh: bool | Collection[str] | None = None,
+    ) -> RunHandle:  # fmt: skip
+        """Start a run; return its :class:`RunHandle` once the pipeline and ``params`` check."""
+        request = RunRequest(parallel=parallel, params=params, refresh=refresh)
+        return self._engine.submit(self._engine.resolve(pipeline), request)
 
     def handle(self, run_id: str) -> RunHandle | None:
         """The handle of a run of this manager (the last 1,000 are kept)."""
@@ -178,9 +181,11 @@ class PipelineManager:
         """The result cache, or ``None`` when ``caching.enabled`` is off."""
         return cache_of(self.settings, self._default_store)
 
-    def explain_cache(self, pipeline: Pipeline | str) -> dict[str, CacheExplanation]:
-        """For each task: would the next run take it from the cache, and if not, why."""
-        return explain(self.plan(pipeline), self.cache)
+    def explain_cache(
+        self, pipeline: Pipeline | str, *, params: Mapping[str, Any] | None = None
+    ) -> dict[str, CacheExplanation]:
+        """Per task: would the next run (with ``params``) hit the cache; if not, why not."""
+        return self._engine.explain(self._engine.resolve(pipeline), self.cache, params)
 
     def clear_cache(
         self, pipeline: Pipeline | str | None = None, *, task: str | None = None
@@ -301,10 +306,8 @@ class PipelineManager:
 
     # -- lifetime -----------------------------------------------------------------------
     def close(self) -> None:
-        """Close what this manager started: thread pools, its LocalCluster and client.
-
-        A ``Client`` handed in by the user stays open. Closing twice is harmless.
-        """
+        """Close what this manager started: thread pools, its LocalCluster and client. A
+        ``Client`` handed in by the user stays open. Closing twice is harmless."""
         self._closed = True
         self._engine.close()
         self._backends.close()
@@ -313,9 +316,8 @@ class PipelineManager:
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Tasks often call pm.log_metric(...) through a global or a closure, so cloudpickle
-        # ships the manager with them: it travels as its settings, and on the other side is
-        # a manager of the same settings that has started nothing (one per process, closed
-        # when the process exits).
+        # ships the manager with them: it travels as its settings, and becomes a manager of
+        # the same settings that has started nothing (one per process, closed at its exit).
         return (_manager_for, (self.settings,))
 
     def __enter__(self) -> PipelineManager:

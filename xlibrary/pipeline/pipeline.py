@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from .errors import DuplicateTaskError, PipelineDefinitionError, did_you_mean
 from .order import topological_order, validate
+from .params import check_params
+from .sources import PipelineData, with_catalog
 from .spec import (
     CachePolicy,
     RetryPolicy,
@@ -63,8 +65,9 @@ __all__ = [
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class Pipeline:
-    """A named set of tasks and their dependencies.
+class Pipeline(PipelineData):
+    """A named set of tasks and their dependencies; its parameters, datasets and catalog are
+    declared with the methods of :class:`~.sources.PipelineData`.
 
     >>> p = Pipeline("numbers")
     >>> @p.task("one")
@@ -77,7 +80,13 @@ class Pipeline:
     ['one', 'two']
     """
 
-    def __init__(self, name: str, *, description: str | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        description: str | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> None:
         if not isinstance(name, str) or not name.strip():
             raise PipelineDefinitionError(
                 f'a pipeline name must be a non-empty string, got {name!r}; Pipeline("etl")'
@@ -89,6 +98,8 @@ class Pipeline:
         self._version = 0
         self._merged: tuple[tuple[int, int], dict[str, Task]] | None = None
         self._last_run: tuple[int, PipelineResult] | None = None
+        self._params = check_params(params, f"pipeline {name!r}")
+        self._catalog = None
         _declared[name] = self
 
     # -- declaring ----------------------------------------------------------------------
@@ -102,6 +113,9 @@ class Pipeline:
         *,
         timeout: float | None = None,
         resource_requirements: Mapping[str, float] | None = None,
+        save_to: str | None = None,
+        versioned: bool = False,
+        cache: CachePolicy | bool | None = None,
     ) -> Callable[[F], F]: ...
     def task(
         self,
@@ -110,10 +124,17 @@ class Pipeline:
         *,
         timeout: float | None = None,
         resource_requirements: Mapping[str, float] | None = None,
+        save_to: str | None = None,
+        versioned: bool = False,
+        cache: CachePolicy | bool | None = None,
     ) -> Any:
         """Register the decorated function as a task and return it unchanged.
 
-        ``name`` defaults to the function's name; ``@pipeline.task`` also works bare.
+        ``name`` defaults to the function's name; ``@pipeline.task`` also works bare. The
+        function's keyword-only parameters are pipeline parameters (:mod:`~.params`).
+        ``save_to`` writes the result to that fsspec URL after the task succeeds
+        (``versioned=True``: each run's copy under its run id); ``cache=False`` never caches
+        the task, ``cache=True`` always does (under a derived key).
         """
         if callable(name):
             return self.task()(name)
@@ -125,6 +146,9 @@ class Pipeline:
                 depends_on=depends_on,
                 timeout=timeout,
                 resource_requirements=resource_requirements,
+                save_to=save_to,
+                versioned=versioned,
+                cache=CachePolicy() if cache is True else cache,
             )
             return func
 
@@ -297,6 +321,8 @@ class Pipeline:
         merged = self._merged
         if merged is None or merged[0] != (self._version, generation):
             specs = {name: with_options(task) for name, task in self._tasks.items()}
+            if self._catalog is not None:
+                specs = with_catalog(specs, self._catalog)
             merged = self._merged = ((self._version, generation), specs)
         return merged[1]
 
@@ -338,6 +364,9 @@ def task(
     *,
     timeout: float | None = None,
     resource_requirements: Mapping[str, float] | None = None,
+    save_to: str | None = None,
+    versioned: bool = False,
+    cache: CachePolicy | bool | None = None,
 ) -> Callable[[F], F]: ...
 def task(
     name: str | Callable[..., Any] | None = None,
@@ -345,6 +374,9 @@ def task(
     *,
     timeout: float | None = None,
     resource_requirements: Mapping[str, float] | None = None,
+    save_to: str | None = None,
+    versioned: bool = False,
+    cache: CachePolicy | bool | None = None,
 ) -> Any:
     """Register a task in the pipeline being built by a ``@pm.pipeline(...)`` builder.
 
@@ -367,8 +399,9 @@ def task(
     if callable(name):
         return pipeline.task(name)
     return pipeline.task(
-        name, depends_on, timeout=timeout, resource_requirements=resource_requirements
-    )
+        name, depends_on, timeout=timeout, resource_requirements=resource_requirements,
+        save_to=save_to, versioned=versioned, cache=cache,
+    )  # fmt: skip
 
 
 def pipeline_decorator(name: str | Callable[[], Any] | None, known: dict[str, Pipeline]) -> Any:
