@@ -291,3 +291,117 @@ def test_params_reach_tasks_on_a_local_cluster(tmp_path: Path) -> None:
         assert result.success, result.error
         assert result.final_result == pytest.approx(1.0)
         assert result.tasks["split"].params == {"test_size": 0.5, "random_state": 3}
+
+
+# -- the command line and the web API ----------------------------------------------------------
+
+JOB = """
+from xlibrary.pipeline import Pipeline
+
+job = Pipeline("job")
+job.task("rows")(lambda *, n=10: list(range(n)))
+
+@job.task("split", depends_on=["rows"])
+def split(rows, *, test_size=0.2, label="default", tags=()):
+    cut = int(len(rows) * (1 - test_size))
+    return {"test": len(rows) - cut, "label": label, "tags": list(tags)}
+"""
+
+
+def test_the_command_line_takes_params_a_params_file_and_refresh(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from xlibrary.pipeline.cli import main
+
+    job = tmp_path / "job.py"
+    job.write_text(JOB)
+    params_file = tmp_path / "parameters.yml"
+    params_file.write_text("test_size: 0.5\nlabel: from the file\n")
+    config = tmp_path / "config.json"
+    store = str(tmp_path / "store")
+    config.write_text(json.dumps({"store": {"url": store}, "caching": {"cache_results": True}}))
+    args = ["run", str(job), "--config", str(config), "--params", str(params_file)]
+    args += ["--param", "test_size=0.3", "--param", "tags=[a, b]"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out.split("final result:\n")[1]) == {
+        "test": 3,
+        "label": "from the file",
+        "tags": ["a", "b"],
+    }
+    assert "params: n=10, test_size=0.3, label='from the file', tags=['a', 'b']" in out
+    run_id = out.split("(run ")[1].split(")")[0]
+    assert main(["runs", "show", run_id, "--store", store]) == 0
+    shown = capsys.readouterr().out
+    assert "params    n=10, test_size=0.3" in shown
+    assert "test_size=0.3" in shown.split("tasks:")[1]  # the split task's row
+    assert main(args) == 0
+    assert "split  cached" in capsys.readouterr().out.replace("   ", " ")
+    assert main([*args, "--refresh"]) == 0
+    assert "split  succeeded" in capsys.readouterr().out.replace("   ", " ")
+    assert main([*args, "--refresh", "split"]) == 0
+    assert "rows   cached" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        (["--param", "test_sise=0.3"], "did you mean 'test_size'"),
+        (["--param", "novalue"], "--param takes NAME=VALUE"),
+        (["--params", "missing.yml"], "cannot read the parameters file"),
+        (["--refresh", "splt"], "did you mean 'split'"),
+    ],
+)
+def test_bad_params_on_the_command_line_are_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], fragment: str
+) -> None:
+    from xlibrary.pipeline.cli import main
+
+    job = tmp_path / "job.py"
+    job.write_text(JOB)
+    assert main(["run", str(job), "--store", str(tmp_path / "s"), *extra]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and "Traceback" not in err
+
+
+def test_a_params_file_must_map_names_to_values(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from xlibrary.pipeline.cli import main
+
+    job = tmp_path / "job.py"
+    job.write_text(JOB)
+    listed = tmp_path / "list.yml"
+    listed.write_text("- 1\n- 2\n")
+    assert main(["run", str(job), "--params", str(listed)]) == 2
+    assert "must map parameter names to values" in capsys.readouterr().err
+
+
+def test_the_web_api_takes_params_in_the_run_body(tmp_path: Path) -> None:
+    import httpx
+    from fastapi import FastAPI
+
+    from tests.test_fastapi import Server, wait_done
+    from xlibrary.pipeline.integrations.fastapi import create_router
+
+    pm = PipelineManager({"store": {"url": str(tmp_path / "store")}})
+    app = FastAPI()
+    app.include_router(create_router(pm, pipelines=[_split()]), prefix="/api")
+    with Server(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+        started = client.post("/api/pipelines/split/runs", json={"params": {"test_size": 0.5}})
+        assert started.status_code == 202
+        run_id = started.json()["run_id"]
+        status = wait_done(client, run_id)
+        assert status["params"] == {"test_size": 0.5, "random_state": 3, "scale": 1.0}
+        assert status["tasks"]["split"]["params"] == {"test_size": 0.5, "random_state": 3}
+        assert client.get(f"/api/runs/{run_id}/result").json()["final_result"] == 0.5
+        bad = client.post("/api/pipelines/split/runs", json={"params": {"test_sise": 0.5}})
+        assert bad.status_code == 422
+        assert "did you mean 'test_size'" in bad.json()["detail"]
+        listed = client.get("/api/pipelines").json()
+        assert listed[0]["last_run"]["params"]["test_size"] == 0.5
+        schema = client.get("/openapi.json").json()["components"]["schemas"]
+        assert "params" in schema["RunRequest"]["properties"]
+    pm.close()

@@ -11,7 +11,8 @@
 Routes (all described in the app's OpenAPI schema):
 
 * ``GET  /pipelines``: the pipelines, each with its last run;
-* ``POST /pipelines/{name}/runs``: start a run (``{"parallel": true}``), 202 with its run id;
+* ``POST /pipelines/{name}/runs``: start a run (``{"parallel": true, "params": {...}}``), 202
+  with its run id; a parameter no task takes, or one with no value, is a 422 naming it;
 * ``GET  /runs/{run_id}``: the run's status and each task's state and timings;
 * ``GET  /runs/{run_id}/result``: the final result; 409 while the run goes, 424 when it
   failed (with the failed task and its error), 410 when it was cancelled; a run another process
@@ -56,7 +57,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 from .. import records
-from ..errors import PipelineError, missing_extra
+from ..errors import ConfigError, PipelineError, missing_extra
 from ..handles import KEEP_VALUES
 from ..manager import PipelineManager
 from ..pipeline import Pipeline
@@ -77,6 +78,11 @@ class RunRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")  # a misspelt option is a 422, not ignored
 
     parallel: bool = Field(True, description="Run independent tasks at the same time.")
+    params: dict[str, Any] | None = Field(
+        None,
+        description="Values of the tasks' keyword-only parameters, by name, over their "
+        "defaults and the pipeline's; an unknown name is a 422.",
+    )
 
 
 Encoding = Literal["json", "base64", "repr"]
@@ -95,6 +101,9 @@ class TaskState(BaseModel):
     )
     duration: float | None = None
     attempts: int | None = None
+    params: dict[str, Any] | None = Field(
+        None, description="The parameter values the task was called with, if it has any."
+    )
 
 
 class RunStatus(BaseModel):
@@ -112,6 +121,10 @@ class RunStatus(BaseModel):
         None, description="Why the run failed, in one line (the traceback is not sent)."
     )
     tasks: dict[str, TaskState]
+    params: dict[str, Any] | None = Field(
+        None,
+        description="The run's parameter values, by name (a value JSON cannot hold: its repr).",
+    )
 
 
 class PipelineInfo(BaseModel):
@@ -280,7 +293,11 @@ def create_router(
         pipeline = known().get(name)
         if pipeline is None:
             raise HTTPException(404, f"no pipeline {name!r}; known: {sorted(known())}")
-        handle = pm.submit(pipeline, parallel=request.parallel if request is not None else True)
+        request = request or RunRequest()
+        try:
+            handle = pm.submit(pipeline, parallel=request.parallel, params=request.params)
+        except ConfigError as exc:  # an unknown parameter, one without a value
+            raise HTTPException(422, one_line(str(exc))) from exc
         return RunStarted(
             run_id=handle.run_id,
             pipeline=name,
