@@ -293,9 +293,9 @@ def create_router(
         pipeline = known().get(name)
         if pipeline is None:
             raise HTTPException(404, f"no pipeline {name!r}; known: {sorted(known())}")
-        request = request or RunRequest()
+        parallel, params = (request.parallel, request.params) if request else (True, None)
         try:
-            handle = pm.submit(pipeline, parallel=request.parallel, params=request.params)
+            handle = pm.submit(pipeline, parallel=parallel, params=params)
         except ConfigError as exc:  # an unknown parameter, one without a value
             raise HTTPException(422, one_line(str(exc))) from exc
         return RunStarted(
