@@ -106,7 +106,8 @@ def lower(
         elif action is Action.LOAD:
             assert cache is not None and step.cache_key is not None
             if planned.output is not None:  # cached from its saved output
-                loader: Any = OutputLoader(name, cache, step.cache_key, planned.output)
+                assert step.saved is not None and step.token is not None
+                loader: Any = OutputLoader(name, planned.output, step.saved, step.token)
             else:
                 loader = CacheLoader(name, cache, step.cache_key)
             graph[key] = DaskTask(key, loader)

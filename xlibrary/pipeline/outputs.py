@@ -16,12 +16,10 @@ import time
 from typing import Any
 
 from .datasets import Dataset
-from .loaders import quietly
 from .outcome import Outcome
 from .redact import redact_url
 from .sources import output_problem, output_ref
 from .states import STALE, TaskStatus
-from .store import Cache
 
 __all__ = ["OutputLoader", "read_output", "source_of_output", "write_output"]
 
@@ -56,32 +54,29 @@ def source_of_output(dataset: Dataset, ref: Any) -> str:
 
 class OutputLoader:
     """Stands in for a task whose result is its saved output, found up to date before the
-    run (its cache entry says where and what was written)."""
+    run: ``saved`` (its cache entry) says which version and what was written, ``token``
+    stands for the value in downstream keys. The output is checked again as it is read."""
 
-    __slots__ = ("cache", "dataset", "key", "name")
+    __slots__ = ("dataset", "name", "saved", "token")
 
-    def __init__(self, name: str, cache: Cache, key: str, dataset: Dataset) -> None:
+    def __init__(self, name: str, dataset: Dataset, saved: Any, token: str) -> None:
         self.name = name
-        self.cache = cache
-        self.key = key
         self.dataset = dataset
+        self.saved = saved
+        self.token = token
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (OutputLoader, (self.name, self.cache, self.key, self.dataset))
+        return (OutputLoader, (self.name, self.dataset, self.saved, self.token))
 
     def __dask_tokenize__(self) -> tuple[str, str, int]:
         return ("xlibrary.OutputLoader", self.name, id(self))
 
     def __call__(self) -> Outcome:
         started = time.time()
-        found = quietly(self.cache.load, self.key, task=self.name)
-        if found is None:
-            return Outcome(status=STALE, cause=self.name)
-        header, ref = found
-        ok, value = read_output(self.dataset, ref, self.name)
+        ok, value = read_output(self.dataset, self.saved, self.name)
         if not ok:
             return Outcome(status=STALE, cause=self.name)
         return Outcome(
             status=TaskStatus.CACHED, value=value, started=started, finished=time.time(),
-            token=header.entry_id, source=source_of_output(self.dataset, ref),
+            token=self.token, source=source_of_output(self.dataset, self.saved),
         )  # fmt: skip

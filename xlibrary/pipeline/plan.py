@@ -216,11 +216,14 @@ class Step:
     """RUN: the cache was already looked at for ``cache_key``, and missed."""
     restore_run: str | None = None
     token: str | None = None
-    """RESTORE: the token downstream cache keys use for the restored value."""
+    """RESTORE, LOAD: the token downstream cache keys use for the value."""
     reason: str = ""
     inputs: TaskInputs | None = None
     """RUN: the parameter values the task is called with, and the parts of its key and
     cache note they and its datasets give (``None``: nothing besides upstream results)."""
+    saved: Mapping[str, Any] | None = None
+    """LOAD of a task with an output: where the output it is read from lies (its version
+    and the fingerprint of what was written)."""
 
     @property
     def name(self) -> str:
@@ -298,10 +301,15 @@ def prepare_run(
             continue
         found = _lookup(cache, key)
         if found is not None and found.hit and found.header is not None:
-            problem = None if planned.output is None else _output_problem(cache, key, planned)
+            problem, saved = None, None
+            if planned.output is not None:
+                problem, saved = _saved_output(cache, key, planned)
             if problem is None:
                 tokens[name] = found.header.entry_id
-                draft[name] = Step(planned, Action.LOAD, key, reason="cache hit")
+                draft[name] = Step(
+                    planned, Action.LOAD, key, token=found.header.entry_id, reason="cache hit",
+                    saved=saved,
+                )  # fmt: skip
                 continue
             found = Lookup(key, False, problem)
         tokens[name] = None
@@ -355,16 +363,19 @@ def _uncached_reason(
     )
 
 
-def _output_problem(cache: Cache, key: str, planned: PlannedTask) -> str | None:
-    """Why the output a hit of ``planned`` points at cannot stand for its result now."""
+def _saved_output(
+    cache: Cache, key: str, planned: PlannedTask
+) -> tuple[str | None, Mapping[str, Any] | None]:
+    """Where the output a hit of ``planned`` points at lies, or why it cannot stand for the
+    task's result now."""
     assert planned.output is not None
     try:
         found = cache.load(key, task=planned.name)
     except Exception as exc:  # the cache is unreachable: a miss, the task runs
-        return f"cannot read its cache entry ({exc})"
+        return f"cannot read its cache entry ({exc})", None
     if found is None:
-        return "no entry"
-    return output_problem(planned.output, found[1])
+        return "no entry", None
+    return output_problem(planned.output, found[1]), found[1]
 
 
 def _lookup(cache: Cache, key: str) -> Lookup | None:
