@@ -454,3 +454,12 @@ def test_datasets_and_outputs_on_a_local_cluster(tmp_path: Path) -> None:
         changed = pm.execute_pipeline(p, params={"factor": 10})
         assert changed.states == {"values": "succeeded", "scaled": "succeeded"}
         assert list(Dataset(str(out)).load()["v"]) == [10]
+
+
+def test_a_catalog_source_is_one_of_the_pipelines_tasks(tmp_path: Path) -> None:
+    p = Pipeline("listed")
+    p.attach({"raw": {"type": "pandas.CSVDataset", "filepath": str(tmp_path / "raw.csv")}})
+    p.task("use", depends_on=["raw"])(lambda frame: len(frame))
+    assert p.task_names == ("use", "raw")
+    assert "raw" in p and len(p) == 2
+    assert [t.name for t in p.tasks] == ["raw", "use"]

@@ -405,3 +405,27 @@ def test_the_web_api_takes_params_in_the_run_body(tmp_path: Path) -> None:
         schema = client.get("/openapi.json").json()["components"]["schemas"]
         assert "params" in schema["RunRequest"]["properties"]
     pm.close()
+
+
+def test_a_namespaced_task_looks_its_parameter_up_namespaced_first() -> None:
+    from xlibrary.pipeline.params import TaskParams, bind
+
+    tasks = [
+        TaskParams(task="ds.train", declared={"alpha": 1.0}, namespace="ds"),
+        TaskParams(task="other.train", declared={"alpha": 1.0}, namespace="other"),
+        TaskParams(task="train", declared={"alpha": 1.0}),
+    ]
+    bound = bind(tasks, {"ds.alpha": 2.0}, {"alpha": 3.0}, pipeline="p")
+    # the run's "alpha" (a later source) wins over the pipeline's "ds.alpha"
+    assert bound.tasks == {
+        "ds.train": {"alpha": 3.0},
+        "other.train": {"alpha": 3.0},
+        "train": {"alpha": 3.0},
+    }
+    bound = bind(tasks, {"alpha": 3.0, "ds.alpha": 2.0}, pipeline="p")
+    assert bound.tasks["ds.train"] == {"alpha": 2.0} and bound.tasks["other.train"] == {
+        "alpha": 3.0
+    }
+    assert bound.values == {"ds.alpha": 2.0, "alpha": 3.0}
+    with pytest.raises(ConfigError, match=r"did you mean 'ds\.alpha'"):
+        bind(tasks, {"ds.alhpa": 1}, pipeline="p")

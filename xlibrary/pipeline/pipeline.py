@@ -134,7 +134,7 @@ class Pipeline(PipelineData):
         function's keyword-only parameters are pipeline parameters (:mod:`~.params`).
         ``save_to`` writes the result to that fsspec URL after the task succeeds
         (``versioned=True``: each run's copy under its run id); ``cache=False`` never caches
-        the task, ``cache=True`` always does (under a derived key).
+        the task, ``cache=True`` caches it under a derived key (as ``@pm.cache_result``).
         """
         if callable(name):
             return self.task()(name)
@@ -241,8 +241,8 @@ class Pipeline(PipelineData):
 
     @property
     def task_names(self) -> tuple[str, ...]:
-        """Task names in declaration order."""
-        return tuple(self._tasks)
+        """Task names in declaration order (then the source tasks an attached catalog adds)."""
+        return tuple(self.declared)
 
     def get_task(self, name: str) -> Task:
         """The spec of task ``name``."""
@@ -260,10 +260,10 @@ class Pipeline(PipelineData):
         validate(self)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._tasks
+        return name in self.declared
 
     def __len__(self) -> int:
-        return len(self._tasks)
+        return len(self.declared)
 
     def __iter__(self) -> Iterator[Task]:
         return iter(self.tasks)
