@@ -463,3 +463,33 @@ def test_a_catalog_source_is_one_of_the_pipelines_tasks(tmp_path: Path) -> None:
     assert p.task_names == ("use", "raw")
     assert "raw" in p and len(p) == 2
     assert [t.name for t in p.tasks] == ["raw", "use"]
+
+
+def test_datasets_and_outputs_with_the_redis_cache(
+    redis_url: str, store: str, tmp_path: Path
+) -> None:
+    calls = Calls()
+    source = tmp_path / "in.csv"
+    pd.DataFrame({"v": [1, 2]}).to_csv(source, index=False)
+    p = Pipeline("redis_data")
+    p.dataset("values", str(source))
+
+    @p.task("doubled", depends_on=["values"], save_to=str(tmp_path / "out.parquet"))
+    def doubled(frame: pd.DataFrame, *, factor: int = 2) -> pd.DataFrame:
+        calls("doubled")
+        return frame * factor
+
+    config = {
+        "store": {"url": store},
+        "caching": {"cache_results": True, "cache_type": "redis", "redis_url": redis_url},
+    }
+    with PipelineManager(config) as pm:
+        assert list(pm.execute_pipeline(p).final_result["v"]) == [2, 4]
+        again = pm.execute_pipeline(p)
+        assert again.states == {"values": "skipped", "doubled": "cached"}
+        assert again.tasks["doubled"].source.startswith("dataset:")
+        assert "factor: 2 → 3" in pm.explain_cache(p, params={"factor": 3})["doubled"].reason
+        pd.DataFrame({"v": [5]}).to_csv(source, index=False)
+        assert "in.csv changed" in pm.explain_cache(p)["doubled"].reason
+        assert list(pm.execute_pipeline(p).final_result["v"]) == [10]
+    assert calls.counts == {"doubled": 2}

@@ -161,13 +161,20 @@ def make_plan(
                     code=code_fingerprint(spec.func),
                 )
         output = output_of(spec, catalog)
-        planned.append(PlannedTask(spec, retry, timeout, rule, params, source, output, uncached))
+        planned.append(
+            PlannedTask(
+                spec, retry, timeout, rule, params=params, source=source, output=output,
+                uncached=uncached,
+            )
+        )  # fmt: skip
     sinks = tuple(spec.name for spec in order if spec.name not in depended_on)
     keyed = {dep for p in planned if p.cache is not None for dep in p.spec.depends_on}
     fingerprinted = frozenset(
         p.name for p in planned if p.source is not None and p.spec.cache is None and p.name in keyed
     )
-    return Plan(pipeline.name, tuple(planned), sinks, pipeline.params, fingerprinted)
+    return Plan(
+        pipeline.name, tuple(planned), sinks, params=pipeline.params, fingerprinted=fingerprinted
+    )
 
 
 INVISIBLE = "reads nothing the engine can see; declare a dataset or give a key"
