@@ -33,9 +33,20 @@ from dask.base import tokenize
 from .datasets import Dataset, Fingerprint, describe_change
 from .errors import ConfigError, DatasetError, did_you_mean
 from .params import TaskParams, bind, check_params, param_token, shown
+from .sources import output_problem
 from .spec import Task
+from .store import Cache
 
-__all__ = ["InputGuard", "RunInputs", "TaskInputs", "bind_run", "changed_inputs"]
+__all__ = [
+    "INVISIBLE",
+    "InputGuard",
+    "RunInputs",
+    "TaskInputs",
+    "bind_run",
+    "changed_inputs",
+    "invisible",
+    "saved_output",
+]
 
 logger = logging.getLogger("xlibrary.pipeline")
 
@@ -162,6 +173,33 @@ class RunInputs:
         return TaskInputs(
             params=values, extra=tuple(extra), note=note or None, token=token, problem=problem
         )
+
+
+INVISIBLE = "reads nothing the engine can see; declare a dataset or give a key"
+"""Why a task with no upstream results, no parameters and no dataset is not cached: whatever
+it reads (a file, a database, the clock), a derived key could not change when that does."""
+
+
+def invisible(spec: Task, params: Mapping[str, Any], source: Dataset | None, policy: Any) -> bool:
+    """Whether caching ``spec`` would not see what it reads (see ``INVISIBLE``): no upstream
+    results, no parameters, no dataset, and no explicit key or TTL (``policy``)."""
+    explicit = policy is not None and (policy.key is not None or policy.ttl is not None)
+    return not (spec.depends_on or params or source is not None or explicit)
+
+
+def saved_output(
+    cache: Cache, key: str, planned: PlannedTask
+) -> tuple[str | None, Mapping[str, Any] | None]:
+    """Where the output a hit of ``planned`` points at lies, or why it cannot stand for the
+    task's result now."""
+    assert planned.output is not None
+    try:
+        found = cache.load(key, task=planned.name)
+    except Exception as exc:  # the cache is unreachable: a miss, the task runs
+        return f"cannot read its cache entry ({exc})", None
+    if found is None:
+        return "no entry", None
+    return output_problem(planned.output, found[1]), found[1]
 
 
 def _reads_datasets(plan: Plan, planned: PlannedTask) -> bool:

@@ -11,7 +11,10 @@ Then, for each run, :func:`prepare_run` decides what every task does (:class:`St
 load from the cache, restore a result saved by an earlier run, use an outcome already in
 hand, or nothing at all, because every task that needs it has its result already. Cache keys
 that can be known before running (explicit keys, and derived keys whose inputs all come from
-the cache) are looked up here, so a hit prunes the tasks upstream of it.
+the cache or from datasets' fingerprints) are looked up here, so a hit prunes the tasks
+upstream of it. A derived key also covers the parameter values the task uses and its datasets
+(:mod:`~.inputs`); a task with none of those inputs and no upstream results is not cached
+unless given a key or TTL.
 """
 
 from __future__ import annotations
@@ -27,12 +30,20 @@ from typing import Any
 
 from .datasets import Dataset
 from .fingerprint import code_fingerprint, derive_key
-from .inputs import RunInputs, TaskInputs, bind_run, changed_inputs
+from .inputs import (
+    INVISIBLE,
+    RunInputs,
+    TaskInputs,
+    bind_run,
+    changed_inputs,
+    invisible,
+    saved_output,
+)
 from .order import topological_order
 from .params import parameters_of
 from .pipeline import Pipeline
 from .settings import Caching, FaultTolerance
-from .sources import output_of, output_problem, source_of
+from .sources import output_of, source_of
 from .spec import RetryPolicy, Task
 from .store import Cache, Lookup
 
@@ -151,7 +162,7 @@ def make_plan(
         elif caching.enabled and (policy is not None or caching.cache_results):
             if policy is None and source is not None:
                 pass  # keyed by its fingerprint (see .inputs); cached by value only if asked
-            elif _invisible(spec, params, source, policy):
+            elif invisible(spec, params, source, policy):
                 uncached = INVISIBLE
                 logger.debug("task %r of pipeline %r: %s", spec.name, pipeline.name, INVISIBLE)
             else:
@@ -175,16 +186,6 @@ def make_plan(
     return Plan(
         pipeline.name, tuple(planned), sinks, params=pipeline.params, fingerprinted=fingerprinted
     )
-
-
-INVISIBLE = "reads nothing the engine can see; declare a dataset or give a key"
-"""Why a task with no upstream results, no parameters and no dataset is not cached: whatever
-it reads (a file, a database, the clock), a derived key could not change when that does."""
-
-
-def _invisible(spec: Task, params: Mapping[str, Any], source: Dataset | None, policy: Any) -> bool:
-    explicit = policy is not None and (policy.key is not None or policy.ttl is not None)
-    return not (spec.depends_on or params or source is not None or explicit)
 
 
 # -- one run ----------------------------------------------------------------------------------
@@ -310,7 +311,7 @@ def prepare_run(
         if found is not None and found.hit and found.header is not None:
             problem, saved = None, None
             if planned.output is not None:
-                problem, saved = _saved_output(cache, key, planned)
+                problem, saved = saved_output(cache, key, planned)
             if problem is None:
                 tokens[name] = found.header.entry_id
                 draft[name] = Step(
@@ -368,21 +369,6 @@ def _uncached_reason(
         if waiting
         else "not cached"
     )
-
-
-def _saved_output(
-    cache: Cache, key: str, planned: PlannedTask
-) -> tuple[str | None, Mapping[str, Any] | None]:
-    """Where the output a hit of ``planned`` points at lies, or why it cannot stand for the
-    task's result now."""
-    assert planned.output is not None
-    try:
-        found = cache.load(key, task=planned.name)
-    except Exception as exc:  # the cache is unreachable: a miss, the task runs
-        return f"cannot read its cache entry ({exc})", None
-    if found is None:
-        return "no entry", None
-    return output_problem(planned.output, found[1]), found[1]
 
 
 def _lookup(cache: Cache, key: str) -> Lookup | None:
