@@ -227,6 +227,8 @@ def test_refresh_recomputes_and_rewrites_entries(cached_pm: PipelineManager) -> 
     # what refresh wrote is what the next run reads
     assert set(cached_pm.execute_pipeline(p).states.values()) == {"cached", "skipped"}
     assert calls.counts == {"a": 2, "b": 3, "c": 2}
+    upstream = cached_pm.execute_pipeline(p, refresh=["a"])  # needed, though b and c hit
+    assert upstream.states["a"] == "succeeded" and calls.counts["a"] == 3
     with pytest.raises(ConfigError, match="did you mean 'b'"):
         cached_pm.execute_pipeline(p, refresh=["bb"])
     handle = cached_pm.submit(p, refresh="c")

@@ -326,7 +326,7 @@ def prepare_run(
             reason = _miss_reason(cache, plan.pipeline, planned, rule, tokens, found.reason, taken)
         draft[name] = Step(planned, Action.RUN, key, found is not None, reason=reason, inputs=taken)
 
-    needed = set(plan.sinks if targets is None else targets)
+    needed = set(plan.sinks if targets is None else targets) | inputs.refresh
     steps: list[Step] = []
     for planned in reversed(plan.tasks):
         step = draft[planned.name]
