@@ -160,12 +160,10 @@ def make_plan(
         if policy is False:
             uncached = "cache=False"
         elif caching.enabled and (policy is not None or caching.cache_results):
-            if policy is None and source is not None:
-                pass  # keyed by its fingerprint (see .inputs); cached by value only if asked
-            elif invisible(spec, params, source, policy):
+            if invisible(spec, params, source, policy):
                 uncached = INVISIBLE
                 logger.debug("task %r of pipeline %r: %s", spec.name, pipeline.name, INVISIBLE)
-            else:
+            elif policy is not None or source is None:  # a dataset: keyed by its fingerprint
                 rule = CacheRule(
                     key=policy.key if policy else None,
                     ttl=policy.ttl if policy and policy.ttl is not None else caching.ttl,

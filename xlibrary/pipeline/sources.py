@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from collections.abc import Mapping
 from typing import Any
@@ -140,8 +141,9 @@ class PipelineData:
     _params: dict[str, Any]
     _catalog: Catalog | None
 
-    def add(self, task: Task) -> Task:  # the pipeline's own
-        raise NotImplementedError
+    @abc.abstractmethod
+    def add(self, task: Task) -> Task:
+        """Add a task spec: :meth:`~.pipeline.Pipeline.add`."""
 
     def dataset(
         self, name: str, url: str | Dataset, *, format: str | None = None, **load_args: Any
