@@ -495,3 +495,15 @@ def test_datasets_and_outputs_with_the_redis_cache(
         assert "in.csv changed" in pm.explain_cache(p)["doubled"].reason
         assert list(pm.execute_pipeline(p).final_result["v"]) == [10]
     assert calls.counts == {"doubled": 2}
+
+
+def test_a_dataset_only_uncached_tasks_read_is_not_fingerprinted(
+    cached_pm: PipelineManager, tmp_path: Path
+) -> None:
+    p = Pipeline("partly")
+    p.dataset("later", str(tmp_path / "not_yet.csv"))
+    p.task("raw", depends_on=["later"], cache=False)(lambda frame: len(frame))
+    p.task("cached")(lambda *, n=1: n)
+    explained = cached_pm.explain_cache(p)
+    assert explained["later"].reason == "not cached"  # nothing keyed on it: no stat taken
+    assert explained["cached"].status == "miss"

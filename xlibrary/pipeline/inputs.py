@@ -64,6 +64,9 @@ class PlannedTask(Protocol):
     def source(self) -> Dataset | None: ...
     @property
     def output(self) -> Dataset | None: ...
+    @property
+    def cache(self) -> object:
+        """Its cache rule, if it has one."""
 
 
 class Plan(Protocol):
@@ -157,11 +160,12 @@ class RunInputs:
                     datasets[dep] = found.to_dict()
         token = None
         source = planned.source
-        if source is not None:
+        fingerprinted = planned.name in plan.fingerprinted
+        if source is not None and (fingerprinted or planned.cache is not None):
             found = self.fingerprint(planned.name, source)
             if isinstance(found, str):
                 problem = found
-            elif planned.name in plan.fingerprinted:
+            elif fingerprinted:
                 token = str(tokenize("xlibrary.dataset", source.token, found.token))
                 datasets[planned.name] = found.to_dict()
             else:  # cached by value: its fingerprint is part of its key
