@@ -211,3 +211,22 @@ def test_adding_a_non_pipeline_is_a_type_error_and_sum_works() -> None:
     with pytest.raises(TypeError):
         a + 1  # type: ignore[operator]
     assert sum([a, b, c]).task_names == ("x", "y", "z")  # type: ignore[attr-defined]
+
+
+def test_a_sub_pipeline_included_twice_runs_with_its_own_parameters(tmp_path) -> None:
+    sub = Pipeline("model", params={"k": 1})
+
+    @sub.task("fit")
+    def fit(*, k: int) -> int:
+        return k
+
+    top = Pipeline("two_models")
+    top.include(sub, namespace="a")
+    top.include(sub, namespace="b", params={"k": 5})
+    with PipelineManager({"store": {"url": str(tmp_path)}}) as pm:
+        assert pm.execute_pipeline(top).final_result == {"a.fit": 1, "b.fit": 5}
+        by_namespace = pm.execute_pipeline(top, params={"a.k": 7})
+        assert by_namespace.final_result == {"a.fit": 7, "b.fit": 5}
+        everywhere = pm.execute_pipeline(top, params={"k": 9})  # a run's value serves all
+        assert everywhere.final_result == {"a.fit": 9, "b.fit": 9}
+        assert everywhere.tasks["b.fit"].params == {"k": 9}

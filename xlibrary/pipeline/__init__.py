@@ -23,10 +23,13 @@ from __future__ import annotations
 import logging
 
 from ._version import __version__
+from .datasets import Catalog, Dataset
 from .errors import (
     BadEntry,
     ClusterError,
     ConfigError,
+    DatasetError,
+    DatasetNotFoundError,
     DependencyCycleError,
     DuplicateTaskError,
     EmptyPipelineError,
@@ -47,6 +50,7 @@ from .errors import (
     TaskOutputError,
     TaskSignatureError,
     TaskTimeoutError,
+    UnknownDatasetError,
     UnknownDependencyError,
     ValidationError,
 )
@@ -71,8 +75,12 @@ __all__ = [
     "BadEntry",
     "CacheExplanation",
     "CachePolicy",
+    "Catalog",
     "ClusterError",
     "ConfigError",
+    "Dataset",
+    "DatasetError",
+    "DatasetNotFoundError",
     "DependencyCycleError",
     "DuplicateTaskError",
     "EmptyPipelineError",
@@ -114,6 +122,7 @@ __all__ = [
     "TaskState",
     "TaskStatus",
     "TaskTimeoutError",
+    "UnknownDatasetError",
     "UnknownDependencyError",
     "ValidationError",
     "__version__",

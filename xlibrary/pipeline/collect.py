@@ -21,6 +21,7 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from .errors import BadEntry, PipelineExecutionError, RunCancelled
+from .inputs import RunInputs
 from .outcome import Failure, Outcome
 from .plan import Action, Plan, Step
 from .records import RunError, RunRecord, TaskRecord
@@ -36,10 +37,16 @@ _STATUS = {status.value: status for status in TaskStatus}
 
 
 def started_record(
-    plan: Plan, run_id: str, steps: tuple[Step, ...], started: float, resumed_from: str | None
+    plan: Plan,
+    run_id: str,
+    steps: tuple[Step, ...],
+    started: float,
+    resumed_from: str | None,
+    inputs: RunInputs | None = None,
 ) -> RunRecord:
     """The record of a run that has just started: its tasks in order, none finished yet."""
     return RunRecord(
+        params=(inputs.values or None) if inputs is not None else None,
         run_id=run_id,
         pipeline=plan.pipeline,
         status=RunState.RUNNING,
@@ -61,11 +68,13 @@ def collect(
     fetched: Collection[str] | None = None,
     resumed_from: str | None = None,
     stopped_by: BaseException | None = None,
+    inputs: RunInputs | None = None,
 ) -> PipelineResult:
     """Assemble the result of run ``run_id`` of ``plan`` from each task's outcome; only the
     tasks in ``fetched`` (default: all) brought their values back. ``stopped_by`` marks a run
     that an exception stopped early: a task without an outcome is cancelled, and the run is
-    ``cancelled`` (a cancel, Ctrl-C) or ``failed`` with that exception as its error."""
+    ``cancelled`` (a cancel, Ctrl-C) or ``failed`` with that exception as its error.
+    ``inputs`` gives the parameter values the run and each task used."""
     stopped = None
     if stopped_by is not None:
         stopped = "the run was cancelled" if _is_cancel(stopped_by) else (
@@ -127,6 +136,7 @@ def collect(
                 metrics=outcome.metrics,
                 peak_memory=outcome.peak_memory,
                 worker=outcome.worker,
+                params=_params_of(inputs, name),
             )
         elif status == TaskStatus.FAILED and outcome.failure is not None:
             failure = outcome.failure
@@ -143,6 +153,7 @@ def collect(
                 metrics=outcome.metrics,
                 peak_memory=outcome.peak_memory,
                 worker=outcome.worker,
+                params=_params_of(inputs, name),
             )
             if first_failure is None:
                 first_failure = (name, outcome)
@@ -178,8 +189,13 @@ def collect(
         tasks=tasks,
         peak_memory=max(peaks) if peaks else None,
         error=_run_error(run_id, plan.pipeline, error, stopped_by, first_failure),
+        params=(inputs.values or None) if inputs is not None else None,
     )
     return PipelineResult(record, results, final_result, error)
+
+
+def _params_of(inputs: RunInputs | None, task: str) -> Mapping[str, Any] | None:
+    return inputs.params.get(task) if inputs is not None else None
 
 
 def _is_cancel(exc: BaseException) -> bool:

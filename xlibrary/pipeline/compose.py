@@ -170,12 +170,13 @@ def _renamed(task: Task, namespace: str, inner: Mapping[str, Task]) -> Task:
 
 
 def included_params(inclusions: Iterable[Inclusion]) -> dict[str, Any]:
-    """The parameter values given to included pipelines, by ``"<namespace>.<name>"`` (or by
-    name, without a namespace), the included pipelines' own included ones too."""
+    """The parameter values of included pipelines, by ``"<namespace>.<name>"`` (or by name,
+    without a namespace): each included pipeline's own (``Pipeline(params=)``, its included
+    ones'), then those given with ``include(..., params=)``, which win."""
     out: dict[str, Any] = {}
     for inclusion in inclusions:
         prefix = f"{inclusion.namespace}." if inclusion.namespace else ""
-        inner = {**included_params(inclusion.pipeline.inclusions), **inclusion.params}
+        inner = {**inclusion.pipeline.params, **inclusion.params}
         out.update({f"{prefix}{name}": value for name, value in inner.items()})
     return out
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,11 +24,12 @@ from .backends.factory import Backends
 from .errors import PipelineDefinitionError, PipelineError, did_you_mean
 from .execute import RunObserver, RunStorage, execute
 from .handles import RunHandle, RunRegistry
+from .inputs import RunInputs, bind_run
 from .monitoring.progress import Progress
 from .monitoring.progress import wanted as progress_wanted
 from .monitoring.session import MonitoringSession
 from .pipeline import Pipeline
-from .plan import Plan, make_plan
+from .plan import CacheExplanation, Plan, explain, make_plan
 from .pools import Pools
 from .present import NotebookRun
 from .records import RunStatus
@@ -66,6 +67,10 @@ class RunRequest:
     """Run these tasks and what is downstream of them, their inputs from earlier runs."""
     tags: Iterable[str] | None = None
     """Run only the tasks declared with one of these tags."""
+    params: Mapping[str, Any] | None = None
+    """Parameter values for this run, over the functions' defaults and the pipeline's."""
+    refresh: bool | str | Collection[str] | None = None
+    """Tasks that run and rewrite their cache entries even when cached (``True``: all)."""
 
 
 class RunEngine:
@@ -128,6 +133,13 @@ class RunEngine:
         self._plans[pipeline] = (version, plan)
         return plan
 
+    def explain(
+        self, pipeline: Pipeline, cache: Cache | None, params: Mapping[str, Any] | None
+    ) -> dict[str, CacheExplanation]:
+        """What the cache would do for each task of a run of ``pipeline`` with ``params``."""
+        plan = self.plan(pipeline)
+        return explain(plan, cache, bind_run(plan, params))
+
     def run(
         self, pipeline: Pipeline, request: RunRequest, *, raise_on_failure: bool | None = None
     ) -> PipelineResult:
@@ -138,8 +150,9 @@ class RunEngine:
         self.known[pipeline.name] = pipeline  # the latest pipeline run under a name
         selection = self._checked(plan, request)
         handle = self._handle(plan, selection)
+        inputs = self._inputs(plan, request, handle)
         result = self.registry.run_here(
-            handle, lambda h: self._execute(plan, request, h, selection)
+            handle, lambda h: self._execute(plan, request, h, selection, inputs)
         )
         pipeline._remember(result)  # its picture shows how this run went
         if raise_on_failure is None:
@@ -159,6 +172,8 @@ class RunEngine:
         targets: Iterable[str] | None = None,
         from_tasks: Iterable[str] | None = None,
         tags: Iterable[str] | None = None,
+        params: Mapping[str, Any] | None = None,
+        refresh: bool | str | Collection[str] | None = None,
     ) -> PipelineResult:
         """A run with the conveniences of terminals and notebooks: a progress bar, each
         task's result shown as it finishes, the result table (see ``execute_pipeline``);
@@ -176,7 +191,7 @@ class RunEngine:
         keep = "all" if show_intermediate and not settings.keep_results else None
         request = RunRequest(
             parallel=parallel, listeners=listeners, keep_results=keep, targets=targets,
-            from_tasks=from_tasks, tags=tags,
+            from_tasks=from_tasks, tags=tags, params=params, refresh=refresh,
         )  # fmt: skip
         result = self.run(pipeline, request, raise_on_failure=raise_on_failure)
         notebook.after(result)
@@ -205,7 +220,8 @@ class RunEngine:
         plan = self.plan(pipeline)
         selection = self._checked(plan, request)
         handle = self._handle(plan, selection)
-        self.registry.submit(handle, lambda h: self._execute(plan, request, h, selection))
+        inputs = self._inputs(plan, request, handle)
+        self.registry.submit(handle, lambda h: self._execute(plan, request, h, selection, inputs))
         return handle
 
     def _checked(self, plan: Plan, request: RunRequest) -> Selection | None:
@@ -228,8 +244,32 @@ class RunEngine:
             handle.tracker.states.update(unselected)
         return handle
 
+    def _inputs(self, plan: Plan, request: RunRequest, handle: RunHandle) -> RunInputs:
+        """The run's parameter values and refreshed tasks, checked before it starts; a retry
+        or resume uses the values of the run it continues, unless given others."""
+        params = request.params
+        if params is None and request.recovery is not None:
+            params = self._params_of(request.recovery.run_id)
+        inputs = bind_run(plan, params, refresh=request.refresh, guard=self.settings.debug_mode)
+        handle.params = inputs.values or None
+        return inputs
+
+    def _params_of(self, run_id: str) -> Mapping[str, Any] | None:
+        """The parameter values run ``run_id`` used: as they were, when it ran here; as its
+        record keeps them (a value JSON cannot hold, as its repr) otherwise."""
+        handle = self.registry.get(run_id)
+        if handle is not None:
+            return handle.params
+        record = self._store().find_record(run_id)
+        return None if record is None else record.params
+
     def _execute(
-        self, plan: Plan, request: RunRequest, handle: RunHandle, selection: Selection | None
+        self,
+        plan: Plan,
+        request: RunRequest,
+        handle: RunHandle,
+        selection: Selection | None,
+        inputs: RunInputs | None = None,
     ) -> PipelineResult:
         backend = self.backends.get(request.backend)
         local = backend.name == "threads" or not request.parallel
@@ -258,6 +298,7 @@ class RunEngine:
             cancel=handle.cancel_event,
             selection=selection,
             pools=self.pools.for_run(local=local),
+            inputs=inputs,
         )
 
     def _warn_once(self, marker: tuple[str, str, str], message: str) -> None:

@@ -30,6 +30,7 @@ from typing import Protocol
 from .backends import Backend
 from .collect import collect, log_result, started_record
 from .errors import RunCancelled
+from .inputs import RunInputs
 from .lower import lower
 from .outcome import Outcome
 from .plan import Action, Plan, Step, prepare_run
@@ -96,6 +97,7 @@ def execute(
     cancel: threading.Event | None = None,
     selection: Selection | None = None,
     pools: Mapping[str, Pool] | None = None,
+    inputs: RunInputs | None = None,
 ) -> PipelineResult:
     """Run ``plan`` on ``backend`` and return its result (see the module docstring).
 
@@ -103,7 +105,9 @@ def execute(
     released as soon as no later task needs them. ``listeners`` hear of tasks starting and
     finishing (a progress bar, a run's status); once ``cancel`` is set no further task
     starts, and RunCancelled is raised. ``selection`` runs part of the plan (its targets,
-    from_tasks, tags); ``pools`` are the concurrency pools of tasks declared with ``pool=``.
+    from_tasks, tags); ``pools`` are the concurrency pools of tasks declared with ``pool=``;
+    ``inputs`` holds the run's parameter values and the tasks it refreshes (default: the
+    functions' and the pipeline's values, none).
     """
     storage = storage or RunStorage()
     restore = recovery.restore if recovery else None
@@ -118,10 +122,10 @@ def execute(
     started = time.time()
     steps = prepare_run(
         plan, cache=storage.cache, restore=restore, force=force, targets=targets,
-        unselected=unselected,
+        unselected=unselected, inputs=inputs,
     )  # fmt: skip
     if observers:
-        record = started_record(plan, run_id, steps, started, resumed_from)
+        record = started_record(plan, run_id, steps, started, resumed_from, inputs)
         for observer in observers:
             observer.run_started(record)
     measures = instruments.for_run(run_id) if instruments is not None else None
@@ -143,6 +147,7 @@ def execute(
                 known=outcomes,
                 measures=measures,
                 pools=pools,
+                guard_inputs=inputs is not None and inputs.guard,
             )
             restrictions = {
                 keys[s.name]: s.task.spec.resource_requirements
@@ -180,17 +185,18 @@ def execute(
                 force=set(force) | stale,
                 targets=targets,
                 unselected=unselected,
+                inputs=inputs,
             )
         result = collect(
             plan, run_id, outcomes, steps, started=started, finished=time.time(),
-            fetched=fetched, resumed_from=resumed_from,
+            fetched=fetched, resumed_from=resumed_from, inputs=inputs,
         )  # fmt: skip
         if instruments is not None:
             result = instruments.finish(result)
     except BaseException as exc:
         finished = {**outcomes, **(watch.finished if watch is not None else {})}
         try:
-            _stopped(plan, run_id, steps, finished, started, resumed_from, observers, exc)
+            _stopped(plan, run_id, steps, finished, started, resumed_from, observers, exc, inputs)
         except Exception:  # never hide what stopped the run
             logger.exception("could not end the record of run %s", run_id)
         raise
@@ -211,12 +217,13 @@ def _stopped(
     resumed_from: str | None,
     observers: Sequence[RunObserver],
     exc: BaseException,
+    inputs: RunInputs | None = None,
 ) -> None:
     """End a run that ``exc`` stopped early, with the ``outcomes`` of the tasks that had
     finished (see the module docstring)."""
     result = collect(
         plan, run_id, outcomes, steps, started=started, finished=time.time(), fetched=(),
-        resumed_from=resumed_from, stopped_by=exc,
+        resumed_from=resumed_from, stopped_by=exc, inputs=inputs,
     )  # fmt: skip
     if isinstance(exc, RunCancelled):
         exc.result = result

@@ -17,6 +17,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,11 +25,13 @@ from dask.task_spec import DataNode, TaskRef
 from dask.task_spec import Task as DaskTask
 
 from .compose import OutputOf
+from .inputs import InputGuard
 from .loaders import CacheLoader, SavedLoader
 from .outcome import Outcome
 from .outputs import CheckedOutputs, OutputPicker
 from .plan import Action, Step
 from .pools import Pool
+from .saving import OutputLoader
 from .store import Cache, RunStore
 from .wrapper import Measures, TaskStorage, TaskWrapper
 
@@ -48,13 +51,16 @@ def lower(
     known: Mapping[str, Outcome] | None = None,
     measures: Measures | None = None,
     pools: Mapping[str, Pool] | None = None,
+    guard_inputs: bool = False,
 ) -> tuple[dict[Key, Any], dict[str, Key]]:
     """The Dask graph of one run, and each task's key by task name (pruned tasks left out).
 
     ``cache`` serves tasks with a cache rule; with ``save_results`` every task that runs saves
     its result in ``runs`` under ``run_id``; ``known`` holds the outcomes of KNOWN steps;
     ``measures`` is what monitored tasks measure (tasks tracked by a decorator measure all);
-    ``pools`` are the concurrency pools of tasks declared with ``pool=``.
+    ``pools`` are the concurrency pools of tasks declared with ``pool=``. A task with
+    parameters is called with them as keywords; with ``guard_inputs`` each task warns when it
+    changes a value it was given (``debug_mode``).
     """
     tracking = measures.tracking() if measures is not None else None
     run_action, prune, unselected = Action.RUN, Action.PRUNE, Action.UNSELECTED
@@ -76,7 +82,9 @@ def lower(
                 continue
             rule = planned.cache if cache is not None else None
             storage = None
-            if rule is not None or save_results:
+            inputs, output = step.inputs, planned.output
+            token = inputs is not None and inputs.token is not None  # a dataset's output
+            if rule is not None or save_results or output is not None or token:
                 storage = TaskStorage(
                     pipeline=pipeline,
                     run_id=run_id,
@@ -86,11 +94,17 @@ def lower(
                     code=rule.code if rule and rule.key is None else "",  # derived keys only
                     ttl=rule.ttl if rule else None,
                     runs=runs if save_results else None,
+                    inputs=inputs,
+                    output=output,
                 )
             measure = measures
             if spec.monitor:
                 measure = tracking or Measures(run_id=run_id).tracking()
             func = spec.func
+            if inputs is not None and inputs.params:
+                func = functools.partial(func, **inputs.params)
+            if guard_inputs:
+                func = InputGuard(name, func, spec.depends_on)
             if spec.outputs is not None:
                 func = CheckedOutputs(name, func, spec.outputs)
             wrapper = TaskWrapper(
@@ -105,7 +119,12 @@ def lower(
             graph[key] = DaskTask(key, wrapper, *[refs[dep] for dep in spec.depends_on])
         elif action is Action.LOAD:
             assert cache is not None and step.cache_key is not None
-            graph[key] = DaskTask(key, CacheLoader(name, cache, step.cache_key))
+            if planned.output is not None:  # cached from its saved output
+                assert step.saved is not None and step.token is not None
+                loader: Any = OutputLoader(name, planned.output, step.saved, step.token)
+            else:
+                loader = CacheLoader(name, cache, step.cache_key)
+            graph[key] = DaskTask(key, loader)
         elif action is Action.RESTORE:
             assert runs is not None and step.restore_run is not None
             loader = SavedLoader(name, runs, pipeline, step.restore_run, step.token)

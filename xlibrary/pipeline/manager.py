@@ -19,7 +19,7 @@ from .handles import RunHandle
 from .monitoring.report import MonitoringDashboard, PerformanceReport
 from .monitoring.session import MonitoringSession
 from .pipeline import Pipeline, declared_pipeline, pipeline_decorator
-from .plan import CacheExplanation, Plan, explain
+from .plan import CacheExplanation, Plan
 from .records import Alert, RunStatus
 from .recovery import ErrorDetails, error_details, intermediate_results
 from .result import PipelineResult
@@ -99,8 +99,10 @@ class PipelineManager:
     def execute_pipeline(
         self, pipeline: Pipeline | str, parallel: bool = True, *,
         raise_on_failure: bool | None = None, display_progress: bool | None = None,
-        show_intermediate: bool | None = None, targets: Iterable[str] | None = None,
-        from_tasks: Iterable[str] | None = None, tags: Iterable[str] | None = None,
+        show_intermediate: bool | None = None, params: Mapping[str, Any] | None = None,
+        refresh: bool | str | Collection[str] | None = None,
+        targets: Iterable[str] | None = None, from_tasks: Iterable[str] | None = None,
+        tags: Iterable[str] | None = None,
     ) -> PipelineResult:  # fmt: skip
         """Run ``pipeline`` once, as one Dask graph, and return its :class:`PipelineResult`.
 
@@ -108,12 +110,13 @@ class PipelineManager:
         tasks). A failing task fails the run and skips the tasks downstream of it; independent
         branches run to the end. ``raise_on_failure`` (default: the config's ``debug_mode`` or
         ``raise_on_failure``) raises ``PipelineExecutionError`` instead. ``display_progress``
-        shows a progress bar; ``show_intermediate`` each task's result as it finishes.
+        shows a progress bar; ``show_intermediate`` each task's result as it finishes. ``params``:
+        the tasks' keyword-only parameters; ``refresh`` (True, task names): recompute those;
         ``targets``, ``from_tasks`` and ``tags`` run part of it (:mod:`~.selection`)."""
         return self._engine.run_interactive(
             self._engine.resolve(pipeline), parallel=parallel, raise_on_failure=raise_on_failure,
             display_progress=display_progress, show_intermediate=show_intermediate,
-            targets=targets, from_tasks=from_tasks, tags=tags,
+            params=params, refresh=refresh, targets=targets, from_tasks=from_tasks, tags=tags,
         )  # fmt: skip
 
     def execute_distributed(
@@ -126,14 +129,17 @@ class PipelineManager:
 
     def submit(
         self, pipeline: Pipeline | str, parallel: bool = True, *,
+        params: Mapping[str, Any] | None = None, refresh: bool | Collection[str] | None = None,
         targets: Iterable[str] | None = None, from_tasks: Iterable[str] | None = None,
         tags: Iterable[str] | None = None,
     ) -> RunHandle:  # fmt: skip
         """Start a run and return its :class:`RunHandle` at once (``run_id``, ``status()``,
-        ``result(timeout=)``, ``cancel()``). The pipeline (and the selection: ``targets``,
-        ``from_tasks``, ``tags``, as in :meth:`execute_pipeline`) is checked before this
-        returns."""
-        request = RunRequest(parallel=parallel, targets=targets, from_tasks=from_tasks, tags=tags)
+        ``result(timeout=)``, ``cancel()``), once the pipeline, ``params`` and the selection
+        (as in :meth:`execute_pipeline`) check."""
+        request = RunRequest(
+            parallel=parallel, params=params, refresh=refresh, targets=targets,
+            from_tasks=from_tasks, tags=tags,
+        )  # fmt: skip
         return self._engine.submit(self._engine.resolve(pipeline), request)
 
     def handle(self, run_id: str) -> RunHandle | None:
@@ -180,9 +186,11 @@ class PipelineManager:
         """The result cache, or ``None`` when ``caching.enabled`` is off."""
         return cache_of(self.settings, self._default_store)
 
-    def explain_cache(self, pipeline: Pipeline | str) -> dict[str, CacheExplanation]:
-        """For each task: would the next run take it from the cache, and if not, why."""
-        return explain(self.plan(pipeline), self.cache)
+    def explain_cache(
+        self, pipeline: Pipeline | str, *, params: Mapping[str, Any] | None = None
+    ) -> dict[str, CacheExplanation]:
+        """Per task: would the next run (with ``params``) hit the cache; if not, why not."""
+        return self._engine.explain(self._engine.resolve(pipeline), self.cache, params)
 
     def clear_cache(
         self, pipeline: Pipeline | str | None = None, *, task: str | None = None
@@ -298,10 +306,8 @@ class PipelineManager:
 
     # -- lifetime -----------------------------------------------------------------------
     def close(self) -> None:
-        """Close what this manager started: thread pools, its LocalCluster and client.
-
-        A ``Client`` handed in by the user stays open. Closing twice is harmless.
-        """
+        """Close what this manager started: thread pools, its LocalCluster and client. A
+        ``Client`` handed in by the user stays open. Closing twice is harmless."""
         self._closed = True
         self._engine.close()
         self._backends.close()
@@ -310,9 +316,8 @@ class PipelineManager:
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Tasks often call pm.log_metric(...) through a global or a closure, so cloudpickle
-        # ships the manager with them: it travels as its settings, and on the other side is
-        # a manager of the same settings that has started nothing (one per process, closed
-        # when the process exits).
+        # ships the manager with them: it travels as its settings, and becomes a manager of
+        # the same settings that has started nothing (one per process, closed at its exit).
         return (_manager_for, (self.settings,))
 
     def __enter__(self) -> PipelineManager:

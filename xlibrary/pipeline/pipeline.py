@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any, TypeVar, Unpack, overload
 from .compose import Inclusion, check_inclusion, included_params, included_tasks, with_outputs
 from .errors import DuplicateTaskError, PipelineDefinitionError, did_you_mean
 from .order import topological_order, validate
+from .params import check_params
+from .sources import PipelineData, with_catalog
 from .spec import (
     CachePolicy,
     RetryPolicy,
@@ -66,8 +68,9 @@ __all__ = [
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class Pipeline:
-    """A named set of tasks and their dependencies.
+class Pipeline(PipelineData):
+    """A named set of tasks and their dependencies; its parameters, datasets and catalog are
+    declared with the methods of :class:`~.sources.PipelineData`.
 
     >>> p = Pipeline("numbers")
     >>> @p.task("one")
@@ -80,7 +83,13 @@ class Pipeline:
     ['one', 'two']
     """
 
-    def __init__(self, name: str, *, description: str | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        description: str | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> None:
         if not isinstance(name, str) or not name.strip():
             raise PipelineDefinitionError(
                 f'a pipeline name must be a non-empty string, got {name!r}; Pipeline("etl")'
@@ -94,6 +103,8 @@ class Pipeline:
         self._composed: tuple[Any, dict[str, Task]] | None = None
         self._included: list[Inclusion] = []
         self._last_run: tuple[Any, PipelineResult] | None = None
+        self._params = check_params(params, f"pipeline {name!r}")
+        self._catalog = None
         _declared[name] = self
 
     # -- declaring ----------------------------------------------------------------------
@@ -115,8 +126,13 @@ class Pipeline:
         """Register the decorated function as a task and return it unchanged.
 
         ``name`` defaults to the function's name; ``@pipeline.task`` also works bare. The
-        keywords (``timeout``, ``resource_requirements``, ``tags``, ``pool``, ``outputs``) are
-        :class:`~xlibrary.pipeline.spec.TaskOptions`: fields of the task's spec.
+        keywords (``timeout``, ``resource_requirements``, ``tags``, ``pool``, ``outputs``,
+        ``save_to``, ``versioned``, ``cache``) are :class:`~xlibrary.pipeline.spec.TaskOptions`:
+        fields of the task's spec. ``save_to`` writes the result to that fsspec URL after the
+        task succeeds (``versioned=True``: each run's copy under its run id); ``cache=False``
+        never caches the task, ``cache=True`` caches it under a derived key (as
+        ``@pm.cache_result``). The function's keyword-only parameters are pipeline parameters
+        (:mod:`~.params`).
         """
         if callable(name):
             return self.task()(name)
@@ -126,7 +142,7 @@ class Pipeline:
                 func,
                 name=name if name is not None else default_name(func),
                 depends_on=depends_on,
-                **options,
+                **{**options, "cache": CachePolicy()} if options.get("cache") is True else options,
             )
             return func
 
@@ -267,8 +283,8 @@ class Pipeline:
 
     @property
     def task_names(self) -> tuple[str, ...]:
-        """Task names in declaration order (then those of included pipelines, and output
-        tasks after their task)."""
+        """Task names in declaration order (then those of included pipelines, output tasks
+        after their task, and the source tasks an attached catalog adds)."""
         return tuple(self.declared)
 
     def get_task(self, name: str) -> Task:
@@ -354,6 +370,8 @@ class Pipeline:
         if merged is None or merged[0] != version:
             tasks = with_outputs(self.name, self.composed)
             specs = {name: with_options(task) for name, task in tasks.items()}
+            if self._catalog is not None:
+                specs = with_catalog(specs, self._catalog)
             merged = self._merged = (version, specs)
         return merged[1]
 

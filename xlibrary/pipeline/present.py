@@ -12,7 +12,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from .records import TaskRecord
+from .records import RunRecord, TaskRecord
 from .states import DONE, TaskStatus
 
 
@@ -33,6 +33,8 @@ class PipelineResult(Protocol):
     def tasks(self) -> Mapping[str, TaskRecord]: ...
     @property
     def results(self) -> Mapping[str, Any]: ...
+    @property
+    def record(self) -> RunRecord: ...
 
     def display_results(self) -> None: ...
 
@@ -46,6 +48,7 @@ __all__ = [
     "format_duration",
     "in_notebook",
     "outcome_words",
+    "params_text",
     "preview_html",
     "preview_text",
     "result_html",
@@ -184,14 +187,21 @@ def outcome_words(result: PipelineResult) -> str:
     return f"failed at {result.failed_task!r}" if ended is TaskStatus.FAILED else str(ended)
 
 
+def params_text(params: Mapping[str, Any] | None) -> str:
+    """Parameter values in one line: ``test_size=0.3, random_state=3``."""
+    return ", ".join(f"{name}={_short_repr(value, 60)}" for name, value in (params or {}).items())
+
+
 def _headline_html(result: PipelineResult) -> str:
     status = _ended_as(result)
+    params = params_text(result.record.params)
+    shown = f"<br>params: <code>{html.escape(params)}</code>" if params else ""
     return (
         f"<p>pipeline <strong>{html.escape(result.pipeline)}</strong> · run "
         f"<code>{html.escape(result.run_id)}</code> · "
         f'<span style="color: {STATUS_COLOURS[status][1]}">'
         f"{html.escape(outcome_words(result))}</span> "
-        f"in {format_duration(result.duration)}</p>"
+        f"in {format_duration(result.duration)}{shown}</p>"
     )
 
 
@@ -218,6 +228,9 @@ def text_table(result: PipelineResult) -> str:
         f"pipeline {result.pipeline!r} run {result.run_id} {outcome_words(result)} "
         f"in {format_duration(result.duration)}"
     )
+    params = params_text(result.record.params)
+    if params:
+        headline += f"\nparams: {params}"
     rows = [("task", "status", "duration", "attempts", "result")]
     for run in result.tasks.values():
         note = _note(run, result.results)

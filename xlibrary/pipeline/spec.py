@@ -12,13 +12,15 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import os
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from typing import Any, Literal, TypedDict
 
-from .errors import PipelineDefinitionError, TaskSignatureError
+from .datasets import Dataset
+from .errors import DatasetError, PipelineDefinitionError, TaskSignatureError
 from .store.names import name_problem
 
 __all__ = [
@@ -54,6 +56,9 @@ class TaskOptions(TypedDict, total=False):
     tags: Iterable[str] | str
     pool: str | None
     outputs: Iterable[str] | None
+    save_to: str | None
+    versioned: bool
+    cache: CachePolicy | bool | None
 
 
 @dataclass(frozen=True)
@@ -136,12 +141,17 @@ class Task:
     (``timeout=math.inf``: no limit, whatever the default).
     ``resource_requirements`` (``{"cpu_cores": 4, "memory_mb": 4096, "gpu": 1}``) is kept on
     the spec for the resource-aware scheduler. ``cache`` caches the result
-    (``@pm.cache_result``); ``monitor`` measures it closely (``@pm.track_performance``).
-    ``tags`` let a run select the task (``tags=["reporting"]``); ``pool`` names a concurrency
-    pool of the config's ``pools`` that limits how many of its tasks run at once; ``outputs``
-    names the parts of a tuple or mapping result, each a dependency of its own
-    (``"split.X_train"``); ``namespace`` is set on the tasks of a pipeline included under one
-    (:meth:`~xlibrary.pipeline.Pipeline.include`).
+    (``@pm.cache_result``), or ``False``: never, whatever the config says; ``monitor``
+    measures it closely (``@pm.track_performance``). ``tags`` let a run select the task
+    (``tags=["reporting"]``); ``pool`` names a concurrency pool of the config's ``pools`` that
+    limits how many of its tasks run at once; ``outputs`` names the parts of a tuple or
+    mapping result, each a dependency of its own (``"split.X_train"``); ``namespace`` is set
+    on the tasks of a pipeline included under one (:meth:`~xlibrary.pipeline.Pipeline.include`).
+
+    Keyword-only parameters of ``func`` are pipeline parameters (see :mod:`~.params`).
+    ``save_to`` is an fsspec URL the result is written to after the task succeeds (format
+    from the extension; a local path is made absolute here); ``versioned`` keeps each run's
+    copy under its run id.
     """
 
     name: str
@@ -150,13 +160,15 @@ class Task:
     retry: RetryPolicy | None = None
     timeout: float | None = None
     resource_requirements: Mapping[str, float] | None = None
-    cache: CachePolicy | None = None
+    cache: CachePolicy | Literal[False] | None = None
     monitor: bool | None = None
     description: str | None = field(default=None, compare=False)
     tags: frozenset[str] = frozenset()
     pool: str | None = None
     outputs: tuple[str, ...] | None = None
     namespace: str | None = None
+    save_to: str | None = None
+    versioned: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -187,6 +199,13 @@ class Task:
             object.__setattr__(self, "description", doc.splitlines()[0] if doc else None)
         _check_signature(self.name, self.func, depends_on)
         _check_shape(self)
+        if self.cache not in (None, False) and not isinstance(self.cache, CachePolicy):
+            raise PipelineDefinitionError(
+                f"task {self.name!r}: cache must be False (never cached) or a CachePolicy, "
+                f"got {self.cache!r}; @pm.cache_result(key=..., ttl=...) sets one"
+            )
+        if self.save_to is not None or self.versioned is not False:
+            object.__setattr__(self, "save_to", _check_output(self))
 
     @property
     def function_name(self) -> str:
@@ -304,13 +323,45 @@ def _check_resources(name: str, resources: Mapping[str, float]) -> None:
             )
 
 
+def _check_output(task: Task) -> str:
+    """The absolute ``save_to`` of ``task``, checked as a dataset URL."""
+    if not isinstance(task.versioned, bool):
+        raise PipelineDefinitionError(
+            f"task {task.name!r}: versioned must be True or False, got {task.versioned!r}"
+        )
+    if task.save_to is None:
+        raise PipelineDefinitionError(
+            f"task {task.name!r}: versioned=True keeps each run's copy of the task's output: "
+            'give the output with save_to="data/model.parquet" too'
+        )
+    if not isinstance(task.save_to, str | os.PathLike) or not str(task.save_to):
+        raise PipelineDefinitionError(
+            f"task {task.name!r}: save_to must be a path or an fsspec URL such as "
+            f'"data/03_primary/model_input.parquet", got {task.save_to!r}'
+        )
+    try:
+        output = Dataset(os.fspath(task.save_to), versioned=task.versioned, name=task.name)
+    except DatasetError as exc:
+        raise PipelineDefinitionError(f"task {task.name!r}: save_to: {exc}") from None
+    if output.is_glob:
+        raise PipelineDefinitionError(
+            f"task {task.name!r}: save_to {task.save_to!r} is a glob; give one file's URL"
+        )
+    return output.url
+
+
 def _check_signature(name: str, func: Callable[..., Any], depends_on: tuple[str, ...]) -> None:
     try:
         signature = inspect.signature(func)
     except (TypeError, ValueError):  # some builtins have no signature; nothing to check
         return
+    keywords = {
+        name: None
+        for name, parameter in signature.parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY  # pipeline parameters
+    }
     try:
-        signature.bind(*depends_on)
+        signature.bind(*depends_on, **keywords)
     except TypeError as exc:
         func_name = getattr(func, "__qualname__", repr(func))
         count = len(depends_on)

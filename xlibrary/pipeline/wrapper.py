@@ -37,12 +37,15 @@ from typing import Any
 
 import cloudpickle
 
+from .datasets import Dataset
 from .errors import ClusterError, SerializationError, TaskOutputError, TaskTimeoutError
 from .fingerprint import UnhashableInput, derive_key, input_token
+from .inputs import TaskInputs
 from .loaders import quietly
 from .outcome import Failure, Outcome
 from .pipeline import RetryPolicy
 from .pools import Pool
+from .saving import read_output, source_of_output, write_output
 from .states import DONE, TaskStatus
 from .store import Cache, RunStore
 from .taskmetrics import TaskContext, current_task, rss_bytes, sampler, summarize
@@ -75,6 +78,11 @@ class TaskStorage:
     ttl: float | None = None
     runs: RunStore | None = None
     """Where to save the task's result, when intermediates are saved."""
+    inputs: TaskInputs | None = None
+    """What its parameters and datasets add to its derived key and cache note; a source
+    task's output token."""
+    output: Dataset | None = None
+    """Where to write its result after it succeeds (``save_to``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -238,18 +246,36 @@ class TaskWrapper:
                 found = quietly(storage.cache.load, key, task=self.name)
                 if found is not None:
                     header, value = found
-                    return Outcome(
-                        status=CACHED, value=value, started=started, finished=time.time(),
-                        token=header.entry_id, source=f"cache:{key}",
-                    )  # fmt: skip
+                    source, ok = f"cache:{key}", True
+                    if storage.output is not None:  # the entry says where the output lies
+                        ok, value = read_output(storage.output, value, self.name)
+                        source = source_of_output(storage.output, found[1])
+                    if ok:
+                        return Outcome(
+                            status=CACHED, value=value, started=started, finished=time.time(),
+                            token=header.entry_id, source=source,
+                        )  # fmt: skip
         outcome = self._run_with_policy(args, started)
         if outcome.status != SUCCEEDED:
             return outcome
+        kept = outcome.value
+        if storage.output is not None:
+            try:
+                kept = write_output(
+                    storage.output, outcome.value, storage.run_id, keyed=key is not None
+                )
+            except Exception as exc:  # a declared output that was not written fails the task
+                return Outcome(
+                    status=FAILED, attempts=outcome.attempts, started=started,
+                    finished=time.time(), failure=Failure.from_exception(self.name, exc),
+                )  # fmt: skip
+        if storage.inputs is not None and storage.inputs.token is not None:
+            outcome.token = storage.inputs.token  # a dataset: its fingerprint stands for it
         try:
             if storage.cache is not None and key is not None:
                 header = storage.cache.save(
-                    key, outcome.value, ttl=storage.ttl, task=self.name, pipeline=storage.pipeline,
-                    meta={"code": storage.code, "inputs": inputs} if storage.code else None,
+                    key, kept, ttl=storage.ttl, task=self.name, pipeline=storage.pipeline,
+                    meta=_meta(storage, inputs) if storage.code else None,
                 )  # fmt: skip
                 if header is not None:  # None: the cache is being skipped, nothing was saved
                     outcome.token = header.entry_id
@@ -270,6 +296,12 @@ class TaskWrapper:
     ) -> tuple[str | None, list[str] | None]:
         if storage.cache_key is not None:
             return storage.cache_key, None
+        extra: tuple[str, ...] = ()
+        if storage.inputs is not None:
+            if storage.inputs.problem:
+                logger.warning("task %r is not cached: %s", self.name, storage.inputs.problem)
+                return None, None
+            extra = storage.inputs.extra
         try:
             inputs = [o.token if o.token is not None else input_token(o.value) for o in upstream]
         except UnhashableInput as exc:
@@ -280,7 +312,7 @@ class TaskWrapper:
                 exc,
             )
             return None, None
-        return derive_key(self.name, storage.code, inputs), inputs
+        return derive_key(self.name, storage.code, inputs, extra), inputs
 
     def _run_with_policy(self, args: list[Any], started: float) -> Outcome:
         retry = self.retry
@@ -325,6 +357,12 @@ class TaskWrapper:
                 status=SUCCEEDED, value=value, attempts=attempt, started=started,
                 finished=time.time(),
             )  # fmt: skip
+
+
+def _meta(storage: TaskStorage, inputs: list[str] | None) -> dict[str, Any]:
+    """What the cache keeps beside a derived entry, for ``explain_cache``."""
+    note = storage.inputs.note if storage.inputs is not None else None
+    return {"code": storage.code, "inputs": inputs, **(note or {})}
 
 
 def _is_ctrl_c() -> bool:

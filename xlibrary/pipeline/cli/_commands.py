@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..manager import PipelineManager
-from ..present import status_words
+from ..present import params_text, status_words
 from ..redact import redact_url
 from ..result import PipelineResult
 from ..settings import load_settings
@@ -27,6 +27,7 @@ from ._common import (
     config_of,
     find_pipeline,
     load_file,
+    params_of,
     read_config,
     unique,
 )
@@ -41,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
     config = config_of(args) if args.config or args.store else None
     if args.scheduler:
         config = {**(config or {}), "scheduler_address": args.scheduler}
+    params = params_of(args.params, args.param)
+    refresh = None if not args.refresh else (True if True in args.refresh else args.refresh)
     pm, own = _manager_for(module, config)
     progress = args.progress if args.progress is not None else sys.stderr.isatty()
     try:
@@ -49,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
             parallel=not args.sequential,
             raise_on_failure=False,
             display_progress=progress,
+            params=params,
+            refresh=refresh,
             targets=args.targets,
             from_tasks=args.from_tasks,
             tags=args.tags,
@@ -226,6 +231,8 @@ def visualize(args: argparse.Namespace) -> int:
 def _report(result: PipelineResult) -> None:
     state = "succeeded" if result.success else "FAILED"
     print(f"pipeline {result.pipeline!r} {state} in {result.duration:.3f}s (run {result.run_id})")
+    if result.record.params:
+        print(f"params: {params_text(result.record.params)}")
     width = max(len(name) for name in result.tasks)
     for name, run in result.tasks.items():
         duration = f"{run.duration:.3f}s" if run.duration is not None else "-"
