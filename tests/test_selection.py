@@ -312,3 +312,37 @@ def test_readme_composing_and_selecting_example(tmp_path: Path) -> None:
     printed = proc.stdout.splitlines()
     for (_, comment), value in zip(shown, printed, strict=True):
         assert comment.startswith(value), (comment, value)
+
+
+def test_from_tasks_reads_its_inputs_from_declared_datasets_and_save_to_outputs(
+    tmp_path: Path,
+) -> None:
+    import pandas as pd
+
+    (tmp_path / "raw.csv").write_text("x\n1\n2\n3\n")
+    calls: list[str] = []
+    p = Pipeline("from_datasets")
+    p.dataset("raw", str(tmp_path / "raw.csv"))
+
+    @p.task("clean", depends_on=["raw"], save_to=str(tmp_path / "clean.parquet"))
+    def clean(raw: pd.DataFrame) -> pd.DataFrame:
+        calls.append("clean")
+        return raw * 10
+
+    @p.task("total", depends_on=["clean", "raw"])
+    def total(clean: pd.DataFrame, raw: pd.DataFrame) -> int:
+        calls.append("total")
+        return int(clean["x"].sum() + raw["x"].sum())
+
+    # no intermediate results saved, no cache: the datasets are the only sources
+    config = {"store": {"url": str(tmp_path / "store")}, "caching": {"enabled": False}}
+    with PipelineManager(config) as pm:
+        assert pm.execute_pipeline(p).final_result == 66
+        (tmp_path / "raw.csv").write_text("x\n1\n2\n4\n")  # the file is the truth
+        calls.clear()
+        again = pm.execute_pipeline(p, from_tasks=["total"])
+    assert calls == ["total"]  # clean came from its save_to output, raw from its file
+    assert again.final_result == 60 + 7
+    assert again.states["clean"] == "cached" and again.states["raw"] == "cached"
+    assert again.tasks["clean"].source.startswith("dataset:")
+    assert again.tasks["raw"].source == f"dataset:{tmp_path / 'raw.csv'}"

@@ -13,11 +13,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .outcome import Outcome
+from .datasets import Dataset
+from .outcome import Failure, Outcome
+from .redact import redact_url
 from .states import STALE, TaskStatus
 from .store import Cache, RunStore
 
-__all__ = ["CacheLoader", "SavedLoader", "quietly"]
+__all__ = ["CacheLoader", "DatasetLoader", "SavedLoader", "quietly"]
 
 logger = logging.getLogger("xlibrary.pipeline.wrapper")
 
@@ -94,4 +96,33 @@ class SavedLoader:
         return Outcome(
             status=TaskStatus.CACHED, value=value, started=started, finished=time.time(),
             token=self.token, source=f"run:{self.run_id}",
+        )  # fmt: skip
+
+
+class DatasetLoader:
+    """Stands in for a task whose result a declared dataset holds: a dataset's source task,
+    or a task whose ``save_to`` output is there (the inputs of a run ``from_tasks``)."""
+
+    __slots__ = ("dataset", "name")
+
+    def __init__(self, name: str, dataset: Dataset) -> None:
+        self.name = name
+        self.dataset = dataset
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (DatasetLoader, (self.name, self.dataset))
+
+    def __dask_tokenize__(self) -> tuple[str, str, int]:
+        return ("xlibrary.DatasetLoader", self.name, id(self))
+
+    def __call__(self) -> Outcome:
+        started = time.time()
+        try:
+            value = self.dataset.load()
+        except Exception as exc:
+            failure = Failure.from_exception(self.name, exc)
+            return Outcome(status=TaskStatus.FAILED, failure=failure, started=started)
+        return Outcome(
+            status=TaskStatus.CACHED, value=value, started=started, finished=time.time(),
+            source=f"dataset:{redact_url(self.dataset.url)}",
         )  # fmt: skip

@@ -26,7 +26,7 @@ from dask.task_spec import Task as DaskTask
 
 from .compose import OutputOf
 from .inputs import InputGuard
-from .loaders import CacheLoader, SavedLoader
+from .loaders import CacheLoader, DatasetLoader, SavedLoader
 from .outcome import Outcome
 from .outputs import CheckedOutputs, OutputPicker
 from .plan import Action, Step
@@ -125,6 +125,8 @@ def lower(
             else:
                 loader = CacheLoader(name, cache, step.cache_key)
             graph[key] = DaskTask(key, loader)
+        elif action is Action.RESTORE and step.restore_dataset is not None:
+            graph[key] = DaskTask(key, DatasetLoader(name, step.restore_dataset))
         elif action is Action.RESTORE:
             assert runs is not None and step.restore_run is not None
             loader = SavedLoader(name, runs, pipeline, step.restore_run, step.token)

@@ -43,6 +43,7 @@ from .inputs import (
 from .order import topological_order
 from .params import parameters_of
 from .pipeline import Pipeline
+from .redact import redact_url
 from .settings import Caching, FaultTolerance
 from .sources import output_of, source_of
 from .spec import RetryPolicy, Task
@@ -217,11 +218,13 @@ class Action(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Restore:
-    """Where an earlier run left a task's result: saved under ``run_id``, or in the cache."""
+    """Where an earlier run left a task's result: saved under ``run_id``, in the cache, or in
+    a declared dataset (its source task's, or its ``save_to`` output)."""
 
     run_id: str | None = None
     cache_key: str | None = None
     token: str | None = None
+    dataset: Dataset | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +247,8 @@ class Step:
     saved: Mapping[str, Any] | None = None
     """LOAD of a task with an output: where the output it is read from lies (its version
     and the fingerprint of what was written)."""
+    restore_dataset: Dataset | None = None
+    """RESTORE from a declared dataset (instead of ``restore_run``)."""
 
     @property
     def name(self) -> str:
@@ -292,6 +297,14 @@ def prepare_run(
             continue
         taken = inputs.of_task(plan, planned, keyed=keyed)
         source = restore.get(name) if name not in force else None
+        if source is not None and source.dataset is not None:
+            where = source.dataset.name or redact_url(source.dataset.url)
+            draft[name] = Step(
+                planned, Action.RESTORE, restore_dataset=source.dataset,
+                reason=f"read from the dataset {where}",
+            )  # fmt: skip
+            tokens[name] = None
+            continue
         if source is not None and source.run_id is not None:
             draft[name] = Step(
                 planned, Action.RESTORE, restore_run=source.run_id, token=source.token,

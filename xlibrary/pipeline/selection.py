@@ -14,15 +14,16 @@ tasks are the targets, else the selected tasks that no selected task depends on.
 task is ``not selected`` in the result, the status and pictures.
 
 A dependency of a selected task that is not selected is an *input*. Its result comes from
-the first source that has it, and its record says which (``source``: ``run:<run id>`` or
-``cache:<key>``; the log says it too):
+the first source that has it, and its record says which (``source``: ``run:<run id>``,
+``cache:<key>`` or ``dataset:<url>``; the log says it too):
 
 1. the latest run of the pipeline (of its last :data:`LOOK_BACK`) that finished the task and
    saved its result (``save_intermediate_results``), or the cache entry that run took it from;
-2. the cache, by the task's own cache rule (an explicit key, or a key derived from its code
-   and inputs when those are known before the run);
-3. a declared dataset: :func:`dataset_source`, the place where the data-in feature's datasets
-   and ``save_to=`` outputs will come in (none yet).
+2. a declared dataset (:func:`dataset_source`): a dataset's source task reads its file (the
+   file is the truth: never an older copy), and a task whose ``save_to`` output exists is read
+   from there (its latest version);
+3. the cache, by the task's own cache rule (an explicit key, or a key derived from its code
+   and inputs when those are known before the run).
 
 An input that no source has fails the selection before any task runs, with a
 :class:`~.errors.SelectionError` naming it and the fix; so does a name that is no task (with
@@ -157,12 +158,14 @@ def select(
 
 
 def dataset_source(task: PlannedTask) -> Restore | None:
-    """Where a declared dataset holds the result of ``task``, the third source of an input.
-
-    The place for the data-in feature: a task whose result is saved to a dataset
-    (``save_to=``), or a declared dataset standing for it, will be loaded from there. Until
-    datasets are wired into pipelines there is none.
-    """
+    """Where a declared dataset holds the result of ``task``, the third source of an input:
+    a dataset's own source task (``pipeline.dataset``), or a task whose ``save_to`` output
+    exists (a versioned one: its latest version)."""
+    if task.source is not None:
+        return Restore(dataset=task.source)
+    output = task.output
+    if output is not None and output.exists():
+        return Restore(dataset=output)
     return None
 
 
@@ -248,7 +251,9 @@ def _sources(steps: tuple[Any, ...], inputs: set[str]) -> dict[str, str]:
     for step in steps:
         if step.name not in inputs:
             continue
-        if step.action is Action.RESTORE:
+        if step.action is Action.RESTORE and step.restore_dataset is not None:
+            out[step.name] = step.reason.removeprefix("read from ")
+        elif step.action is Action.RESTORE:
             out[step.name] = f"run {step.restore_run}"
         elif step.action is Action.LOAD:
             out[step.name] = "the cache"
