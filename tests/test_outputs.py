@@ -169,9 +169,9 @@ def test_cache_keys_through_outputs_are_known_before_the_run(tmp_path: Any) -> N
     p = Pipeline("cached_outputs")
 
     @p.task("split", outputs=["a", "b"])
-    def split() -> tuple[int, int]:
+    def split(*, first: int = 1) -> tuple[int, int]:  # a parameter: it reads what keys see
         calls.append("split")
-        return 1, 2
+        return first, 2
 
     @p.task("use_a", depends_on=["split.a"])
     def use_a(a: int) -> int:
@@ -202,7 +202,7 @@ def test_a_task_switched_to_another_output_misses_the_cache(tmp_path: Any) -> No
 
     def pipeline(output: str) -> Pipeline:
         p = Pipeline("switched")
-        p.task("split", outputs=["a", "b"])(lambda: (1, 2))
+        p.task("split", outputs=["a", "b"])(lambda *, first=1: (first, 2))
         p.task("use", depends_on=[f"split.{output}"])(times_ten)
         return p
 
@@ -246,9 +246,9 @@ def test_retry_and_resume_pick_outputs_from_the_saved_result(tmp_path: Any) -> N
     p = Pipeline("recover_outputs")
 
     @p.task("split", outputs=["a", "b"])
-    def split() -> tuple[int, int]:
+    def split(*, first: int = 1) -> tuple[int, int]:  # a parameter: it reads what keys see
         calls.append("split")
-        return 1, 2
+        return first, 2
 
     @p.task("use", depends_on=["split.b"])
     def use(b: int) -> int:

@@ -46,9 +46,9 @@ def flights(log: Path, name: str = "flights") -> Pipeline:
     processing = Pipeline("processing")
 
     @processing.task("raw", tags=["processing"])
-    def raw() -> list[int]:
+    def raw(*, size: int = 4) -> list[int]:  # a parameter: what it reads is visible to keys
         mark("raw")
-        return [1, 2, 3, 4]
+        return list(range(1, size + 1))
 
     @processing.task("model_input", depends_on=["raw"], tags=["processing"])
     def model_input(rows: list[int]) -> list[int]:
