@@ -40,13 +40,10 @@ in the ``datasets`` extra. Register your own format with :func:`register_format`
 from __future__ import annotations
 
 import importlib.util
-import pickle
 import posixpath
 import threading
 from collections.abc import Mapping, Sequence
 from typing import IO, Any, ClassVar
-
-import cloudpickle
 
 from ..errors import DatasetError
 from ..registry import Registry
@@ -88,7 +85,7 @@ class DatasetFormat:
         return None
 
     def read(self, file: IO[bytes], **load_args: Any) -> Any:
-        raise NotImplementedError(f"the {self.name} format does not read files")
+        raise DatasetError(f"the {self.name} format does not read files")
 
     def read_local(self, path: str, **load_args: Any) -> Any:
         """Read a local file; formats whose library reads a path faster override this."""
@@ -96,7 +93,7 @@ class DatasetFormat:
             return self.read(file, **load_args)
 
     def write(self, value: Any, file: IO[bytes], **save_args: Any) -> None:
-        raise NotImplementedError(f"the {self.name} format does not write files")
+        raise DatasetError(f"the {self.name} format does not write files")
 
     def combine(self, values: list[Any]) -> Any:
         """One value from the files of a glob or a directory; tables are concatenated."""
@@ -118,14 +115,20 @@ class DatasetFormat:
     ) -> None:
         """Write ``value`` (a Dask collection, or any value of a directory format) as the
         directory ``url``; the workers compute and write the parts."""
-        raise NotImplementedError
+        raise DatasetError(
+            f"the {self.name} format does not save Dask collections or directories; save a "
+            "computed value, or choose a format that does (parquet, npy, zarr)"
+        )
 
     def load_lazy(self, urls: Sequence[str], options: Mapping[str, Any], **load_args: Any) -> Any:
         """A Dask collection reading ``urls`` (files or directories) when it is computed."""
-        raise NotImplementedError
+        raise DatasetError(
+            f"the {self.name} format does not load lazily; load it with lazy=False, or choose "
+            "a format that does (csv, parquet, json, jsonl, npy, zarr)"
+        )
 
     @classmethod
-    def loads_lazily(cls) -> bool:
+    def loads_lazily(cls) -> bool:  # the base's load_lazy refuses: overridden, it does
         return cls.load_lazy is not DatasetFormat.load_lazy
 
     @classmethod
@@ -157,306 +160,10 @@ def _concat_frames(values: list[Any], name: str) -> Any:
     return pd.concat(values, ignore_index=default)
 
 
-def _needs_frame(value: Any, name: str) -> str | None:
-    if _is_frame(value):
-        return None
-    return (
-        f"the {name} format saves a pandas DataFrame, not {type(value).__name__}; "
-        "use format='pickle' for other values"
-    )
-
-
-class _Table(DatasetFormat):
-    """A pandas table read by ``pandas.read_<reader>`` and written by ``DataFrame.to_<reader>``."""
-
-    reader: ClassVar[str] = ""
-    dask_reader: ClassVar[str] = ""
-
-    @classmethod
-    def loads_lazily(cls) -> bool:
-        return bool(cls.dask_reader)
-
-    def check(self, value: Any) -> str | None:
-        return _needs_frame(value, self.name)
-
-    def read(self, file: IO[bytes], **load_args: Any) -> Any:
-        import pandas as pd
-
-        return getattr(pd, f"read_{self.reader}")(file, **load_args)
-
-    def write(self, value: Any, file: IO[bytes], **save_args: Any) -> None:
-        if not hasattr(value, f"to_{self.reader}"):  # a Series, where only frames have it
-            value = value.to_frame()
-        getattr(value, f"to_{self.reader}")(file, **save_args)
-
-    def load_lazy(self, urls: Sequence[str], options: Mapping[str, Any], **load_args: Any) -> Any:
-        if not self.dask_reader:
-            return super().load_lazy(urls, options, **load_args)
-        import dask.dataframe as dd
-
-        reader = getattr(dd, f"read_{self.dask_reader}")
-        return reader(list(urls), storage_options=dict(options) or None, **load_args)
-
-
-class CsvFormat(_Table):
-    name = "csv"
-    extensions = (".csv",)
-    reader = dask_reader = "csv"
-    default_save_args = {"index": False}  # as Kedro's CSVDataset: a round trip adds no column
-
-
-class JsonFormat(_Table):
-    name = "json"
-    extensions = (".json",)
-    reader = dask_reader = "json"
-
-    def load_lazy(self, urls: Sequence[str], options: Mapping[str, Any], **load_args: Any) -> Any:
-        # pandas writes and reads a frame by columns; dask.dataframe.read_json assumes records
-        return super().load_lazy(urls, options, **{"orient": "columns", **load_args})
-
-
-class JsonLinesFormat(_Table):
-    name = "jsonl"
-    extensions = (".jsonl", ".ndjson")
-    reader = dask_reader = "json"
-    default_load_args = {"lines": True}
-    default_save_args = {"orient": "records", "lines": True}
-
-
-class FeatherFormat(_Table):
-    name = "feather"
-    extensions = (".feather",)
-    reader = "feather"
-
-
-class ParquetFormat(_Table):
-    name = "parquet"
-    extensions = (".parquet", ".pq")
-    reader = dask_reader = "parquet"
-    lazy_directories = True
-
-    def check(self, value: Any) -> str | None:
-        return None if _is_dask_frame(value) else super().check(value)
-
-    def read_local(self, path: str, **load_args: Any) -> Any:
-        import pandas as pd
-
-        return pd.read_parquet(path, **load_args)  # Arrow's own reader: no Python file object
-
-    def read_directory(
-        self, fs: Any, path: str, url: str, options: Mapping[str, Any], **load_args: Any
-    ) -> Any:
-        import pandas as pd
-
-        frame = pd.read_parquet(path, filesystem=fs, **load_args)
-        if frame.index.name == "__null_dask_index__":  # dask's name for an unnamed index
-            frame.index.name = None
-        return frame
-
-    def write_collection(
-        self, value: Any, fs: Any, path: str, url: str, options: Mapping[str, Any], **save_args: Any
-    ) -> None:
-        value.to_parquet(url, storage_options=dict(options) or None, **save_args)
-
-
 def _is_dask_frame(value: Any) -> bool:
     from dask.base import is_dask_collection
 
     return is_dask_collection(value) and hasattr(value, "to_parquet")
-
-
-class ExcelFormat(_Table):
-    name = "xlsx"
-    extensions = (".xlsx",)
-    reader = "excel"
-    requires = ("openpyxl", "datasets")
-    default_load_args = {"engine": "openpyxl"}
-    default_save_args = {"index": False}  # as Kedro's ExcelDataset
-
-    def check(self, value: Any) -> str | None:
-        if isinstance(value, Mapping) and all(_is_frame(v) for v in value.values()):
-            return None
-        return _needs_frame(value, self.name)
-
-    def write(self, value: Any, file: IO[bytes], **save_args: Any) -> None:
-        import pandas as pd
-
-        sheets = value if isinstance(value, Mapping) else {None: value}
-        with pd.ExcelWriter(file, engine="openpyxl") as writer:
-            for sheet, frame in sheets.items():
-                extra = {} if sheet is None else {"sheet_name": sheet}
-                frame.to_excel(writer, **extra, **save_args)
-
-
-class PickleFormat(DatasetFormat):
-    """Any value, with cloudpickle (plain ``pickle`` reads it). Loading a pickle runs code:
-    read only files that you or your pipeline wrote."""
-
-    name = "pickle"
-    extensions = (".pkl", ".pickle")
-
-    def check(self, value: Any) -> str | None:
-        from dask.base import is_dask_collection
-
-        if is_dask_collection(value):
-            return (
-                "a Dask collection is not pickled (its graph would be, not its data); save "
-                "a dask DataFrame as parquet and a dask array as zarr or npy"
-            )
-        return None
-
-    def read(self, file: IO[bytes], **load_args: Any) -> Any:
-        return pickle.load(file, **load_args)
-
-    def write(self, value: Any, file: IO[bytes], **save_args: Any) -> None:
-        cloudpickle.dump(value, file, **save_args)
-
-    def combine(self, values: list[Any]) -> Any:
-        raise TypeError("the pickle format loads one file, not a glob or a directory")
-
-
-class TextFormat(DatasetFormat):
-    name = "txt"
-    extensions = (".txt",)
-    default_load_args = {"encoding": "utf-8"}
-    default_save_args = {"encoding": "utf-8"}
-
-    def check(self, value: Any) -> str | None:
-        if isinstance(value, str):
-            return None
-        return f"the txt format saves a str, not {type(value).__name__}"
-
-    def read(self, file: IO[bytes], **load_args: Any) -> Any:
-        return file.read().decode(**load_args)
-
-    def write(self, value: Any, file: IO[bytes], **save_args: Any) -> None:
-        file.write(value.encode(**save_args))
-
-    def combine(self, values: list[Any]) -> Any:
-        return values
-
-
-class BytesFormat(DatasetFormat):
-    name = "bytes"
-    extensions = (".bin", ".bytes")
-
-    def check(self, value: Any) -> str | None:
-        if isinstance(value, (bytes, bytearray, memoryview)):
-            return None
-        return f"the bytes format saves bytes, not {type(value).__name__}"
-
-    def read(self, file: IO[bytes], **load_args: Any) -> Any:
-        return file.read()
-
-    def write(self, value: Any, file: IO[bytes], **save_args: Any) -> None:
-        file.write(value)
-
-    def combine(self, values: list[Any]) -> Any:
-        return values
-
-
-class NpyFormat(DatasetFormat):
-    """A NumPy array as one ``.npy`` file (no pickle); a dask array as a directory holding
-    one ``.npy`` file per chunk, written by the workers."""
-
-    name = "npy"
-    extensions = (".npy",)
-    lazy_directories = True
-
-    def check(self, value: Any) -> str | None:
-        import numpy as np
-
-        from . import arrays
-
-        if not (isinstance(value, np.ndarray) or arrays.is_dask_array(value)):
-            return f"the npy format saves a NumPy or dask array, not {type(value).__name__}"
-        if value.dtype.hasobject:
-            return "the npy format does not save arrays of Python objects; use pickle"
-        return None
-
-    def read(self, file: IO[bytes], **load_args: Any) -> Any:
-        import numpy as np
-
-        return np.load(file, allow_pickle=False, **load_args)
-
-    def write(self, value: Any, file: IO[bytes], **save_args: Any) -> None:
-        import numpy as np
-
-        np.save(file, value, allow_pickle=False, **save_args)
-
-    def read_directory(
-        self, fs: Any, path: str, url: str, options: Mapping[str, Any], **load_args: Any
-    ) -> Any:
-        from . import arrays
-
-        return arrays.load_npy_chunks(fs, path).compute(scheduler="threads")
-
-    def write_collection(
-        self, value: Any, fs: Any, path: str, url: str, options: Mapping[str, Any], **save_args: Any
-    ) -> None:
-        from . import arrays
-
-        arrays.save_npy_chunks(value, fs, path)
-
-    def load_lazy(self, urls: Sequence[str], options: Mapping[str, Any], **load_args: Any) -> Any:
-        import fsspec
-
-        from . import arrays
-
-        (url,) = urls
-        fs, path = fsspec.core.url_to_fs(url, **options)
-        if fs.isdir(path):
-            return arrays.load_npy_chunks(fs, path)
-        import dask.array as da
-
-        return da.from_array(self.read_fs(fs, path), chunks="auto")  # type: ignore[no-untyped-call]
-
-    def read_fs(self, fs: Any, path: str) -> Any:
-        with fs.open(path, "rb") as file:
-            return self.read(file)
-
-
-class ZarrFormat(DatasetFormat):
-    """A NumPy or dask array as a zarr store (a directory), written chunk by chunk by the
-    workers; needs zarr (the ``datasets`` extra)."""
-
-    name = "zarr"
-    extensions = (".zarr",)
-    requires = ("zarr", "datasets")
-    directory = True
-    lazy_directories = True
-
-    def check(self, value: Any) -> str | None:
-        import numpy as np
-
-        from . import arrays
-
-        if isinstance(value, np.ndarray) or arrays.is_dask_array(value):
-            return None
-        return f"the zarr format saves a NumPy or dask array, not {type(value).__name__}"
-
-    def read_directory(
-        self, fs: Any, path: str, url: str, options: Mapping[str, Any], **load_args: Any
-    ) -> Any:
-        return self.load_lazy([url], options, **load_args).compute(scheduler="threads")
-
-    def write_collection(
-        self, value: Any, fs: Any, path: str, url: str, options: Mapping[str, Any], **save_args: Any
-    ) -> None:
-        import dask.array as da
-
-        from . import arrays
-
-        array = value if arrays.is_dask_array(value) else da.from_array(value, chunks="auto")  # type: ignore[no-untyped-call]
-        array.to_zarr(url, storage_options=dict(options) or None, overwrite=True, **save_args)
-
-    def load_lazy(self, urls: Sequence[str], options: Mapping[str, Any], **load_args: Any) -> Any:
-        import dask.array as da
-
-        (url,) = urls
-        return da.from_zarr(  # type: ignore[no-untyped-call]
-            url, storage_options=dict(options) or None, **load_args
-        )
 
 
 formats: Registry[DatasetFormat] = Registry("dataset file", error=DatasetError)
@@ -534,17 +241,18 @@ def format_for_value(value: Any) -> str:
     return "pickle"
 
 
-for _format in (
-    CsvFormat,
-    ParquetFormat,
-    JsonFormat,
-    JsonLinesFormat,
-    ExcelFormat,
-    FeatherFormat,
-    PickleFormat,
-    TextFormat,
-    BytesFormat,
-    NpyFormat,
-    ZarrFormat,
-):
-    register_format(_format.name, _format)
+_BUILT_IN = {
+    "csv": ("tables:CsvFormat", (".csv",)),
+    "parquet": ("tables:ParquetFormat", (".parquet", ".pq")),
+    "json": ("tables:JsonFormat", (".json",)),
+    "jsonl": ("tables:JsonLinesFormat", (".jsonl", ".ndjson")),
+    "xlsx": ("tables:ExcelFormat", (".xlsx",)),
+    "feather": ("tables:FeatherFormat", (".feather",)),
+    "pickle": ("files:PickleFormat", (".pkl", ".pickle")),
+    "txt": ("files:TextFormat", (".txt",)),
+    "bytes": ("files:BytesFormat", (".bin", ".bytes")),
+    "npy": ("files:NpyFormat", (".npy",)),
+    "zarr": ("files:ZarrFormat", (".zarr",)),
+}
+for _name, (_where, _extensions_of) in _BUILT_IN.items():
+    register_format(_name, f"xlibrary.pipeline.datasets.{_where}", extensions=_extensions_of)
