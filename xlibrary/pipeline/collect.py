@@ -35,7 +35,12 @@ _STATUS = {status.value: status for status in TaskStatus}
 
 
 def started_record(
-    plan: Plan, run_id: str, steps: tuple[Step, ...], started: float, resumed_from: str | None
+    plan: Plan,
+    run_id: str,
+    steps: tuple[Step, ...],
+    started: float,
+    resumed_from: str | None,
+    backend: str | None = None,
 ) -> RunRecord:
     """The record of a run that has just started: its tasks in order, none finished yet."""
     return RunRecord(
@@ -46,6 +51,7 @@ def started_record(
         resumed_from=resumed_from,
         sinks=plan.sinks,
         order=tuple(step.name for step in steps),
+        backend=backend,
     )
 
 
@@ -60,11 +66,13 @@ def collect(
     fetched: Collection[str] | None = None,
     resumed_from: str | None = None,
     stopped_by: BaseException | None = None,
+    backend: str | None = None,
 ) -> PipelineResult:
     """Assemble the result of run ``run_id`` of ``plan`` from each task's outcome; only the
     tasks in ``fetched`` (default: all) brought their values back. ``stopped_by`` marks a run
     that an exception stopped early: a task without an outcome is cancelled, and the run is
-    ``cancelled`` (a cancel, Ctrl-C) or ``failed`` with that exception as its error."""
+    ``cancelled`` (a cancel, Ctrl-C) or ``failed`` with that exception as its error.
+    ``backend`` names where the run computed."""
     stopped = None
     if stopped_by is not None:
         stopped = "the run was cancelled" if _is_cancel(stopped_by) else (
@@ -173,6 +181,7 @@ def collect(
         tasks=tasks,
         peak_memory=max(peaks) if peaks else None,
         error=_run_error(run_id, plan.pipeline, error, stopped_by, first_failure),
+        backend=backend,
     )
     return PipelineResult(record, results, final_result, error)
 
@@ -240,15 +249,18 @@ def _execution_error(
     return error
 
 
-def log_result(result: PipelineResult) -> None:
-    """One log line for a finished run: INFO when it succeeded, WARNING when it failed."""
+def log_result(result: PipelineResult, where: str | None = None) -> None:
+    """One log line for a finished run: INFO when it succeeded, WARNING when it failed; it
+    says where the run computed (``where``, else the record's backend)."""
+    where = where or result.backend or "an unknown backend"
     if result.success:
         logger.info(
-            "pipeline %r run %s succeeded in %.3fs (%d tasks)",
+            "pipeline %r run %s succeeded in %.3fs (%d tasks) on %s",
             result.pipeline,
             result.run_id,
             result.duration,
             len(result.tasks),
+            redact_urls_in(where),
         )
     else:
-        logger.warning("%s", redact_urls_in(str(result.error)))
+        logger.warning("%s; on %s", redact_urls_in(str(result.error)), redact_urls_in(where))

@@ -105,9 +105,10 @@ def execute(
     resumed_from = recovery.run_id if recovery else None
     run_id = run_id or new_run_id()
     started = time.time()
+    used = backend.name if parallel else "sequential"
     steps = prepare_run(plan, cache=storage.cache, restore=restore, force=force, targets=targets)
     if observers:
-        record = started_record(plan, run_id, steps, started, resumed_from)
+        record = started_record(plan, run_id, steps, started, resumed_from, used)
         for observer in observers:
             observer.run_started(record)
     measures = instruments.for_run(run_id) if instruments is not None else None
@@ -167,23 +168,29 @@ def execute(
             )
         result = collect(
             plan, run_id, outcomes, steps, started=started, finished=time.time(),
-            fetched=fetched, resumed_from=resumed_from,
+            fetched=fetched, resumed_from=resumed_from, backend=used,
         )  # fmt: skip
         if instruments is not None:
             result = instruments.finish(result)
     except BaseException as exc:
         finished = {**outcomes, **(watch.finished if watch is not None else {})}
         try:
-            _stopped(plan, run_id, steps, finished, started, resumed_from, observers, exc)
+            _stopped(plan, run_id, steps, finished, started, resumed_from, observers, exc, used)
         except Exception:  # never hide what stopped the run
             logger.exception("could not end the record of run %s", run_id)
         raise
     finally:
         if watch is not None:
             watch.close()
-    log_result(result)
+    log_result(result, _where(backend, used))
     _tell(observers, result)
     return result
+
+
+def _where(backend: Backend, used: str) -> str:
+    """Where a run computed, for its log line: the backend's own words when it has them."""
+    describe = getattr(backend, "describe", None)
+    return str(describe()) if used != "sequential" and callable(describe) else used
 
 
 def _stopped(
@@ -195,12 +202,13 @@ def _stopped(
     resumed_from: str | None,
     observers: Sequence[RunObserver],
     exc: BaseException,
+    backend: str | None = None,
 ) -> None:
     """End a run that ``exc`` stopped early, with the ``outcomes`` of the tasks that had
     finished (see the module docstring)."""
     result = collect(
         plan, run_id, outcomes, steps, started=started, finished=time.time(), fetched=(),
-        resumed_from=resumed_from, stopped_by=exc,
+        resumed_from=resumed_from, stopped_by=exc, backend=backend,
     )  # fmt: skip
     if isinstance(exc, RunCancelled):
         exc.result = result

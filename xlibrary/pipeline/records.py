@@ -189,6 +189,9 @@ class RunRecord:
     """Bytes: the highest resident memory of the processes that ran the tasks (monitored)."""
     alerts: tuple[Alert, ...] = ()
     error: RunError | None = None
+    backend: str | None = None
+    """Where the run computed: ``threads``, ``distributed`` (a cluster or a Client), a
+    registered backend's name, or ``sequential`` (``parallel=False``: in the calling thread)."""
 
     @property
     def duration(self) -> float | None:
@@ -208,7 +211,7 @@ class RunRecord:
 
     def to_json(self) -> dict[str, Any]:
         error = self.error
-        return {
+        data: dict[str, Any] = {
             "run_id": self.run_id,
             "pipeline": self.pipeline,
             "status": str(self.status),
@@ -225,6 +228,9 @@ class RunRecord:
             "error": None if error is None else dataclasses.asdict(error),
             "tasks": {name: task.to_json() for name, task in self.tasks.items()},
         }
+        if self.backend:
+            data["backend"] = self.backend
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> RunRecord:
@@ -257,6 +263,7 @@ class RunRecord:
                 summary=str(error.get("summary") or ""),
                 stack_trace=str(error.get("stack_trace") or ""),
             ),
+            backend=data.get("backend"),
         )
 
 

@@ -119,6 +119,16 @@ class DistributedBackend:
             self._checked_workers = True
         return client
 
+    def describe(self) -> str:
+        """Where runs compute, for log lines: whose client, and its scheduler."""
+        client = self._client
+        if self._user_client is not None:
+            return f"distributed (the Client at {_scheduler_of(self._user_client)})"
+        if self._address is not None:
+            return f"distributed (the scheduler at {self._address})"
+        where = f", dashboard {client.dashboard_link}" if client is not None else ""
+        return f"distributed (a cluster this manager started{where})"
+
     @property
     def cluster(self) -> Cluster | None:
         """The cluster this backend started, if any."""
@@ -386,6 +396,13 @@ class DistributedBackend:
             _close_within(client, "the Dask client")
         if cluster is not None:
             _close_within(cluster, "the Dask cluster")
+
+
+def _scheduler_of(client: Client) -> str:
+    try:
+        return str(client.scheduler.address)  # type: ignore[union-attr]
+    except Exception:  # closed, or not connected yet
+        return "an unknown address"
 
 
 def _close_within(closable: Any, what: str) -> None:
