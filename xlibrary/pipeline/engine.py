@@ -55,6 +55,9 @@ class RunRequest:
     listeners: Sequence[Listener] = field(default_factory=tuple)
     keep_results: str | None = None
     """What a cluster sends back when the settings do not say (``all`` or ``final``)."""
+    compute_final: bool = True
+    """Compute the final tasks' Dask collections (pandas, NumPy); ``False``: they come back
+    as collections (persisted on a cluster)."""
 
 
 class RunEngine:
@@ -140,6 +143,7 @@ class RunEngine:
         raise_on_failure: bool | None,
         display_progress: bool | None,
         show_intermediate: bool | None,
+        compute_final: bool = True,
     ) -> PipelineResult:
         """A run with the conveniences of terminals and notebooks: a progress bar, each
         task's result shown as it finishes, the result table (see ``execute_pipeline``)."""
@@ -154,7 +158,9 @@ class RunEngine:
             listeners.append(Progress(pipeline.name))
         # asked for in this call, a cluster sends every result back (unless the config says)
         keep = "all" if show_intermediate and not settings.keep_results else None
-        request = RunRequest(parallel=parallel, listeners=listeners, keep_results=keep)
+        request = RunRequest(
+            parallel=parallel, listeners=listeners, keep_results=keep, compute_final=compute_final
+        )
         result = self.run(pipeline, request, raise_on_failure=raise_on_failure)
         notebook.after(result)
         return result
@@ -192,6 +198,7 @@ class RunEngine:
             run_id=handle.run_id,
             listeners=[*request.listeners, handle.tracker],
             cancel=handle.cancel_event,
+            compute_final=request.compute_final,
         )
 
     def _warn_once(self, marker: tuple[str, str, str], message: str) -> None:

@@ -90,13 +90,15 @@ def execute(
     run_id: str | None = None,
     listeners: Sequence[Listener] = (),
     cancel: threading.Event | None = None,
+    compute_final: bool = True,
 ) -> PipelineResult:
     """Run ``plan`` on ``backend`` and return its result (see the module docstring).
 
     ``keep_results="final"`` brings back only the final tasks' results; the others are
     released as soon as no later task needs them. ``listeners`` hear of tasks starting and
     finishing (a progress bar, a run's status); once ``cancel`` is set no further task
-    starts, and RunCancelled is raised.
+    starts, and RunCancelled is raised. With ``compute_final`` the final tasks' Dask
+    collections come back computed (pandas, NumPy); the other tasks' stay collections.
     """
     storage = storage or RunStorage()
     restore = recovery.restore if recovery else None
@@ -117,6 +119,7 @@ def execute(
         watch.begin(sum(step.action is not Action.PRUNE for step in steps))
     outcomes: dict[str, Outcome] = {}
     wanted = set(targets or plan.sinks) if keep_results == "final" else None
+    computed = set(targets or plan.sinks) if compute_final else set()
     fetched: set[str] = set()  # tasks whose outcomes came back with their values
     try:
         for round_ in range(2):
@@ -142,6 +145,7 @@ def execute(
                 progress=watch,
                 wanted=wanted,
                 restrictions=restrictions,
+                compute=computed,
             )
             outcomes.update(got)
             fetched.update(got if wanted is None else wanted & set(got))

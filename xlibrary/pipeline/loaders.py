@@ -13,11 +13,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .lazy import hold, is_collection, opened
 from .outcome import Outcome
 from .states import STALE, TaskStatus
 from .store import Cache, RunStore
 
-__all__ = ["CacheLoader", "SavedLoader", "quietly"]
+__all__ = ["CacheLoader", "SavedLoader", "loaded", "quietly"]
 
 logger = logging.getLogger("xlibrary.pipeline.wrapper")
 
@@ -50,13 +51,13 @@ class CacheLoader:
     def __call__(self) -> Outcome:
         started = time.time()
         found = quietly(self.cache.load, self.key, task=self.name)
-        if found is None:
+        value = None if found is None else quietly(opened, found[1])
+        if found is None or value is None:
             return Outcome(status=STALE, cause=self.name)
-        header, value = found
-        return Outcome(
+        return loaded(Outcome(
             status=TaskStatus.CACHED, value=value, started=started, finished=time.time(),
-            token=header.entry_id, source=f"cache:{self.key}",
-        )  # fmt: skip
+            token=found[0].entry_id, source=f"cache:{self.key}",
+        ))  # fmt: skip
 
 
 class SavedLoader:
@@ -82,7 +83,7 @@ class SavedLoader:
     def __call__(self) -> Outcome:
         started = time.time()
         try:
-            value = self.runs.load_result(self.pipeline, self.run_id, self.name)
+            value = opened(self.runs.load_result(self.pipeline, self.run_id, self.name))
         except Exception as exc:
             logger.warning(
                 "the result of task %r saved by run %s cannot be used (%s); the task runs again",
@@ -91,7 +92,15 @@ class SavedLoader:
                 exc,
             )
             return Outcome(status=STALE, cause=self.name)
-        return Outcome(
+        return loaded(Outcome(
             status=TaskStatus.CACHED, value=value, started=started, finished=time.time(),
             token=self.token, source=f"run:{self.run_id}",
-        )  # fmt: skip
+        ))  # fmt: skip
+
+
+def loaded(outcome: Outcome) -> Outcome:
+    """``outcome`` of a loader, a Dask collection held as a task's result is (see
+    :mod:`~.lazy`): read once into cluster memory, not once per task that uses it."""
+    if is_collection(outcome.value):
+        outcome.value, outcome.held = hold(outcome.value)
+    return outcome

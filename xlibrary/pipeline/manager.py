@@ -104,6 +104,7 @@ class PipelineManager:
         raise_on_failure: bool | None = None,
         display_progress: bool | None = None,
         show_intermediate: bool | None = None,
+        compute_final: bool = True,
     ) -> PipelineResult:
         """Run ``pipeline`` once, as one Dask graph, and return its :class:`PipelineResult`.
 
@@ -111,14 +112,13 @@ class PipelineManager:
         tasks). A failing task fails the run and skips the tasks downstream of it; independent
         branches run to the end. ``raise_on_failure`` (default: the config's ``debug_mode`` or
         ``raise_on_failure``) raises ``PipelineExecutionError`` instead. ``display_progress``
-        shows a progress bar; ``show_intermediate`` each task's result as it finishes."""
+        shows a progress bar; ``show_intermediate`` each task's result as it finishes; final
+        Dask collections come back computed unless ``compute_final=False``."""
         return self._engine.run_interactive(
-            self._engine.resolve(pipeline),
-            parallel=parallel,
-            raise_on_failure=raise_on_failure,
-            display_progress=display_progress,
-            show_intermediate=show_intermediate,
-        )
+            self._engine.resolve(pipeline), parallel=parallel, raise_on_failure=raise_on_failure,
+            display_progress=display_progress, show_intermediate=show_intermediate,
+            compute_final=compute_final,
+        )  # fmt: skip
 
     def execute_distributed(
         self, pipeline: Pipeline | str, *, raise_on_failure: bool | None = None
@@ -128,11 +128,13 @@ class PipelineManager:
         target, request = self._engine.resolve(pipeline), RunRequest(backend="distributed")
         return self._engine.run(target, request, raise_on_failure=raise_on_failure)
 
-    def submit(self, pipeline: Pipeline | str, parallel: bool = True) -> RunHandle:
+    def submit(
+        self, pipeline: Pipeline | str, parallel: bool = True, *, compute_final: bool = True
+    ) -> RunHandle:
         """Start a run and return its :class:`RunHandle` at once (``run_id``, ``status()``,
         ``result(timeout=)``, ``cancel()``). The pipeline is checked before this returns."""
-        target = self._engine.resolve(pipeline)
-        return self._engine.submit(target, RunRequest(parallel=parallel))
+        request = RunRequest(parallel=parallel, compute_final=compute_final)
+        return self._engine.submit(self._engine.resolve(pipeline), request)
 
     def handle(self, run_id: str) -> RunHandle | None:
         """The handle of a run of this manager (the last 1,000 are kept)."""

@@ -8,6 +8,10 @@ skipped outcome without calling their function, and independent branches run to 
 With no retry, timeout, cache or saving it costs two clock reads and one small object per
 task.
 
+A result that is a Dask collection is settled where the task ran (:mod:`~.lazy`): persisted
+and held on a cluster, kept lazy on threads; a cached or saved one is written by the workers
+(parquet, zarr), its entry written by the client once the data is there.
+
 "An exception" is any ``BaseException``: a task that calls ``sys.exit()`` or raises
 ``GeneratorExit`` or ``KeyboardInterrupt`` fails with it, and neither the caller's program nor
 a Dask worker goes down with it. The one exception is a ``KeyboardInterrupt`` in the main
@@ -38,6 +42,7 @@ import cloudpickle
 
 from .errors import ClusterError, SerializationError, TaskTimeoutError
 from .fingerprint import UnhashableInput, derive_key, input_token
+from .lazy import hold, is_collection, opened, pending_writes
 from .loaders import quietly
 from .outcome import Failure, Outcome
 from .pipeline import RetryPolicy
@@ -169,17 +174,35 @@ class TaskWrapper:
                     status=FAILED, attempts=1, started=started, finished=time.time(),
                     failure=failure,
                 )  # fmt: skip
-            return Outcome(
+            outcome = Outcome(
                 status=SUCCEEDED, value=value, attempts=1, started=started, finished=time.time()
             )
+            if getattr(type(value), "__dask_graph__", None) is not None:  # a Dask collection?
+                return self._held(outcome)
+            return outcome
         if self.measures is not None:
             return self._run_measured(upstream, args, started, self.measures)
         return self._run(upstream, args, started)
 
     def _run(self, upstream: tuple[Outcome, ...], args: list[Any], started: float) -> Outcome:
         if self.storage is None:
-            return self._run_with_policy(args, started)
+            return self._held(self._run_with_policy(args, started))
         return self._run_stored(upstream, args, started, self.storage)
+
+    def _held(self, outcome: Outcome, writes: list[Any] | None = None) -> Outcome:
+        """``outcome``, its Dask collection settled where it ran (see :mod:`~.lazy`)."""
+        if outcome.status not in DONE or not is_collection(outcome.value):
+            return outcome
+        try:
+            outcome.value, outcome.held = hold(outcome.value, writes or ())
+        except Exception as exc:  # the graph cannot be persisted (or the cluster is gone)
+            return Outcome(
+                status=FAILED, attempts=outcome.attempts, started=outcome.started,
+                finished=time.time(), failure=Failure.from_exception(self.name, exc),
+            )  # fmt: skip
+        if outcome.token is None and outcome.held.keys:  # persisted: its keys say what it is
+            outcome.token = input_token(("xlibrary.collection", outcome.held.keys))
+        return outcome
 
     def _run_measured(
         self, upstream: tuple[Outcome, ...], args: list[Any], started: float, measures: Measures
@@ -232,13 +255,17 @@ class TaskWrapper:
                 found = quietly(storage.cache.load, key, task=self.name)
                 if found is not None:
                     header, value = found
-                    return Outcome(
-                        status=CACHED, value=value, started=started, finished=time.time(),
-                        token=header.entry_id, source=f"cache:{key}",
-                    )  # fmt: skip
+                    value = quietly(opened, value)  # a stored collection: read lazily
+                    if value is not None:
+                        return self._held(Outcome(
+                            status=CACHED, value=value, started=started, finished=time.time(),
+                            token=header.entry_id, source=f"cache:{key}",
+                        ))  # fmt: skip
         outcome = self._run_with_policy(args, started)
         if outcome.status != SUCCEEDED:
             return outcome
+        if is_collection(outcome.value):  # written by the workers, its entry at the end
+            return self._store_collection(outcome, key, inputs, storage)
         try:
             if storage.cache is not None and key is not None:
                 header = storage.cache.save(
@@ -258,6 +285,21 @@ class TaskWrapper:
         except Exception as exc:  # the store is down: the result itself is good
             logger.warning("task %r: could not write its result to the store: %s", self.name, exc)
         return outcome
+
+    def _store_collection(
+        self, outcome: Outcome, key: str | None, inputs: list[str] | None, storage: TaskStorage
+    ) -> Outcome:
+        try:
+            writes, entry_id = pending_writes(
+                outcome.value, task=self.name, pipeline=storage.pipeline, run_id=storage.run_id,
+                cache=storage.cache, cache_key=key, ttl=storage.ttl, runs=storage.runs,
+                meta={"code": storage.code, "inputs": inputs} if storage.code else None,
+            )  # fmt: skip
+        except Exception as exc:  # the writer refused the collection: the result is good
+            logger.warning("task %r: its result cannot be written to the store: %s", self.name, exc)
+            writes, entry_id = [], None
+        outcome.token = entry_id
+        return self._held(outcome, writes)
 
     def _cache_key(
         self, upstream: tuple[Outcome, ...], storage: TaskStorage

@@ -1,0 +1,352 @@
+"""Dask collections as task results: lazy on threads, persisted on a cluster, computed once at
+the end, written by the workers when cached or saved."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+import dask
+import dask.array as da
+import dask.bag as db
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+import pytest
+from dask.utils import key_split
+from distributed import Client, LocalCluster, get_task_stream
+
+from xlibrary.pipeline import Pipeline, PipelineManager, SerializationError
+from xlibrary.pipeline.store import open_cache
+
+ROWS = 40_000
+PARTS = 4
+
+
+def frame() -> pd.DataFrame:
+    return pd.DataFrame({"k": np.arange(ROWS) % 10, "v": np.arange(ROWS, dtype=float)})
+
+
+def expected_totals() -> pd.Series:
+    data = frame()
+    return data[data.v % 2 == 0].groupby("k").v.sum()
+
+
+_seen: list[int] = []  # partitions the counting task saw (threads: this process)
+_seen_lock = threading.Lock()
+
+
+def _count(part: pd.DataFrame) -> pd.DataFrame:
+    with _seen_lock:
+        _seen.append(len(part))
+    return part
+
+
+def etl(name: str = "collections") -> Pipeline:
+    """load (from_pandas, built in the task) -> clean -> totals and size, both final."""
+    p = Pipeline(name)
+
+    @p.task("load")
+    def load() -> dd.DataFrame:
+        return dd.from_pandas(frame(), npartitions=PARTS)
+
+    @p.task("clean", depends_on=["load"])
+    def clean(data: dd.DataFrame) -> dd.DataFrame:
+        return data[data.v % 2 == 0].map_partitions(_count, meta=data._meta)
+
+    p.task("totals", depends_on=["clean"])(lambda data: data.groupby("k").v.sum())
+    p.task("size", depends_on=["clean"])(lambda data: data.v.count())
+    return p
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> dict[str, Any]:
+    return {"store": {"url": str(tmp_path / "store")}}
+
+
+# -- threads ---------------------------------------------------------------------------------
+def test_threads_pass_collections_lazily_and_compute_a_shared_one_once(
+    store: dict[str, Any],
+) -> None:
+    _seen.clear()
+    with PipelineManager({**store, "scheduler": "threads"}) as pm:
+        result = pm.execute_pipeline(etl())
+    assert result.success, result.error
+    assert result.backend == "threads"
+    pd.testing.assert_series_equal(result.final_result["totals"], expected_totals())
+    assert result.final_result["size"] == ROWS // 2
+    assert len(_seen) == PARTS  # "clean" feeds both final tasks: computed once
+    for name in ("load", "clean"):  # intermediate results stay collections, lazy
+        assert isinstance(result.results[name], dd.DataFrame)
+    assert result.results["totals"] is result.final_result["totals"]
+
+
+def test_compute_final_false_returns_the_final_collections(store: dict[str, Any]) -> None:
+    _seen.clear()
+    with PipelineManager({**store, "scheduler": "threads"}) as pm:
+        result = pm.execute_pipeline(etl(), compute_final=False)
+        submitted = pm.submit(etl(), compute_final=False).result(timeout=60)
+    assert not _seen  # nothing computed
+    totals = result.final_result["totals"]
+    assert isinstance(totals, dd.Series)
+    pd.testing.assert_series_equal(totals.compute(), expected_totals())
+    assert isinstance(submitted.final_result["size"], dd.Scalar)
+
+
+def test_arrays_bags_and_delayed_come_back_computed(store: dict[str, Any]) -> None:
+    p = Pipeline("kinds")
+    p.task("array")(lambda: da.arange(100, chunks=30))
+    p.task("total", depends_on=["array"])(lambda a: (a * 2).sum())
+    p.task("bag")(lambda: db.from_sequence(range(5), npartitions=2).map(lambda x: x + 1))
+    p.task("delayed")(lambda: dask.delayed(sum)([1, 2, 3]))
+    with PipelineManager({**store, "scheduler": "threads"}) as pm:
+        result = pm.execute_pipeline(p)
+    assert result.final_result == {"total": 9900, "bag": [1, 2, 3, 4, 5], "delayed": 6}
+    assert isinstance(result.results["array"], da.Array)
+
+
+def test_a_collection_that_fails_to_compute_fails_the_run_on_threads(
+    store: dict[str, Any],
+) -> None:
+    p = Pipeline("broken")
+    p.task("load")(lambda: dd.from_pandas(frame(), npartitions=PARTS))
+    p.task("ratio", depends_on=["load"])(
+        lambda d: d.map_partitions(_divide_by_zero, meta=d._meta).v.sum()
+    )
+    with PipelineManager({**store, "scheduler": "threads"}) as pm:
+        result = pm.execute_pipeline(p)
+    assert not result.success
+    assert result.failed_task == "ratio"
+    assert isinstance(result.tasks["ratio"].error, ZeroDivisionError)
+    assert "_divide_by_zero" in (result.tasks["ratio"].traceback or "")
+
+
+def _divide_by_zero(part: pd.DataFrame) -> pd.DataFrame:
+    raise ZeroDivisionError("a partition divided by zero")
+
+
+# -- a cluster -------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def client() -> Iterator[Client]:
+    """Two worker processes of one thread each: the case where a nested compute deadlocks."""
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        yield client
+
+
+def _tasks_on_scheduler(client: Client) -> int:
+    return int(client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)))
+
+
+def _held_on_workers(client: Client) -> list[int]:
+    def held() -> int:
+        from xlibrary.pipeline import lazy
+
+        return sum(len(collections) for collections in lazy._held.values())
+
+    return sorted(client.run(held).values())
+
+
+def test_a_cluster_persists_collections_and_computes_the_finals_at_the_end(
+    client: Client, store: dict[str, Any]
+) -> None:
+    config = {**store, "keep_results": "all"}
+    with PipelineManager(config, client=client) as pm, get_task_stream(client) as stream:
+        result = pm.execute_pipeline(etl("on_cluster"))
+    assert result.success, result.error
+    assert result.backend == "distributed"
+    pd.testing.assert_series_equal(result.final_result["totals"], expected_totals())
+    assert result.final_result["size"] == ROWS // 2
+    # the intermediate results are persisted collections: futures, not data
+    clean = result.results["clean"]
+    assert isinstance(clean, dd.DataFrame)
+    assert len(cloudpickle.dumps(clean)) < 20_000 < frame().memory_usage().sum()
+    pd.testing.assert_series_equal(
+        client.compute(clean.groupby("k").v.sum()).result(), expected_totals()
+    )
+    # the partitions ran on the workers under the pipeline tasks' names
+    prefixes = {key_split(task["key"]) for task in stream.data}
+    assert {"load-frompandas", "clean-getitem"} <= prefixes, prefixes
+    assert {"load", "clean", "totals", "size"} <= prefixes  # the tasks themselves
+    # the workers let go of the run; what the result holds is the client's
+    assert _held_on_workers(client) == [0, 0]
+    del result, clean
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while _tasks_on_scheduler(client) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _tasks_on_scheduler(client) == 0
+
+
+def test_a_p2p_shuffle_in_a_task_does_not_deadlock_one_thread_workers(
+    client: Client, store: dict[str, Any]
+) -> None:
+    p = Pipeline("shuffled")
+    p.task("load")(lambda: dd.from_pandas(frame(), npartitions=PARTS))
+    p.task("by_key", depends_on=["load"])(lambda d: d.shuffle("k"))
+    p.task("indexed", depends_on=["by_key"])(lambda d: d.set_index("v").k.sum())
+    with PipelineManager(store, client=client) as pm, get_task_stream(client) as stream:
+        result = pm.execute_pipeline(p)
+    assert result.success, result.error
+    assert result.final_result == frame().k.sum()
+    keys = {str(task["key"]) for task in stream.data}
+    assert any("shuffle-barrier-" in key for key in keys), "not a P2P shuffle"
+
+
+def test_a_partition_that_fails_fails_the_task_of_its_collection(
+    client: Client, store: dict[str, Any]
+) -> None:
+    p = Pipeline("broken_on_cluster")
+    p.task("load")(lambda: dd.from_pandas(frame(), npartitions=PARTS))
+    p.task("ratio", depends_on=["load"])(lambda d: d.map_partitions(_divide_by_zero, meta=d._meta))
+    p.task("total", depends_on=["ratio"])(lambda d: d.v.sum())
+    p.task("rows", depends_on=["load"])(lambda d: d.v.count())
+    with PipelineManager(store, client=client) as pm:
+        result = pm.execute_pipeline(p)
+    assert result.states == {
+        "load": "succeeded", "ratio": "failed", "total": "skipped", "rows": "succeeded"
+    }  # fmt: skip
+    assert result.failed_task == "ratio"
+    assert isinstance(result.tasks["ratio"].error, ZeroDivisionError)
+    assert result.results["rows"] == ROWS
+    assert _held_on_workers(client) == [0, 0]
+
+
+def test_compute_final_false_on_a_cluster_keeps_the_collection_for_the_client(
+    client: Client, store: dict[str, Any]
+) -> None:
+    with PipelineManager(store, client=client) as pm:
+        result = pm.execute_pipeline(etl("kept"), compute_final=False)
+    totals = result.final_result["totals"]
+    assert isinstance(totals, dd.Series)
+    assert _held_on_workers(client) == [0, 0]  # the client holds it now
+    time.sleep(0.2)
+    pd.testing.assert_series_equal(client.compute(totals).result(), expected_totals())
+
+
+def test_a_default_client_runs_collections_and_its_computes(
+    client: Client, store: dict[str, Any]
+) -> None:
+    with Client(client.scheduler.address) as default, PipelineManager(store) as pm:
+        result = pm.execute_pipeline(etl("default"), compute_final=False)
+        assert result.backend == "distributed" and pm.client is default
+        assert result.final_result["size"].compute() == ROWS // 2  # on the default client
+
+
+# -- the cache and saved results -------------------------------------------------------------
+_calls: list[str] = []  # a global, not a closure value (that would change the cache key)
+
+
+def cached(pm: PipelineManager) -> Pipeline:
+    p = Pipeline("cached_collections")
+
+    @p.task("load")
+    @pm.cache_result
+    def load() -> dd.DataFrame:
+        _calls.append("load")
+        return dd.from_pandas(frame(), npartitions=PARTS)
+
+    @p.task("grid")
+    @pm.cache_result(key="grid")
+    def grid() -> da.Array:
+        _calls.append("grid")
+        return da.arange(120, chunks=50).reshape(12, 10)
+
+    p.task("totals", depends_on=["load"])(lambda d: d.groupby("k").v.sum())
+    p.task("grid_sum", depends_on=["grid"])(lambda g: g.sum(axis=0))
+    return p
+
+
+def _store_files(root: Path, part: str) -> list[Path]:
+    return [path for path in root.rglob("*") if part in path.parts and path.is_file()]
+
+
+@pytest.mark.parametrize("where", ["threads", "cluster"])
+def test_cached_collections_are_written_as_parquet_and_zarr_and_read_back_lazily(
+    where: str, client: Client, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "store"
+    config: dict[str, Any] = {"store": {"url": str(root)}}
+    on = {"client": client} if where == "cluster" else {}
+    _calls.clear()
+    with PipelineManager(config, **on) as pm:
+        with get_task_stream(client) as stream:
+            first = pm.execute_pipeline(cached(pm))
+        assert first.success, first.error
+        parquet = [p.name for p in _store_files(root, "collections") if p.suffix == ".parquet"]
+        assert sorted(parquet) == [f"part.{i}.parquet" for i in range(PARTS)]
+        warned = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert not [r.getMessage() for r in warned if r.name.startswith("xlibrary")]
+        if where == "cluster":  # written by the workers
+            assert any("toparquet" in key_split(task["key"]) for task in stream.data)
+        second = pm.execute_pipeline(cached(pm))
+        assert second.states["load"] == "cached" and second.states["grid"] == "cached"
+        assert _calls == (["load", "grid"] if where == "threads" else [])
+        pd.testing.assert_series_equal(second.final_result["totals"], frame().groupby("k").v.sum())
+        np.testing.assert_array_equal(
+            second.final_result["grid_sum"], np.arange(120).reshape(12, 10).sum(axis=0)
+        )
+        assert pm.explain_cache(cached(pm))["load"].status == "hit"
+        assert pm.clear_cache() == 2
+        assert not _store_files(root, "collections")
+
+
+def test_the_cache_never_pickles_a_collection(tmp_path: Path) -> None:
+    cache = open_cache("fsspec", str(tmp_path))
+    with pytest.raises(SerializationError, match="parquet"):
+        cache.save("k", dd.from_pandas(frame(), npartitions=2))
+
+
+def test_a_bag_is_not_cached_and_says_so(
+    store: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    with PipelineManager({**store, "scheduler": "threads"}) as pm:
+        p = Pipeline("bagged")
+        p.task("bag")(pm.cache_result(lambda: db.from_sequence([1, 2, 3])))
+        with caplog.at_level(logging.WARNING, "xlibrary.pipeline"):
+            result = pm.execute_pipeline(p)
+            again = pm.execute_pipeline(p)
+    assert result.final_result == again.final_result == [1, 2, 3]
+    assert again.states["bag"] == "succeeded"
+    assert "not stored" in caplog.text and "dask.bag" in caplog.text
+
+
+@pytest.mark.parametrize("where", ["threads", "cluster"])
+def test_saved_intermediate_collections_come_back_lazily(
+    where: str, client: Client, store: dict[str, Any]
+) -> None:
+    on = {"client": client} if where == "cluster" else {}
+    config = {**store, "save_intermediate_results": True}
+    with PipelineManager(config, **on) as pm:
+        result = pm.execute_pipeline(etl("saved"))
+        assert result.tasks["clean"].saved and result.tasks["load"].saved
+        saved = pm.get_intermediate_results("saved", tasks=["clean"])
+    written = Path(store["store"]["url"], "runs", "saved", result.run_id, "results")
+    parts = sorted(path.name for path in (written / "clean.parquet").iterdir())
+    assert parts == [f"part.{i}.parquet" for i in range(PARTS)]  # not a pickled graph
+    clean = saved["clean"]
+    assert isinstance(clean, dd.DataFrame)  # read lazily from the parquet files
+    pd.testing.assert_series_equal(
+        clean.groupby("k").v.sum().compute(scheduler="threads"), expected_totals()
+    )
+
+
+def test_prune_removes_collections_no_entry_names(tmp_path: Path) -> None:
+    cache = open_cache("fsspec", str(tmp_path))
+    place = cache.collection_place("key", "abc", "parquet", ".parquet")
+    assert place is not None
+    dd.from_pandas(frame(), npartitions=2).to_parquet(place.url)
+    assert os.path.isdir(place.url)
+    cache.prune()  # no entry was written for it: a run that stopped
+    assert not os.path.exists(place.url)
