@@ -189,6 +189,17 @@ def test_a_cluster_persists_collections_and_computes_the_finals_at_the_end(
     assert _tasks_on_scheduler(client) == 0
 
 
+def test_a_collection_split_when_optimized_comes_back_whole(
+    client: Client, store: dict[str, Any]
+) -> None:
+    p = Pipeline("split")  # 16 partitions: Dask splits the groupby's output when optimizing
+    p.task("load")(lambda: dd.from_pandas(frame(), npartitions=16))
+    p.task("totals", depends_on=["load"])(lambda d: d.groupby("k").v.sum())
+    with PipelineManager(store, client=client) as pm:
+        result = pm.execute_pipeline(p)
+    pd.testing.assert_series_equal(result.final_result.sort_index(), frame().groupby("k").v.sum())
+
+
 def test_a_p2p_shuffle_in_a_task_does_not_deadlock_one_thread_workers(
     client: Client, store: dict[str, Any]
 ) -> None:

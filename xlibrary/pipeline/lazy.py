@@ -303,6 +303,11 @@ def hold(value: Any, writes: Sequence[PendingWrite] = ()) -> tuple[Any, Held]:
 
     client = get_client()
     prefix = f"{key[0]}-"
+    optimize = getattr(value, "optimize", None)
+    if hasattr(value, "expr") and callable(optimize):
+        # as DataFrame.persist does: the optimized expression decides the partitions (a
+        # groupby may split its output), and the rebuilt collection must have as many
+        value = optimize()
     # the value and its first write in one graph: its partitions are computed once; two
     # parquet writes of one frame in one graph fail in Dask 2026.8, so further writes go
     # in graphs of their own, reading the persisted partitions
