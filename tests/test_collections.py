@@ -177,7 +177,8 @@ def test_a_cluster_persists_collections_and_computes_the_finals_at_the_end(
     )
     # the partitions ran on the workers under the pipeline tasks' names
     prefixes = {key_split(task["key"]) for task in stream.data}
-    assert {"load-frompandas", "clean-getitem"} <= prefixes, prefixes
+    assert "load-frompandas" in prefixes, prefixes
+    assert any(prefix.startswith("clean-getitem") for prefix in prefixes), prefixes
     assert {"load", "clean", "totals", "size"} <= prefixes  # the tasks themselves
     # the workers let go of the run; what the result holds is the client's
     assert _held_on_workers(client) == [0, 0]
@@ -198,6 +199,32 @@ def test_a_collection_split_when_optimized_comes_back_whole(
     with PipelineManager(store, client=client) as pm:
         result = pm.execute_pipeline(p)
     pd.testing.assert_series_equal(result.final_result.sort_index(), frame().groupby("k").v.sum())
+
+
+def test_a_task_returns_only_once_the_scheduler_has_taken_in_its_graph(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A persisted graph reaches the scheduler on the worker's connection; the next task's
+    graph, built on it, on another. A big graph (from_pandas, 120 MB) was still coming in
+    when the next one arrived: "lost dependencies" (1 run in 3 of bench_collections)."""
+    from dask.task_spec import DataNode
+
+    from xlibrary.pipeline import lazy
+
+    key = (f"later-{time.monotonic_ns()}", 0)
+    kept: list[Any] = []
+
+    def submit_later() -> None:
+        time.sleep(0.5)
+        kept.extend(client.get({key: DataNode(key, 1)}, [key], sync=False))
+
+    started = time.monotonic()
+    threading.Thread(target=submit_later, daemon=True).start()
+    lazy._until_known(client, [key])
+    assert time.monotonic() - started >= 0.5 and kept
+    monkeypatch.setattr(lazy, "KNOWN_TIMEOUT", 0.2)
+    with pytest.raises(TimeoutError, match="did not take in the graph"):
+        lazy._until_known(client, [("never-sent", 0)])
 
 
 def test_a_p2p_shuffle_in_a_task_does_not_deadlock_one_thread_workers(
@@ -361,3 +388,29 @@ def test_prune_removes_collections_no_entry_names(tmp_path: Path) -> None:
     assert os.path.isdir(place.url)
     cache.prune()  # no entry was written for it: a run that stopped
     assert not os.path.exists(place.url)
+
+
+_fail_once: list[bool] = []
+
+
+def test_a_retry_restores_a_saved_collection_from_its_parquet_files(
+    store: dict[str, Any],
+) -> None:
+    p = Pipeline("retried_collections")
+    p.task("load")(lambda: dd.from_pandas(frame(), npartitions=PARTS))
+
+    @p.task("totals", depends_on=["load"])
+    def totals(data: dd.DataFrame) -> dd.Series:
+        if not _fail_once:
+            _fail_once.append(True)
+            raise ConnectionError("the first attempt fails")
+        return data.groupby("k").v.sum()
+
+    config = {**store, "save_intermediate_results": True, "scheduler": "threads"}
+    with PipelineManager(config) as pm:
+        failed = pm.execute_pipeline(p)
+        assert failed.failed_task == "totals" and failed.tasks["load"].saved
+        retried = pm.retry_failed_task("retried_collections", "totals", pipeline=p)
+    assert retried.states == {"load": "cached", "totals": "succeeded"}
+    assert retried.tasks["load"].source == f"run:{failed.run_id}"
+    pd.testing.assert_series_equal(retried.final_result, frame().groupby("k").v.sum())

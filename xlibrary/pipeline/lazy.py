@@ -54,6 +54,7 @@ import inspect
 import logging
 import sys
 import threading
+import time
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -74,6 +75,7 @@ __all__ = [
     "SavedCommit",
     "hold",
     "is_collection",
+    "is_expr_backed",
     "opened",
     "pending_writes",
     "release",
@@ -88,6 +90,12 @@ _BARRIER = "shuffle-barrier-"  # distributed finds a P2P shuffle by its barrier'
 def is_collection(value: Any) -> bool:
     """Whether ``value`` is a Dask collection; one type lookup for anything else."""
     return getattr(type(value), "__dask_graph__", None) is not None and is_dask_collection(value)
+
+
+def is_expr_backed(value: Any) -> bool:
+    """Whether ``value`` is a dask-expr collection (a dask DataFrame or Series); a Delayed
+    answers any attribute, so the class is asked."""
+    return isinstance(getattr(type(value), "expr", None), property)
 
 
 class Commit(Protocol):
@@ -303,11 +311,10 @@ def hold(value: Any, writes: Sequence[PendingWrite] = ()) -> tuple[Any, Held]:
 
     client = get_client()
     prefix = f"{key[0]}-"
-    optimize = getattr(value, "optimize", None)
-    if hasattr(value, "expr") and callable(optimize):
+    if is_expr_backed(value):
         # as DataFrame.persist does: the optimized expression decides the partitions (a
         # groupby may split its output), and the rebuilt collection must have as many
-        value = optimize()
+        value = value.optimize()
     # the value and its first write in one graph: its partitions are computed once; two
     # parquet writes of one frame in one graph fail in Dask 2026.8, so further writes go
     # in graphs of their own, reading the persisted partitions
@@ -318,6 +325,7 @@ def hold(value: Any, writes: Sequence[PendingWrite] = ()) -> tuple[Any, Held]:
         more, more_keys = _persist(client, [write_lazily(persisted[0], write.commit.place)], prefix)
         held.append(more)
         write_keys.append(more_keys[0])
+    _until_known(client, [k for keys_of in (keys[0], *write_keys) for k in keys_of])
     with _held_lock:  # the persisted collections hold their futures
         _held.setdefault(str(key[1]), []).extend(held)
     held_writes = tuple(
@@ -325,6 +333,43 @@ def hold(value: Any, writes: Sequence[PendingWrite] = ()) -> tuple[Any, Held]:
         for write, keys_of in zip(writes, write_keys, strict=True)
     )
     return persisted[0], Held(keys=tuple(keys[0]), writes=held_writes, kind=_kind(value))
+
+
+KNOWN_TIMEOUT = 120.0
+"""Seconds a task waits for the scheduler to take in the graph it persisted."""
+
+
+def _until_known(client: Any, keys: list[Hashable]) -> None:
+    """Return once the scheduler has taken in the graph that defines ``keys``.
+
+    ``persist`` sends the graph and returns; the scheduler reads it in the background (a
+    graph holding data, as ``from_pandas`` makes, takes a while). A graph built on these
+    keys reaches the scheduler on another connection (the next task's worker, the client):
+    if it came first, the scheduler would find its dependencies unknown and cancel it ("lost
+    dependencies"). This asks the scheduler, which needs no worker thread to answer: the
+    task waits for the scheduler's bookkeeping, never for the partitions.
+    """
+    if not keys:
+        return
+    wanted = keys[:: max(1, len(keys) // 16)] + keys[-1:]  # a graph is taken in whole
+
+    def known(dask_scheduler: Any) -> bool:
+        return all(key in dask_scheduler.tasks for key in wanted)
+
+    def answered() -> bool:  # the scheduler told this client about one: it has the graph
+        states = [client.futures.get(key) for key in wanted]
+        return any(state is not None and state.status != "pending" for state in states)
+
+    deadline = time.monotonic() + KNOWN_TIMEOUT
+    pause = 0.001
+    while not answered() and not client.run_on_scheduler(known):
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"the Dask scheduler did not take in the graph of this task's collection "
+                f"within {KNOWN_TIMEOUT:g}s; it may be overloaded"
+            )
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
 
 
 def release(run_id: str) -> int:

@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..errors import RunCancelled
-from ..lazy import PendingWrite, is_collection, release
+from ..lazy import PendingWrite, is_collection, is_expr_backed, release
 from ..outcome import Failure, Outcome
 from ..states import DONE, TaskStatus
 from ..watch import RunWatch
@@ -166,7 +166,7 @@ def _by_kind(values: Sequence[Any], compute: Callable[[list[Any]], Sequence[Any]
     results of such a mix out of order."""
     groups: dict[bool, list[int]] = {}
     for i, value in enumerate(values):
-        groups.setdefault(hasattr(value, "expr"), []).append(i)
+        groups.setdefault(is_expr_backed(value), []).append(i)
     if len(groups) < 2:
         return list(compute(list(values)))
     out: list[Any] = [None] * len(values)
