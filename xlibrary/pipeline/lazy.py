@@ -1,48 +1,54 @@
-"""Dask collections that tasks return: held on the cluster, lazy on threads, written by workers.
+"""Dask collections that tasks return: lazy, or held on the cluster; written by the workers.
 
 A task may return a Dask collection (a dask DataFrame or Series, a dask array, a bag, a
-``Delayed``). Its data never goes through the client, and the engine never computes it inside
-a worker task: no nested ``compute()``, which can deadlock a worker of one thread.
+``Delayed``). Its data never goes through the client, and the engine never computes it
+inside a worker task: no nested ``compute()``, which can deadlock a worker of one thread.
 
-* **On a cluster** the task wrapper persists the collection from the worker it runs on, with
-  that worker's own client (:func:`hold`): ``persist`` hands the graph to the scheduler and
-  returns at once, so the task ends at once and its worker thread is free for the
-  partitions. The next task receives a collection of futures whose partitions are already
-  (or soon) in worker memory; it builds on them and persists in turn. A collection built
-  inside a task (``from_pandas``) goes from that worker to the scheduler once, never to the
-  client and never from task to task.
-* **On threads** (and ``parallel=False``) it stays lazy: every task builds on the graph of the
-  ones before, and the run computes what it needs once, at the end, in one ``dask.compute``
-  (so a collection many tasks use is computed once).
+* **A graph that carries data** (a ``from_pandas`` frame of :data:`PERSIST_ABOVE` bytes or
+  more, and any array, bag or delayed, which are not measured), returned by a task on a
+  cluster, is persisted from the worker that built it, with that worker's own client
+  (:func:`hold`): the task ends as soon as the scheduler has the graph (it never waits for
+  the partitions), and the next task receives a collection of futures whose partitions are
+  in worker memory. The data goes from that worker to the scheduler once, never to the
+  client, never from task to task. The keys carry the task's name (``load-frompandas-...``),
+  so the dashboard shows them under it.
+* **Any other collection** (a ``read_parquet`` and what is built on it, or on persisted
+  partitions) is handed on as it is: its graph is small. On threads every collection is.
+* **At the end** the client settles the run (:mod:`.backends.settle`): it waits for the
+  persisted partitions (one that failed fails its task), then computes, in one graph named
+  after the final tasks, the final tasks' collections (``compute_final``) and the writes of
+  lazy collections, so what they share is computed once; it keeps what the run returns
+  and releases the rest.
 
-At the end of the run the client settles the collections (:mod:`.backends.settle`): it waits
-for the persisted partitions (a partition that failed fails the task whose collection it
-belongs to), computes the final tasks' collections (``compute_final``), keeps the collections
-it returns, and releases the rest. A collection written to the cache or saved under its run
-is written by the workers (a dask DataFrame as a partitioned parquet directory, an array as
-zarr, else ``.npy`` chunks; :func:`pending_writes`), in the same graph as the collection, so
-its partitions are computed once; the entry naming it is written by the client once the
-data is there (:class:`CacheCommit`, :class:`SavedCommit`).
+Cached or saved collections are written by the workers (a dask DataFrame as a partitioned
+parquet directory, an array as zarr, else ``.npy`` chunks; :mod:`~.stored`), in the
+same graph as the collection; the entry naming one is written by the client once the data
+is there.
 
-Why persist from the worker, and hold until the run ends (measured here, dask/distributed
-2026.8, 2-worker 1-thread LocalCluster; ``benchmarks/bench_collections.py``):
+Why (measured with ``benchmarks/bench_collections.py``: 5,000,000 rows in 16 partitions,
+filter, groupby, pandas, on a 2-worker 1-thread LocalCluster, dask/distributed 2026.8):
 
-* Hamilton's Dask adapter runs the functions on the client and computes at the end. That is
-  fast for ``read_parquet`` collections, but a collection built in a task (``from_pandas``)
-  is then built on the client: its data goes through the client (peak memory above the
-  data's size). Running the task on a worker and persisting there keeps it off the client.
+* Persisting every task's collection cost 1.36x hand-written Dask for ``read_parquet`` and
+  ``from_pandas`` alike: a frame persisted in the middle is read whole (every column) and
+  materialized, and Dask's optimizer no longer sees across tasks (column projection,
+  fusion). Handed on, the final compute is the one hand-written Dask makes.
+* Hamilton's Dask adapter runs the functions on the client and computes at the end: fast for
+  ``read_parquet``, but a ``from_pandas`` frame is then built on the client (its peak memory
+  above the data's size). Built in a task on a worker and persisted there, it is not.
 * ``get_client().compute(df).result()`` inside a task hung within 60 s on a 1-thread worker
   (the waiting task holds the thread a P2P shuffle needs); ``persist`` does not wait.
-* A future that travels to another process arrives unbound: it keeps nothing alive, and a
-  worker's client releasing its futures can overtake, on another connection, the graph the
-  next task submitted on top of them (the scheduler then reports "lost dependencies"). So
-  each worker holds what its tasks persisted until the client, having taken what it returns
-  (on its own connection, after the scheduler confirmed it), releases the run
-  (:func:`release`). A run's persisted collections stay in cluster memory while it runs.
+* A future that travels to another process arrives unbound: it keeps nothing alive. So each
+  worker holds what its tasks persisted until the client, having taken what it returns,
+  releases the run (:func:`release`): a run's persisted collections stay in cluster memory
+  while it runs. A graph persisted on a worker reaches the scheduler on that worker's
+  connection; one built on it (the next task's, the client's) on another: the task returns
+  only once the scheduler has taken its graph in (a 120 MB graph still arriving lost the
+  race 1 run in 3).
 
-The partitions' keys carry the task's name (``clean-getitem-<token>``), so the dashboard's
-task stream and progress bars show them under the pipeline task; a P2P shuffle's barrier
-keeps its name (distributed finds a shuffle by it).
+A failure inside a collection handed on lazily shows when it is computed: it fails the task
+whose computation it breaks (a final task, or the write of a cached one), the traceback
+naming the function that raised. A P2P shuffle's barrier keeps its key (distributed finds a
+shuffle by it).
 
 These functions run in workers: workers need xlibrary installed.
 """
@@ -56,34 +62,24 @@ import sys
 import threading
 import time
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 from dask.base import is_dask_collection
 
-from .datasets import Dataset
-from .datasets.formats import format_for_value
-from .errors import BadEntry
-from .store import Cache, RunStore
-from .store.codec import StoredCollection, new_entry_id
+from .stored import PendingWrite, kind_of, write_lazily
 
 __all__ = [
-    "CacheCommit",
-    "Commit",
     "Held",
-    "PendingWrite",
-    "SavedCommit",
     "hold",
     "is_collection",
     "is_expr_backed",
-    "opened",
-    "pending_writes",
+    "persist_named",
     "release",
 ]
 
 logger = logging.getLogger("xlibrary.pipeline.wrapper")
 
-_EXTENSIONS = {"parquet": ".parquet", "zarr": ".zarr", "npy": ".npy"}
 _BARRIER = "shuffle-barrier-"  # distributed finds a P2P shuffle by its barrier's key
 
 
@@ -98,38 +94,6 @@ def is_expr_backed(value: Any) -> bool:
     return isinstance(getattr(type(value), "expr", None), property)
 
 
-class Commit(Protocol):
-    """What makes a collection written by the workers count, once it is written."""
-
-    @property
-    def what(self) -> str:
-        """``cache`` or ``saved``: the outcome it completes."""
-        ...
-
-    @property
-    def place(self) -> StoredCollection:
-        """Where the collection is written."""
-        ...
-
-    def done(self) -> str | None:
-        """Record the written collection (write its entry); returns the entry id, if any."""
-        ...
-
-    def abandon(self) -> None:
-        """The write failed: remove what it left."""
-        ...
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PendingWrite:
-    """A collection being written: its tasks' keys on a cluster, or the lazy write to
-    compute with the run's finals; and its commit."""
-
-    commit: Commit
-    keys: tuple[Hashable, ...] = ()
-    lazy: Any = field(default=None, compare=False)
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Held:
     """What the run must settle for a task whose result is a Dask collection."""
@@ -139,149 +103,6 @@ class Held:
     writes: tuple[PendingWrite, ...] = ()
     kind: str = ""
     """The collection's type, for messages (``dask.dataframe.DataFrame``)."""
-
-
-# -- writing -----------------------------------------------------------------------------------
-@dataclass(frozen=True, kw_only=True)
-class CacheCommit:
-    """Writes the cache entry naming a collection once the workers wrote it."""
-
-    cache: Cache
-    key: str
-    place: StoredCollection
-    entry_id: str
-    ttl: float | None
-    task: str
-    pipeline: str
-    meta: dict[str, Any] | None = None
-    what: str = "cache"
-
-    def done(self) -> str | None:
-        header = self.cache.save(
-            self.key, self.place, ttl=self.ttl, task=self.task, pipeline=self.pipeline,
-            meta=self.meta, entry_id=self.entry_id,
-        )  # fmt: skip
-        return None if header is None else header.entry_id
-
-    def abandon(self) -> None:
-        _remove(self.place)
-
-
-@dataclass(frozen=True, kw_only=True)
-class SavedCommit:
-    """Writes the saved result naming a collection once the workers wrote it."""
-
-    runs: RunStore
-    pipeline: str
-    run_id: str
-    task: str
-    place: StoredCollection
-    what: str = "saved"
-
-    def done(self) -> str | None:
-        self.runs.save_result(self.pipeline, self.run_id, self.task, self.place)
-        return None
-
-    def abandon(self) -> None:
-        _remove(self.place)
-
-
-def _remove(place: StoredCollection) -> None:
-    import fsspec
-
-    try:
-        fs, path = fsspec.core.url_to_fs(place.url, **place.storage_options)
-        fs.rm(path, recursive=True)
-    except FileNotFoundError:
-        pass
-    except Exception as exc:  # the write failed already; this is cleaning up after it
-        logger.warning("could not remove the partial collection at %s: %s", place.path, exc)
-
-
-def storable(value: Any) -> str | None:
-    """The dataset format a collection is stored in (``parquet``, ``zarr``, ``npy``), or
-    ``None`` (bags and delayed values are not stored)."""
-    fmt = format_for_value(value)
-    return fmt if fmt in _EXTENSIONS else None
-
-
-def pending_writes(
-    value: Any,
-    *,
-    task: str,
-    pipeline: str,
-    run_id: str,
-    cache: Cache | None = None,
-    cache_key: str | None = None,
-    ttl: float | None = None,
-    meta: dict[str, Any] | None = None,
-    runs: RunStore | None = None,
-) -> tuple[list[PendingWrite], str | None]:
-    """The lazy writes of collection ``value`` to the cache under ``cache_key`` and to the
-    run's saved results (``runs``), and the cache entry id handed out (downstream cache keys
-    use it); nothing is written until the writes are computed. A collection that cannot be
-    stored is not, with a warning."""
-    fmt = storable(value)
-    if fmt is None:
-        logger.warning(
-            "task %r returned a %s, which is not stored in the cache or the store (only dask "
-            "DataFrames and arrays are, as parquet and zarr/npy); it runs again next time",
-            task,
-            _kind(value),
-        )
-        return [], None
-    extension = _EXTENSIONS[fmt]
-    writes: list[PendingWrite] = []
-    entry_id = None
-    if cache is not None and cache_key is not None:
-        entry_id = new_entry_id()
-        place = cache.collection_place(cache_key, entry_id, fmt, extension)
-        if place is None:
-            logger.warning(
-                "task %r is not cached: its result is a Dask collection, and this cache keeps "
-                "bytes only; use the fsspec cache (caching.cache_type: fsspec) for it",
-                task,
-            )
-            entry_id = None
-        else:
-            cached = CacheCommit(
-                cache=cache, key=cache_key, place=place, entry_id=entry_id, ttl=ttl, task=task,
-                pipeline=pipeline, meta=meta,
-            )  # fmt: skip
-            writes.append(PendingWrite(commit=cached, lazy=write_lazily(value, place)))
-    if runs is not None:
-        place = runs.place_result(pipeline, run_id, task, fmt, extension)
-        saved = SavedCommit(runs=runs, pipeline=pipeline, run_id=run_id, task=task, place=place)
-        writes.append(PendingWrite(commit=saved, lazy=write_lazily(value, place)))
-    return writes, entry_id
-
-
-def write_lazily(value: Any, place: StoredCollection) -> Any:
-    """A lazy object that writes collection ``value`` at ``place`` when computed."""
-    options = dict(place.storage_options) or None
-    if place.format == "parquet":
-        return value.to_parquet(place.url, storage_options=options, compute=False)
-    if place.format == "zarr":
-        return value.to_zarr(place.url, storage_options=options, overwrite=True, compute=False)
-    import fsspec
-
-    from .datasets.arrays import save_npy_chunks
-
-    fs, path = fsspec.core.url_to_fs(place.url, **(options or {}))
-    return save_npy_chunks(value, fs, path, compute=False)
-
-
-def opened(value: Any) -> Any:
-    """``value``, or, for a collection stored by the workers, a lazy collection reading it
-    (its data is read when it is computed). Raises BadEntry when it is gone."""
-    if not isinstance(value, StoredCollection):
-        return value
-    try:
-        return Dataset(
-            value.url, format=value.format, storage_options=value.storage_options, lazy=True
-        ).load()
-    except Exception as exc:  # deleted by hand, or a prune while the entry was being written
-        raise BadEntry(f"the stored collection at {value.path} cannot be read: {exc}") from exc
 
 
 # -- holding on the cluster ----------------------------------------------------------------------
@@ -300,29 +121,55 @@ def running_key() -> tuple[Any, ...] | None:
     return key if type(key) is tuple and len(key) >= 2 else None
 
 
+PERSIST_ABOVE = 1_000_000
+"""Bytes of data inside a dask DataFrame's graph (``from_pandas`` puts it there) from which a
+task on a cluster persists the frame where it was built, rather than hand its graph on."""
+
+
+def carried_bytes(value: Any) -> int | None:
+    """Bytes of data held inside the graph of a dask DataFrame or Series (the frame of a
+    ``from_pandas``); ``None`` for other collections (arrays, bags, delayed: not measured)."""
+    if not is_expr_backed(value):
+        return None
+    from dask._expr import Expr
+    from dask.sizeof import sizeof
+
+    return sum(
+        int(sizeof(_unwrapped(operand)))
+        for node in value.expr.walk()
+        for operand in node.operands
+        if not isinstance(operand, Expr)
+    )
+
+
+def _unwrapped(operand: Any) -> Any:
+    """The data a dask-expr wrapper holds (``from_pandas`` keeps its frame in one)."""
+    return operand._data if type(operand).__name__ == "_BackendData" else operand
+
+
 def hold(value: Any, writes: Sequence[PendingWrite] = ()) -> tuple[Any, Held]:
     """Settle collection ``value`` (and its ``writes``) where the task runs: on a Dask
     worker, persisted with the worker's client and held for the run (returns the persisted
-    collection); elsewhere, as it is (lazy)."""
+    collection), unless it is a dask DataFrame whose graph carries less than
+    :data:`PERSIST_ABOVE` bytes of data; elsewhere, and then, as it is (lazy)."""
     key = running_key()
-    if key is None:
-        return value, Held(writes=tuple(writes), kind=_kind(value))
+    carried = carried_bytes(value)
+    if key is None or (carried is not None and carried < PERSIST_ABOVE):
+        return value, Held(writes=tuple(writes), kind=kind_of(value))
     from distributed import get_client
 
     client = get_client()
     prefix = f"{key[0]}-"
-    if is_expr_backed(value):
-        # as DataFrame.persist does: the optimized expression decides the partitions (a
-        # groupby may split its output), and the rebuilt collection must have as many
-        value = value.optimize()
     # the value and its first write in one graph: its partitions are computed once; two
     # parquet writes of one frame in one graph fail in Dask 2026.8, so further writes go
     # in graphs of their own, reading the persisted partitions
-    persisted, keys = _persist(client, [value, *(write.lazy for write in writes[:1])], prefix)
+    persisted, keys = persist_named(client, [value, *(write.lazy for write in writes[:1])], prefix)
     held = [persisted]
     write_keys = [keys[1]] if writes else []
     for write in writes[1:]:
-        more, more_keys = _persist(client, [write_lazily(persisted[0], write.commit.place)], prefix)
+        more, more_keys = persist_named(
+            client, [write_lazily(persisted[0], write.commit.place)], prefix
+        )
         held.append(more)
         write_keys.append(more_keys[0])
     _until_known(client, [k for keys_of in (keys[0], *write_keys) for k in keys_of])
@@ -332,7 +179,7 @@ def hold(value: Any, writes: Sequence[PendingWrite] = ()) -> tuple[Any, Held]:
         PendingWrite(commit=write.commit, keys=tuple(keys_of))
         for write, keys_of in zip(writes, write_keys, strict=True)
     )
-    return persisted[0], Held(keys=tuple(keys[0]), writes=held_writes, kind=_kind(value))
+    return persisted[0], Held(keys=tuple(keys[0]), writes=held_writes, kind=kind_of(value))
 
 
 KNOWN_TIMEOUT = 120.0
@@ -379,21 +226,14 @@ def release(run_id: str) -> int:
         return len(_held.pop(run_id, ()))
 
 
-def _kind(value: Any) -> str:
-    kind = type(value)
-    module = kind.__module__
-    if module.startswith("dask.dataframe"):
-        module = "dask.dataframe"
-    elif module.startswith("dask.array"):
-        module = "dask.array"
-    return f"{module}.{kind.__qualname__}"
-
-
-def _persist(
+def persist_named(
     client: Any, collections: list[Any], prefix: str
 ) -> tuple[list[Any], dict[int, list[Hashable]]]:
     """``client.persist(collections)``, the new keys named ``<prefix><name>``; returns the
     persisted collections and each one's keys (by position)."""
+    # as DataFrame.persist does: the optimized expression decides the partitions (a groupby
+    # may split its output), and the rebuilt collection must have as many
+    collections = [c.optimize() if is_expr_backed(c) else c for c in collections]
     try:
         named = _named_graph(collections, prefix)
     except Exception as exc:  # a graph of a shape not foreseen: persist it as it is

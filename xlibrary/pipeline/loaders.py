@@ -13,10 +13,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .lazy import hold, is_collection, opened
+from .lazy import hold, is_collection
 from .outcome import Outcome
 from .states import STALE, TaskStatus
 from .store import Cache, RunStore
+from .stored import opened
 
 __all__ = ["CacheLoader", "SavedLoader", "loaded", "quietly"]
 

@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import BadEntry, PipelineError, PipelineExecutionError, did_you_mean
-from .lazy import opened
 from .plan import Plan, Restore
 from .records import RunRecord
 from .redact import redact_url
 from .result import PipelineResult
 from .store import Cache, RunStore
 from .store.names import is_run_id
+from .stored import opened
 
 __all__ = [
     "ErrorDetails",

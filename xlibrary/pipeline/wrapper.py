@@ -42,12 +42,13 @@ import cloudpickle
 
 from .errors import ClusterError, SerializationError, TaskTimeoutError
 from .fingerprint import UnhashableInput, derive_key, input_token
-from .lazy import hold, is_collection, opened, pending_writes
+from .lazy import hold, is_collection
 from .loaders import quietly
 from .outcome import Failure, Outcome
 from .pipeline import RetryPolicy
 from .states import DONE, TaskStatus
 from .store import Cache, RunStore
+from .stored import opened, pending_writes
 from .taskmetrics import TaskContext, current_task, rss_bytes, sampler, summarize
 
 __all__ = ["Measures", "TaskStorage", "TaskWrapper"]

@@ -27,9 +27,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..errors import RunCancelled
-from ..lazy import PendingWrite, is_collection, is_expr_backed, release
+from ..lazy import is_collection, is_expr_backed, persist_named, release
 from ..outcome import Failure, Outcome
 from ..states import DONE, TaskStatus
+from ..stored import PendingWrite
 from ..watch import RunWatch
 
 __all__ = ["release_run", "settle_here", "settle_on_cluster"]
@@ -119,37 +120,88 @@ def settle_on_cluster(
         futures = dict(zip(keys, client.get({}, keys, sync=False), strict=True)) if keys else {}
         _wait(client, list(futures.values()), progress)
         _fail_broken(outcomes, futures)
+        lazy: list[tuple[str, PendingWrite]] = []
         for name, outcome in outcomes.items():
             for write in outcome.held.writes if outcome.held is not None else ():
                 if outcome.status not in DONE:
                     write.commit.abandon()
+                elif write.lazy is not None:  # a graph handed on as it was: computed below
+                    lazy.append((name, write))
                 elif error := _error_of([futures[key] for key in write.keys]):
                     _not_written(name, write, error)
                 else:
                     _commit(name, outcome, write)
-        _compute_finals(client, outcomes, [n for n in finals if outcomes[n].status in DONE])
-        _keep(client, outcomes, progress)
+        finals = [n for n in finals if outcomes[n].status in DONE]
+        _compute_at_end(client, outcomes, finals, lazy, progress)
+        _keep(client, outcomes)  # while the futures above still hold the keys
     finally:
         release_run(client, run_id)
     return _settled(outcomes)
 
 
-def _compute_finals(client: Any, outcomes: dict[str, Outcome], finals: list[str]) -> None:
-    """The final tasks' collections, computed on the cluster: their values come here."""
-    if not finals:
-        return
-    computed = _by_kind([outcomes[name].value for name in finals], client.compute)
-    _wait(client, computed, None)
-    good = []
-    for name, future in zip(finals, computed, strict=True):
-        error = _error_of([future])
-        if error is None:
-            good.append((name, future))
+def _compute_at_end(
+    client: Any,
+    outcomes: dict[str, Outcome],
+    finals: list[str],
+    writes: list[tuple[str, PendingWrite]],
+    progress: RunWatch | None,
+) -> None:
+    """Compute on the cluster, in one graph (what they share once), the final tasks'
+    collections (their values come here) and the writes of collections handed on lazily;
+    the keys are named after the final tasks. A task's second write goes in a graph of its
+    own (two parquet writes of one frame in one graph fail in Dask 2026.8)."""
+    first: dict[str, PendingWrite] = {}
+    rest: list[tuple[str, PendingWrite]] = []
+    for name, write in writes:
+        if name in first:
+            rest.append((name, write))
         else:
-            outcomes[name] = _failed(name, outcomes[name], error)
-    values = client.gather([future for _, future in good])
-    for (name, _), value in zip(good, values, strict=True):
-        outcomes[name] = dataclasses.replace(outcomes[name], value=value)
+            first[name] = write
+    values = [outcomes[n].value for n in finals] + [w.lazy for w in first.values()]
+    if values:
+        prefix = "+".join(finals or list(first))[:60] + "-"
+        done = _by_kind(values, lambda same: _computed(client, same, prefix, progress))
+        for name, result in zip(finals, done, strict=False):
+            if isinstance(result, _Failed):
+                outcomes[name] = _failed(name, outcomes[name], result.error)
+            else:
+                outcomes[name] = dataclasses.replace(outcomes[name], value=result)
+        for (name, write), result in zip(first.items(), done[len(finals) :], strict=True):
+            _written(name, outcomes[name], write, result)
+    for name, write in rest:
+        (result,) = _computed(client, [write.lazy], f"{name}-", progress)
+        _written(name, outcomes[name], write, result)
+
+
+def _written(name: str, outcome: Outcome, write: PendingWrite, result: Any) -> None:
+    if isinstance(result, _Failed):
+        _not_written(name, write, result.error)
+    else:
+        _commit(name, outcome, write)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Failed:
+    error: BaseException
+
+
+def _computed(client: Any, values: list[Any], prefix: str, progress: RunWatch | None) -> list[Any]:
+    """``values`` computed on the cluster, in one graph whose keys start with ``prefix``;
+    a value that failed comes back as :class:`_Failed`."""
+    with client.as_current():  # Dask lowers for the cluster (a P2P shuffle, say)
+        persisted, keys = persist_named(client, values, prefix)
+    futures = [future for item in persisted for future in futures_of(item)]
+    _wait(client, futures, progress)
+    by_key = {future.key: future for future in futures}
+    out: list[Any] = []
+    for i, item in enumerate(persisted):
+        error = _error_of([by_key[key] for key in keys[i] if key in by_key])
+        out.append(_Failed(error) if error is not None else item)
+    good = [i for i, item in enumerate(out) if not isinstance(item, _Failed)]
+    results = client.gather(client.compute([out[i] for i in good]))
+    for i, result in zip(good, results, strict=True):
+        out[i] = result
+    return out
 
 
 def release_run(client: Any, run_id: str) -> None:
@@ -186,6 +238,12 @@ def _settled(outcomes: dict[str, Outcome]) -> dict[str, Outcome]:
     for outcome in outcomes.values():
         outcome.held = None
     return outcomes
+
+
+def futures_of(value: Any) -> list[Any]:
+    from distributed.client import futures_of as found
+
+    return list(found(value))  # type: ignore[no-untyped-call]
 
 
 def _wait(client: Any, futures: list[Any], progress: RunWatch | None) -> None:
@@ -273,14 +331,11 @@ def _not_written(name: str, write: PendingWrite, exc: BaseException) -> None:
     write.commit.abandon()
 
 
-def _keep(client: Any, outcomes: dict[str, Outcome], progress: RunWatch | None) -> None:
-    """Bind the collections the run returns to ``client``, before the workers let go."""
-    kept = [name for name, outcome in outcomes.items() if _lazy(outcome)]
-    if not kept:
-        return
-    from distributed.client import futures_of
-
-    owned = client.persist([outcomes[name].value for name in kept])
-    _wait(client, futures_of(owned), progress)  # type: ignore[no-untyped-call]  # the scheduler has them: safe to release
-    for name, value in zip(kept, owned, strict=True):
-        outcomes[name] = dataclasses.replace(outcomes[name], value=value)
+def _keep(client: Any, outcomes: dict[str, Outcome]) -> None:
+    """Bind the futures of the collections the run returns to ``client`` (which wants
+    their keys already): they keep them on the cluster as long as the collections live."""
+    for outcome in outcomes.values():
+        if _lazy(outcome):
+            for future in futures_of(outcome.value):
+                if future.client is None:  # it came unbound, from a worker
+                    future.bind_client(client)
