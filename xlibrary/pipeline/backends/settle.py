@@ -1,15 +1,18 @@
 """The end of a run whose tasks returned Dask collections: settled from the client side.
 
-Tasks settle their collections where they run (:mod:`~..lazy`): held on a cluster, lazy on
-threads. Once a run's graph is done, its backend settles them here, before the run counts as
-done:
+Tasks settle their collections where they run (:mod:`~..lazy`): persisted and held on a
+cluster when their graph carries data, else handed on lazily (always, on threads). Once a
+run's graph is done, its backend settles them here, before the run counts as done:
 
-* :func:`settle_on_cluster`: wait for every held partition (a partition that failed fails
-  the task whose collection it belongs to; the tasks downstream of it are then skipped);
-  write the entries of the collections the workers wrote (cache, saved results); compute the
-  final tasks' collections (``compute``: the result comes to the client, nothing else
-  does); keep, on this client, the collections the run returns as they are; and let the
-  workers release the rest (:func:`release_run`).
+* :func:`settle_on_cluster`: this client takes the held partitions; one graph, named after
+  the final tasks and submitted at once (so it runs as the held partitions come in),
+  computes the final tasks' collections (``compute``: only their values come here) and the
+  writes of lazy collections (cache, saved results); then it waits for all of it. A held
+  partition that failed fails the task whose collection it belongs to; a final collection
+  that failed fails its task (the run skips a task downstream of a failed one). The entries
+  of the collections the workers wrote are written; the collections the run returns are
+  bound to this client (they keep their partitions while they live); the workers release
+  the rest (:func:`release_run`).
 * :func:`settle_here` (threads, ``parallel=False``): compute the final tasks' collections and
   every pending write in one ``dask.compute``, so what they share is computed once.
 
@@ -113,67 +116,57 @@ def settle_on_cluster(
         return outcomes
     try:
         keys: list[Hashable] = []
-        for outcome in outcomes.values():
+        writes: list[tuple[str, PendingWrite]] = []
+        for name, outcome in outcomes.items():
             if outcome.held is not None:
                 keys.extend(outcome.held.keys)
                 keys.extend(key for write in outcome.held.writes for key in write.keys)
+                writes.extend((name, write) for write in outcome.held.writes)
         futures = dict(zip(keys, client.get({}, keys, sync=False), strict=True)) if keys else {}
-        _wait(client, list(futures.values()), progress)
+        # one graph, submitted at once (it runs as the held partitions come in): the final
+        # tasks' collections and each task's first lazy write (two parquet writes of one
+        # frame in one graph fail in Dask 2026.8: the others follow, one by one)
+        first = {name: w for name, w in reversed(writes) if w.lazy is not None}
+        values = [outcomes[n].value for n in finals] + [w.lazy for w in first.values()]
+        prefix = "+".join(finals or list(first))[:60] + "-"
+        end = _submit(client, values, prefix)
+        _wait(client, [*futures.values(), *(f for _, fs in end for f in fs)], progress)
         _fail_broken(outcomes, futures)
-        lazy: list[tuple[str, PendingWrite]] = []
-        for name, outcome in outcomes.items():
-            for write in outcome.held.writes if outcome.held is not None else ():
-                if outcome.status not in DONE:
-                    write.commit.abandon()
-                elif write.lazy is not None:  # a graph handed on as it was: computed below
-                    lazy.append((name, write))
-                elif error := _error_of([futures[key] for key in write.keys]):
-                    _not_written(name, write, error)
-                else:
-                    _commit(name, outcome, write)
-        finals = [n for n in finals if outcomes[n].status in DONE]
-        _compute_at_end(client, outcomes, finals, lazy, progress)
+        done = _results(client, end)
+        for name, result in zip(finals, done, strict=False):
+            if isinstance(result, _Failed):  # (skipped in the run if an upstream failed)
+                outcomes[name] = _failed(name, outcomes[name], result.error)
+            else:
+                outcomes[name] = dataclasses.replace(outcomes[name], value=result)
+        lazy_done = {id(w): r for w, r in zip(first.values(), done[len(finals) :], strict=True)}
+        for name, write in writes:
+            _finish_write(client, name, outcomes[name], write, futures, lazy_done, progress)
         _keep(client, outcomes)  # while the futures above still hold the keys
     finally:
         release_run(client, run_id)
     return _settled(outcomes)
 
 
-def _compute_at_end(
+def _finish_write(
     client: Any,
-    outcomes: dict[str, Outcome],
-    finals: list[str],
-    writes: list[tuple[str, PendingWrite]],
+    name: str,
+    outcome: Outcome,
+    write: PendingWrite,
+    futures: dict[Hashable, Any],
+    lazy_done: dict[int, Any],
     progress: RunWatch | None,
 ) -> None:
-    """Compute on the cluster, in one graph (what they share once), the final tasks'
-    collections (their values come here) and the writes of collections handed on lazily;
-    the keys are named after the final tasks. A task's second write goes in a graph of its
-    own (two parquet writes of one frame in one graph fail in Dask 2026.8)."""
-    first: dict[str, PendingWrite] = {}
-    rest: list[tuple[str, PendingWrite]] = []
-    for name, write in writes:
-        if name in first:
-            rest.append((name, write))
-        else:
-            first[name] = write
-    values = [outcomes[n].value for n in finals] + [w.lazy for w in first.values()]
-    if values:
-        prefix = "+".join(finals or list(first))[:60] + "-"
-        done = _by_kind(values, lambda same: _computed(client, same, prefix, progress))
-        for name, result in zip(finals, done, strict=False):
-            if isinstance(result, _Failed):
-                outcomes[name] = _failed(name, outcomes[name], result.error)
-            else:
-                outcomes[name] = dataclasses.replace(outcomes[name], value=result)
-        for (name, write), result in zip(first.items(), done[len(finals) :], strict=True):
-            _written(name, outcomes[name], write, result)
-    for name, write in rest:
-        (result,) = _computed(client, [write.lazy], f"{name}-", progress)
-        _written(name, outcomes[name], write, result)
-
-
-def _written(name: str, outcome: Outcome, write: PendingWrite, result: Any) -> None:
+    """Commit a written collection, or abandon what a failed write left."""
+    if outcome.status not in DONE:
+        write.commit.abandon()
+        return
+    if write.lazy is None:
+        error = _error_of([futures[key] for key in write.keys])
+        result: Any = _Failed(error) if error is not None else None
+    elif id(write) in lazy_done:
+        result = lazy_done[id(write)]
+    else:
+        (result,) = _results(client, _submit(client, [write.lazy], f"{name}-"))
     if isinstance(result, _Failed):
         _not_written(name, write, result.error)
     else:
@@ -185,22 +178,32 @@ class _Failed:
     error: BaseException
 
 
-def _computed(client: Any, values: list[Any], prefix: str, progress: RunWatch | None) -> list[Any]:
-    """``values`` computed on the cluster, in one graph whose keys start with ``prefix``;
-    a value that failed comes back as :class:`_Failed`."""
-    with client.as_current():  # Dask lowers for the cluster (a P2P shuffle, say)
-        persisted, keys = persist_named(client, values, prefix)
-    futures = [future for item in persisted for future in futures_of(item)]
-    _wait(client, futures, progress)
-    by_key = {future.key: future for future in futures}
+def _submit(client: Any, values: list[Any], prefix: str) -> list[tuple[Any, list[Any]]]:
+    """Persist ``values`` on the cluster, in graphs whose keys start with ``prefix``
+    (dataframes apart from the rest: see :func:`_by_kind`); each one's persisted collection
+    and futures, in order."""
+    if not values:
+        return []
+
+    def persisted(same: list[Any]) -> list[tuple[Any, list[Any]]]:
+        with client.as_current():  # Dask lowers for the cluster (a P2P shuffle, say)
+            items, _ = persist_named(client, same, prefix)
+        return [(item, futures_of(item)) for item in items]
+
+    return _by_kind(values, persisted)
+
+
+def _results(client: Any, submitted: list[tuple[Any, list[Any]]]) -> list[Any]:
+    """The values of collections :func:`_submit` persisted (brought here), or ``_Failed``."""
+    _wait(client, [future for _, futures in submitted for future in futures], None)
     out: list[Any] = []
-    for i, item in enumerate(persisted):
-        error = _error_of([by_key[key] for key in keys[i] if key in by_key])
+    for item, futures in submitted:
+        error = _error_of(futures)
         out.append(_Failed(error) if error is not None else item)
     good = [i for i, item in enumerate(out) if not isinstance(item, _Failed)]
-    results = client.gather(client.compute([out[i] for i in good]))
-    for i, result in zip(good, results, strict=True):
-        out[i] = result
+    values = _by_kind([out[i] for i in good], lambda same: client.gather(client.compute(same)))
+    for i, value in zip(good, values, strict=True):
+        out[i] = value
     return out
 
 
@@ -260,20 +263,13 @@ def _wait(client: Any, futures: list[Any], progress: RunWatch | None) -> None:
 
 
 def _fail_broken(outcomes: dict[str, Outcome], futures: dict[Hashable, Any]) -> None:
-    """Fail each task whose collection has a partition that failed; the tasks downstream of
-    it fail with the same error, and are left for the run to skip."""
-    seen: set[str] = set()
+    """Fail each task whose collection has a partition that failed (a task downstream of a
+    failed one fails with its error too; the run reports it skipped)."""
     for name, outcome in outcomes.items():
-        if outcome.held is None or outcome.status not in DONE:
-            continue
-        error = _error_of([futures[key] for key in outcome.held.keys])
-        if error is None:
-            continue
-        signature = f"{type(error).__qualname__}: {error}"
-        if signature in seen:  # an upstream task's failure, come down the graph
-            continue
-        seen.add(signature)
-        outcomes[name] = _failed(name, outcome, error)
+        if outcome.held is not None and outcome.status in DONE:
+            error = _error_of([futures[key] for key in outcome.held.keys])
+            if error is not None:
+                outcomes[name] = _failed(name, outcome, error)
 
 
 def _error_of(futures: list[Any]) -> BaseException | None:
