@@ -136,3 +136,24 @@ def test_stream_processing_example() -> None:
     average = float(lines[-1].split()[1])
     assert 16.5 < average < 27.5  # readings in [15, 25], times 1.1
     assert "10000 readings at" in proc.stdout
+
+
+def test_params_and_data_recompute_what_a_change_touches(tmp_path: Path) -> None:
+    import os
+
+    env = {**os.environ, "XLIBRARY_EXAMPLE_DATA": str(tmp_path / "data")}
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / "params_and_data.py")],
+        capture_output=True, text=True, timeout=120, cwd=ROOT, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    everything = "['companies', 'shuttles', 'model_input_table', 'split', 'regressor', 'score']"
+    assert lines[0].startswith(f"first run:       ran {everything}")
+    assert lines[1].startswith("nothing changed: ran nothing")
+    assert lines[0].split("R²")[1] == lines[1].split("R²")[1]
+    assert lines[2] == "  split: miss (parameter test_size: 0.2 → 0.3); runs"
+    assert lines[3].startswith("test_size 0.3:   ran ['split', 'regressor', 'score']")
+    assert "companies.csv changed" in lines[4]
+    assert lines[5].startswith(f"companies edited: ran {everything}")
+    assert lines[6] == "regressor versions: 3"

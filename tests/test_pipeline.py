@@ -103,7 +103,8 @@ def test_non_callable_task() -> None:
         (["a"], lambda: None, r"cannot be called with 1 result from depends_on=\['a'\]"),
         ([], lambda x: None, r"cannot be called with no results"),
         (["a"], lambda x, y: None, r"one positional parameter per dependency"),
-        (["a"], lambda x, *, key: None, r"missing a required argument: 'key'"),
+        # a required keyword-only parameter is a pipeline parameter (tests/test_params.py)
+        (["a"], lambda x, y, *, key: None, r"missing a required argument: 'y'"),
     ],
 )
 def test_signature_that_cannot_take_the_dependencies(depends_on, func, fragment) -> None:
@@ -120,7 +121,8 @@ def test_signatures_that_fit() -> None:
     p.task("b", depends_on=["a"])(lambda *xs: 1)
     p.task("c", depends_on=["a", "b"])(lambda x, y=0, *rest, **kw: 1)
     p.task("d", depends_on=["a"])(print)  # a builtin
-    assert len(p) == 4
+    p.task("e", depends_on=["a"])(lambda x, *, key: 1)  # key: a pipeline parameter
+    assert len(p) == 5
 
 
 @pytest.mark.parametrize(

@@ -12,8 +12,12 @@ def test_exported_names() -> None:
             "BadEntry",
             "CacheExplanation",
             "CachePolicy",
+            "Catalog",
             "ClusterError",
             "ConfigError",
+            "Dataset",
+            "DatasetError",
+            "DatasetNotFoundError",
             "DependencyCycleError",
             "DuplicateTaskError",
             "EmptyPipelineError",
@@ -39,6 +43,7 @@ def test_exported_names() -> None:
             "RunRecord",
             "RunState",
             "RunStatus",
+            "SelectionError",
             "SerializationError",
             "StorePathError",
             "StreamDeliveryError",
@@ -47,12 +52,14 @@ def test_exported_names() -> None:
             "StreamTask",
             "Task",
             "TaskError",
+            "TaskOutputError",
             "TaskRecord",
             "TaskRun",
             "TaskSignatureError",
             "TaskState",
             "TaskStatus",
             "TaskTimeoutError",
+            "UnknownDatasetError",
             "UnknownDependencyError",
             "ValidationError",
             "__version__",
@@ -65,17 +72,23 @@ def test_exported_names() -> None:
 
 def test_what_public_methods_return_or_raise_is_exported() -> None:
     import inspect
+    import os
+    import pathlib
     import typing
 
     exported = {getattr(xp, name) for name in xp.__all__}
-    for name, method in inspect.getmembers(xp.PipelineManager, inspect.isfunction):
-        if name.startswith("_"):
-            continue
-        returned = typing.get_type_hints(method).get("return")
-        for kind in (returned, *typing.get_args(returned)):
-            module = getattr(kind, "__module__", "")
-            if isinstance(kind, type) and module.startswith("xlibrary"):
-                assert kind in exported, f"PipelineManager.{name} returns {kind.__name__}"
+    for owner in (xp.PipelineManager, xp.Pipeline):
+        for name, method in inspect.getmembers(owner, inspect.isfunction):
+            if name.startswith("_"):
+                continue
+            hints = typing.get_type_hints(
+                method, localns={"os": os, "pathlib": pathlib, "PipelineResult": xp.PipelineResult}
+            )
+            returned = hints.get("return")
+            for kind in (returned, *typing.get_args(returned)):
+                module = getattr(kind, "__module__", "")
+                if isinstance(kind, type) and module.startswith("xlibrary"):
+                    assert kind in exported, f"{owner.__name__}.{name} returns {kind.__name__}"
 
 
 def test_every_error_derives_from_pipeline_error() -> None:

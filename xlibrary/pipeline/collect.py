@@ -3,8 +3,9 @@
 Guarantees: every task of the plan appears in the result, in topological order, as
 succeeded, cached, failed or skipped; a task whose upstream did not succeed is reported as
 skipped with the failed task it goes back to, whatever the backend reported for it; a task
-no one needed (its dependents came from the cache) is skipped with that reason; ``error``
-belongs to the first failed task in topological order.
+no one needed (its dependents came from the cache) is skipped with that reason; a task the
+run's selection left out is ``not_selected``; ``error`` belongs to the first failed task in
+topological order.
 
 A run that stops before its end (cancelled, Ctrl-C, an error of the engine or the cluster)
 still ends its record: the tasks that finished keep their states, the others are
@@ -20,6 +21,7 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from .errors import BadEntry, PipelineExecutionError, RunCancelled
+from .inputs import RunInputs
 from .outcome import Failure, Outcome
 from .plan import Action, Plan, Step
 from .records import RunError, RunRecord, TaskRecord
@@ -40,10 +42,12 @@ def started_record(
     steps: tuple[Step, ...],
     started: float,
     resumed_from: str | None,
+    inputs: RunInputs | None = None,
     backend: str | None = None,
 ) -> RunRecord:
     """The record of a run that has just started: its tasks in order, none finished yet."""
     return RunRecord(
+        params=(inputs.values or None) if inputs is not None else None,
         run_id=run_id,
         pipeline=plan.pipeline,
         status=RunState.RUNNING,
@@ -66,13 +70,15 @@ def collect(
     fetched: Collection[str] | None = None,
     resumed_from: str | None = None,
     stopped_by: BaseException | None = None,
+    inputs: RunInputs | None = None,
     backend: str | None = None,
 ) -> PipelineResult:
     """Assemble the result of run ``run_id`` of ``plan`` from each task's outcome; only the
     tasks in ``fetched`` (default: all) brought their values back. ``stopped_by`` marks a run
     that an exception stopped early: a task without an outcome is cancelled, and the run is
     ``cancelled`` (a cancel, Ctrl-C) or ``failed`` with that exception as its error.
-    ``backend`` names where the run computed."""
+    ``inputs`` gives the parameter values the run and each task used; ``backend`` names
+    where the run computed."""
     stopped = None
     if stopped_by is not None:
         stopped = "the run was cancelled" if _is_cancel(stopped_by) else (
@@ -106,6 +112,10 @@ def collect(
             )  # fmt: skip
             continue
         if outcome is None:
+            if step.action is Action.UNSELECTED:  # the run's selection left it out
+                left_out = TaskStatus.NOT_SELECTED
+                tasks[name] = TaskRecord(name=name, status=left_out, reason=step.reason)
+                continue
             if stopped is not None and step.action is not Action.PRUNE:
                 tasks[name] = TaskRecord(name=name, status=TaskStatus.CANCELLED, reason=stopped)
             else:  # pruned: nothing needed it
@@ -130,6 +140,7 @@ def collect(
                 metrics=outcome.metrics,
                 peak_memory=outcome.peak_memory,
                 worker=outcome.worker,
+                params=_params_of(inputs, name),
             )
         elif status == TaskStatus.FAILED and outcome.failure is not None:
             failure = outcome.failure
@@ -146,6 +157,7 @@ def collect(
                 metrics=outcome.metrics,
                 peak_memory=outcome.peak_memory,
                 worker=outcome.worker,
+                params=_params_of(inputs, name),
             )
             if first_failure is None:
                 first_failure = (name, outcome)
@@ -181,9 +193,14 @@ def collect(
         tasks=tasks,
         peak_memory=max(peaks) if peaks else None,
         error=_run_error(run_id, plan.pipeline, error, stopped_by, first_failure),
+        params=(inputs.values or None) if inputs is not None else None,
         backend=backend,
     )
     return PipelineResult(record, results, final_result, error)
+
+
+def _params_of(inputs: RunInputs | None, task: str) -> Mapping[str, Any] | None:
+    return inputs.params.get(task) if inputs is not None else None
 
 
 def _is_cancel(exc: BaseException) -> bool:

@@ -10,6 +10,8 @@
     │   ├── DependencyCycleError                 the tasks depend on each other in a circle
     │   ├── EmptyPipelineError                   the pipeline has no tasks
     │   └── TaskSignatureError (TypeError)       the function cannot take its dependencies' results
+    ├── SelectionError (ValueError)              targets/from_tasks/tags select nothing, or an
+    │                                            input of the selected tasks has no source
     ├── PipelineExecutionError (RuntimeError)    a task failed during a run
     ├── RunCancelled                             a run was cancelled before it finished
     ├── TaskTimeoutError (TimeoutError)          a task ran longer than its timeout
@@ -20,6 +22,7 @@
     │   └── StreamDeliveryError (ConnectionError)  a sink could not deliver a batch this time
     ├── BadEntry                                 a stored entry is corrupt, foreign or tampered with
     ├── SerializationError (TypeError)           a task's result cannot be serialized
+    ├── TaskOutputError (TypeError)              a result does not fit the task's named outputs
     ├── InvalidRunIdError (ValueError)           a run id not of the form the engine makes
     ├── StorePathError (ValueError)              a path or name the store cannot hold in its root
     ├── DatasetError                             a dataset cannot be declared, loaded or saved
@@ -55,11 +58,13 @@ __all__ = [
     "PipelineExecutionError",
     "ResourceError",
     "RunCancelled",
+    "SelectionError",
     "SerializationError",
     "StorePathError",
     "StreamDeliveryError",
     "StreamError",
     "TaskError",
+    "TaskOutputError",
     "TaskSignatureError",
     "TaskTimeoutError",
     "UnknownDatasetError",
@@ -103,6 +108,12 @@ class EmptyPipelineError(PipelineDefinitionError):
 
 class TaskSignatureError(PipelineDefinitionError, TypeError):
     """A task's function is not callable, or cannot take its dependencies' results."""
+
+
+class SelectionError(PipelineError, ValueError):
+    """A run's ``targets``, ``from_tasks`` or ``tags`` name no task (or select none), or an
+    input of the selected tasks has no source (no cache entry, no saved result); raised before
+    any task runs."""
 
 
 class PipelineExecutionError(PipelineError, RuntimeError):
@@ -203,6 +214,11 @@ class BadEntry(PipelineError):
 class SerializationError(PipelineError, TypeError):
     """A task's result cannot be serialized: for the store or cache, or to travel from a
     Dask worker to where it is needed."""
+
+
+class TaskOutputError(PipelineError, TypeError):
+    """A task declared with ``outputs=[...]`` returned something that does not fit them: not a
+    tuple, list or mapping, the wrong number of values, or a mapping without one of them."""
 
 
 class InvalidRunIdError(PipelineError, ValueError):

@@ -30,12 +30,15 @@ from typing import Protocol
 from .backends import Backend
 from .collect import collect, log_result, started_record
 from .errors import RunCancelled
+from .inputs import RunInputs
 from .lower import lower
 from .outcome import Outcome
 from .plan import Action, Plan, Step, prepare_run
+from .pools import Pool
 from .records import RunRecord
 from .recovery import RecoveryPlan
 from .result import PipelineResult
+from .selection import Selection
 from .states import DONE, STALE, RunState, TaskStatus
 from .store import Cache, RunStore
 from .store.names import new_run_id  # the run id grammar lives beside its check
@@ -45,6 +48,8 @@ from .wrapper import Measures
 __all__ = ["Instruments", "RunObserver", "RunStorage", "execute", "new_run_id"]
 
 logger = logging.getLogger("xlibrary.pipeline")
+
+_LEFT_OUT = frozenset({Action.PRUNE, Action.UNSELECTED})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,6 +95,9 @@ def execute(
     run_id: str | None = None,
     listeners: Sequence[Listener] = (),
     cancel: threading.Event | None = None,
+    selection: Selection | None = None,
+    pools: Mapping[str, Pool] | None = None,
+    inputs: RunInputs | None = None,
     compute_final: bool = True,
 ) -> PipelineResult:
     """Run ``plan`` on ``backend`` and return its result (see the module docstring).
@@ -97,26 +105,37 @@ def execute(
     ``keep_results="final"`` brings back only the final tasks' results; the others are
     released as soon as no later task needs them. ``listeners`` hear of tasks starting and
     finishing (a progress bar, a run's status); once ``cancel`` is set no further task
-    starts, and RunCancelled is raised. With ``compute_final`` the final tasks' Dask
-    collections come back computed (pandas, NumPy); the other tasks' stay collections.
+    starts, and RunCancelled is raised. ``selection`` runs part of the plan (its targets,
+    from_tasks, tags); ``pools`` are the concurrency pools of tasks declared with ``pool=``;
+    ``inputs`` holds the run's parameter values and the tasks it refreshes (default: the
+    functions' and the pipeline's values, none). With
+    ``compute_final`` the final tasks' Dask collections come back computed (pandas, NumPy);
+    the other tasks' stay collections.
     """
     storage = storage or RunStorage()
     restore = recovery.restore if recovery else None
     force = recovery.force if recovery else frozenset()
     targets = recovery.targets if recovery else None
     resumed_from = recovery.run_id if recovery else None
+    unselected: frozenset[str] = frozenset()
+    if selection is not None:  # part of the pipeline: its plan has the selection's sinks
+        plan, unselected = selection.plan, selection.unselected
+        restore, force, targets = selection.restore, selection.force, selection.targets
     run_id = run_id or new_run_id()
     started = time.time()
     used = backend.name if parallel else "sequential"
-    steps = prepare_run(plan, cache=storage.cache, restore=restore, force=force, targets=targets)
+    steps = prepare_run(
+        plan, cache=storage.cache, restore=restore, force=force, targets=targets,
+        unselected=unselected, inputs=inputs,
+    )  # fmt: skip
     if observers:
-        record = started_record(plan, run_id, steps, started, resumed_from, used)
+        record = started_record(plan, run_id, steps, started, resumed_from, inputs, used)
         for observer in observers:
             observer.run_started(record)
     measures = instruments.for_run(run_id) if instruments is not None else None
     watch = RunWatch(listeners, cancel) if listeners or cancel is not None else None
     if watch is not None:
-        watch.begin(sum(step.action is not Action.PRUNE for step in steps))
+        watch.begin(sum(step.action not in _LEFT_OUT for step in steps))
     outcomes: dict[str, Outcome] = {}
     wanted = set(targets or plan.sinks) if keep_results == "final" else None
     computed = set(targets or plan.sinks) if compute_final else set()
@@ -132,6 +151,8 @@ def execute(
                 save_results=storage.save_results,
                 known=outcomes,
                 measures=measures,
+                pools=pools,
+                guard_inputs=inputs is not None and inputs.guard,
             )
             restrictions = {
                 keys[s.name]: s.task.spec.resource_requirements
@@ -169,17 +190,22 @@ def execute(
                 restore={k: v for k, v in (restore or {}).items() if k not in stale},
                 force=set(force) | stale,
                 targets=targets,
+                unselected=unselected,
+                inputs=inputs,
             )
         result = collect(
             plan, run_id, outcomes, steps, started=started, finished=time.time(),
-            fetched=fetched, resumed_from=resumed_from, backend=used,
+            fetched=fetched, resumed_from=resumed_from, inputs=inputs, backend=used,
         )  # fmt: skip
         if instruments is not None:
             result = instruments.finish(result)
     except BaseException as exc:
         finished = {**outcomes, **(watch.finished if watch is not None else {})}
         try:
-            _stopped(plan, run_id, steps, finished, started, resumed_from, observers, exc, used)
+            _stopped(
+                plan, run_id, steps, finished, started, resumed_from, observers, exc, inputs,
+                used,
+            )  # fmt: skip
         except Exception:  # never hide what stopped the run
             logger.exception("could not end the record of run %s", run_id)
         raise
@@ -206,13 +232,14 @@ def _stopped(
     resumed_from: str | None,
     observers: Sequence[RunObserver],
     exc: BaseException,
+    inputs: RunInputs | None = None,
     backend: str | None = None,
 ) -> None:
     """End a run that ``exc`` stopped early, with the ``outcomes`` of the tasks that had
     finished (see the module docstring)."""
     result = collect(
         plan, run_id, outcomes, steps, started=started, finished=time.time(), fetched=(),
-        resumed_from=resumed_from, stopped_by=exc, backend=backend,
+        resumed_from=resumed_from, stopped_by=exc, inputs=inputs, backend=backend,
     )  # fmt: skip
     if isinstance(exc, RunCancelled):
         exc.result = result

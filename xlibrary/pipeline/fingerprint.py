@@ -8,7 +8,9 @@ A derived key is ``hash(task name, code fingerprint, input tokens)``:
   or a helper beside it changes the key, while reformatting or comments do not. Code in other
   modules (libraries) is not followed: their versions are not part of the key.
 * an **input token** is ``dask.base.tokenize`` of an upstream value, or, when that value came
-  from the cache or was just written to it, that entry's id (no need to hash it again).
+  from the cache or was just written to it, that entry's id (no need to hash it again);
+* **extra** parts: the tokens of the parameter values the task uses, the identity and
+  fingerprint of the dataset a source task loads, the identity of the task's output.
 """
 
 from __future__ import annotations
@@ -105,6 +107,9 @@ def input_token(value: Any) -> str:
         raise UnhashableInput(f"{type(value).__qualname__}: {exc}") from exc
 
 
-def derive_key(task: str, code: str, inputs: Sequence[str]) -> str:
-    """The cache key of a task from its name, code fingerprint and input tokens."""
+def derive_key(task: str, code: str, inputs: Sequence[str], extra: Sequence[str] = ()) -> str:
+    """The cache key of a task from its name, code fingerprint and input tokens, and the
+    ``extra`` parts its parameters and datasets give (see :mod:`~.inputs`)."""
+    if extra:
+        return f"{task}-{tokenize('xlibrary.pipeline/1', task, code, list(inputs), list(extra))}"
     return f"{task}-{tokenize('xlibrary.pipeline/1', task, code, list(inputs))}"

@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any
@@ -106,6 +106,8 @@ class RunHandle:
         self.future: Future[PipelineResult] = Future()
         self.released = False
         """Whether the result has been let go of its values (see ``KEEP_VALUES``)."""
+        self.params: Mapping[str, Any] | None = None
+        """The run's parameter values, once bound (before it starts)."""
         self._release_lock = threading.Lock()
 
     def begin(self) -> bool:
@@ -214,6 +216,7 @@ class RunHandle:
             duration=None if started is None or finished is None else finished - started,
             error=error,
             tasks=tasks,
+            params=self.params,
         )
 
     def __repr__(self) -> str:

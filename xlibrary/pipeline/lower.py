@@ -9,20 +9,29 @@ Guarantees:
   runs never share a key.
 * A task that runs becomes a :class:`~xlibrary.pipeline.wrapper.TaskWrapper`; one whose result
   is in the cache or saved by an earlier run becomes a loader; one whose outcome is already in
-  hand becomes data; a pruned task is left out.
+  hand becomes data; a pruned task, or one the run's selection left out, is left out.
+* An output task becomes an :class:`~xlibrary.pipeline.outputs.OutputPicker` of its task's
+  outcome; a task with named outputs has its result checked against them; a task with a pool
+  takes a place in it (``pools``, by pool name) around each attempt.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
 from dask.task_spec import DataNode, TaskRef
 from dask.task_spec import Task as DaskTask
 
-from .loaders import CacheLoader, SavedLoader
+from .compose import OutputOf
+from .inputs import InputGuard
+from .loaders import CacheLoader, DatasetLoader, SavedLoader
 from .outcome import Outcome
+from .outputs import CheckedOutputs, OutputPicker
 from .plan import Action, Step
+from .pools import Pool
+from .saving import OutputLoader
 from .store import Cache, RunStore
 from .wrapper import Measures, TaskStorage, TaskWrapper
 
@@ -41,21 +50,26 @@ def lower(
     save_results: bool = False,
     known: Mapping[str, Outcome] | None = None,
     measures: Measures | None = None,
+    pools: Mapping[str, Pool] | None = None,
+    guard_inputs: bool = False,
 ) -> tuple[dict[Key, Any], dict[str, Key]]:
     """The Dask graph of one run, and each task's key by task name (pruned tasks left out).
 
     ``cache`` serves tasks with a cache rule; with ``save_results`` every task that runs saves
     its result in ``runs`` under ``run_id``; ``known`` holds the outcomes of KNOWN steps;
-    ``measures`` is what monitored tasks measure (tasks tracked by a decorator measure all).
+    ``measures`` is what monitored tasks measure (tasks tracked by a decorator measure all);
+    ``pools`` are the concurrency pools of tasks declared with ``pool=``. A task with
+    parameters is called with them as keywords; with ``guard_inputs`` each task warns when it
+    changes a value it was given (``debug_mode``).
     """
     tracking = measures.tracking() if measures is not None else None
-    run_action, prune = Action.RUN, Action.PRUNE
+    run_action, prune, unselected = Action.RUN, Action.PRUNE, Action.UNSELECTED
     keys: dict[str, Key] = {}
     refs: dict[str, TaskRef] = {}  # one reference per key, shared by the tasks that need it
     graph: dict[Key, Any] = {}
     for step in steps:  # topological: a task's dependencies are lowered before it
         action = step.action
-        if action is prune:  # nothing that runs needs it
+        if action is prune or action is unselected:  # nothing that runs needs it
             continue
         name = step.name
         key = keys[name] = (name, run_id)
@@ -63,9 +77,14 @@ def lower(
         planned = step.task
         if action is run_action:
             spec = planned.spec
+            if type(spec.func) is OutputOf:  # picks its part of its task's result
+                graph[key] = DaskTask(key, OutputPicker(name, spec.func), refs[spec.depends_on[0]])
+                continue
             rule = planned.cache if cache is not None else None
             storage = None
-            if rule is not None or save_results:
+            inputs, output = step.inputs, planned.output
+            token = inputs is not None and inputs.token is not None  # a dataset's output
+            if rule is not None or save_results or output is not None or token:
                 storage = TaskStorage(
                     pipeline=pipeline,
                     run_id=run_id,
@@ -75,22 +94,39 @@ def lower(
                     code=rule.code if rule and rule.key is None else "",  # derived keys only
                     ttl=rule.ttl if rule else None,
                     runs=runs if save_results else None,
+                    inputs=inputs,
+                    output=output,
                 )
             measure = measures
             if spec.monitor:
                 measure = tracking or Measures(run_id=run_id).tracking()
+            func = spec.func
+            if inputs is not None and inputs.params:
+                func = functools.partial(func, **inputs.params)
+            if guard_inputs:
+                func = InputGuard(name, func, spec.depends_on)
+            if spec.outputs is not None:
+                func = CheckedOutputs(name, func, spec.outputs)
             wrapper = TaskWrapper(
                 name=name,
-                func=spec.func,
+                func=func,
                 retry=planned.retry,
                 timeout=planned.timeout,
                 storage=storage,
                 measures=measure,
+                pool=None if spec.pool is None or pools is None else pools[spec.pool],
             )
             graph[key] = DaskTask(key, wrapper, *[refs[dep] for dep in spec.depends_on])
         elif action is Action.LOAD:
             assert cache is not None and step.cache_key is not None
-            graph[key] = DaskTask(key, CacheLoader(name, cache, step.cache_key))
+            if planned.output is not None:  # cached from its saved output
+                assert step.saved is not None and step.token is not None
+                loader: Any = OutputLoader(name, planned.output, step.saved, step.token)
+            else:
+                loader = CacheLoader(name, cache, step.cache_key)
+            graph[key] = DaskTask(key, loader)
+        elif action is Action.RESTORE and step.restore_dataset is not None:
+            graph[key] = DaskTask(key, DatasetLoader(name, step.restore_dataset))
         elif action is Action.RESTORE:
             assert runs is not None and step.restore_run is not None
             loader = SavedLoader(name, runs, pipeline, step.restore_run, step.token)

@@ -9,7 +9,7 @@ import contextlib
 import dataclasses
 import logging
 import threading
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from .backends.factory import Backends
@@ -19,9 +19,9 @@ from .handles import RunHandle
 from .monitoring.report import MonitoringDashboard, PerformanceReport
 from .monitoring.session import MonitoringSession
 from .pipeline import Pipeline, declared_pipeline, pipeline_decorator
-from .plan import CacheExplanation, Plan, explain
+from .plan import CacheExplanation, Plan
 from .records import Alert, RunStatus
-from .recovery import ErrorDetails, error_details, intermediate_results, resume_plan, retry_plan
+from .recovery import ErrorDetails, error_details, intermediate_results
 from .result import PipelineResult
 from .settings import Settings, load_settings, without_effect
 from .spec import CachePolicy, option_decorator
@@ -97,26 +97,27 @@ class PipelineManager:
 
     # -- running ------------------------------------------------------------------------
     def execute_pipeline(
-        self,
-        pipeline: Pipeline | str,
-        parallel: bool = True,
-        *,
-        raise_on_failure: bool | None = None,
-        display_progress: bool | None = None,
-        show_intermediate: bool | None = None,
-        compute_final: bool = True,
-    ) -> PipelineResult:
+        self, pipeline: Pipeline | str, parallel: bool = True, *,
+        raise_on_failure: bool | None = None, display_progress: bool | None = None,
+        show_intermediate: bool | None = None, params: Mapping[str, Any] | None = None,
+        refresh: bool | str | Collection[str] | None = None,
+        targets: Iterable[str] | None = None, from_tasks: Iterable[str] | None = None,
+        tags: Iterable[str] | None = None, compute_final: bool = True,
+    ) -> PipelineResult:  # fmt: skip
         """Run ``pipeline`` once, as one Dask graph, and return its :class:`PipelineResult`.
 
         ``parallel=False`` runs one task at a time in this thread (a debugger works inside
         tasks). A failing task fails the run and skips the tasks downstream of it; independent
         branches run to the end. ``raise_on_failure`` (default: the config's ``debug_mode`` or
         ``raise_on_failure``) raises ``PipelineExecutionError`` instead. ``display_progress``
-        shows a progress bar; ``show_intermediate`` each task's result as it finishes; final
-        Dask collections come back computed unless ``compute_final=False``."""
+        shows a progress bar; ``show_intermediate`` each task's result as it finishes. ``params``:
+        the tasks' keyword-only parameters; ``refresh`` (True, task names): recompute those;
+        ``targets``, ``from_tasks``, ``tags``: run part of it; ``compute_final=False``: keep
+        the final Dask collections (:mod:`~.selection`, :mod:`~.lazy`)."""
         return self._engine.run_interactive(
             self._engine.resolve(pipeline), parallel=parallel, raise_on_failure=raise_on_failure,
             display_progress=display_progress, show_intermediate=show_intermediate,
+            params=params, refresh=refresh, targets=targets, from_tasks=from_tasks, tags=tags,
             compute_final=compute_final,
         )  # fmt: skip
 
@@ -129,11 +130,16 @@ class PipelineManager:
         return self._engine.run(target, request, raise_on_failure=raise_on_failure)
 
     def submit(
-        self, pipeline: Pipeline | str, parallel: bool = True, *, compute_final: bool = True
-    ) -> RunHandle:
+        self, pipeline: Pipeline | str, parallel: bool = True, *,
+        params: Mapping[str, Any] | None = None, refresh: bool | Collection[str] | None = None,
+        targets: Iterable[str] | None = None, from_tasks: Iterable[str] | None = None,
+        tags: Iterable[str] | None = None, compute_final: bool = True,
+    ) -> RunHandle:  # fmt: skip
         """Start a run and return its :class:`RunHandle` at once (``run_id``, ``status()``,
-        ``result(timeout=)``, ``cancel()``). The pipeline is checked before this returns."""
-        request = RunRequest(parallel=parallel, compute_final=compute_final)
+        ``result(timeout=)``, ``cancel()``), once the pipeline, ``params`` and the selection
+        (as in :meth:`execute_pipeline`) check."""
+        request = RunRequest(parallel=parallel, params=params, refresh=refresh, targets=targets,
+            from_tasks=from_tasks, tags=tags, compute_final=compute_final)  # fmt: skip
         return self._engine.submit(self._engine.resolve(pipeline), request)
 
     def handle(self, run_id: str) -> RunHandle | None:
@@ -180,9 +186,11 @@ class PipelineManager:
         """The result cache, or ``None`` when ``caching.enabled`` is off."""
         return cache_of(self.settings, self._default_store)
 
-    def explain_cache(self, pipeline: Pipeline | str) -> dict[str, CacheExplanation]:
-        """For each task: would the next run take it from the cache, and if not, why."""
-        return explain(self.plan(pipeline), self.cache)
+    def explain_cache(
+        self, pipeline: Pipeline | str, *, params: Mapping[str, Any] | None = None
+    ) -> dict[str, CacheExplanation]:
+        """Per task: would the next run (with ``params``) hit the cache; if not, why not."""
+        return self._engine.explain(self._engine.resolve(pipeline), self.cache, params)
 
     def clear_cache(
         self, pipeline: Pipeline | str | None = None, *, task: str | None = None
@@ -219,20 +227,15 @@ class PipelineManager:
         """Run ``task_name`` again from its saved inputs, then the tasks downstream of it; the
         tasks that succeeded in the failed run (or ``run_id``) are restored from the store.
         From a new process, pass the pipeline (``pipeline=``)."""
-        target = self._engine.resolve(pipeline if pipeline is not None else pipeline_name)
-        if task_name is None:
-            task_name = error_details(self.store, target.name).failed_task
-        recovery = retry_plan(self.store, self.plan(target), task_name, run_id)
-        return self._engine.run(target, RunRequest(parallel=parallel, recovery=recovery))
+        target = pipeline if pipeline is not None else pipeline_name
+        return self._engine.retry(target, task_name, run_id=run_id, parallel=parallel)
 
     def resume(
         self, pipeline: Pipeline | str, *, run_id: str | None = None, parallel: bool = True
     ) -> PipelineResult:
         """Continue the latest failed run of ``pipeline`` (or ``run_id``): run what did not
         finish, restoring what did from the store."""
-        target = self._engine.resolve(pipeline)
-        recovery = resume_plan(self.store, self.plan(target), run_id)
-        return self._engine.run(target, RunRequest(parallel=parallel, recovery=recovery))
+        return self._engine.resume(pipeline, run_id=run_id, parallel=parallel)
 
     # -- monitoring -----------------------------------------------------------------------
     def enable_monitoring(
@@ -303,10 +306,8 @@ class PipelineManager:
 
     # -- lifetime -----------------------------------------------------------------------
     def close(self) -> None:
-        """Close what this manager started: thread pools, its LocalCluster and client.
-
-        A ``Client`` handed in by the user stays open. Closing twice is harmless.
-        """
+        """Close what this manager started: thread pools, its LocalCluster and client. A
+        ``Client`` handed in by the user stays open. Closing twice is harmless."""
         self._closed = True
         self._engine.close()
         self._backends.close()
@@ -315,9 +316,8 @@ class PipelineManager:
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Tasks often call pm.log_metric(...) through a global or a closure, so cloudpickle
-        # ships the manager with them: it travels as its settings, and on the other side is
-        # a manager of the same settings that has started nothing (one per process, closed
-        # when the process exits).
+        # ships the manager with them: it travels as its settings, and becomes a manager of
+        # the same settings that has started nothing (one per process, closed at its exit).
         return (_manager_for, (self.settings,))
 
     def __enter__(self) -> PipelineManager:

@@ -9,7 +9,8 @@ declaration order.
 from __future__ import annotations
 
 import graphlib
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Protocol
 
 from .errors import (
     DependencyCycleError,
@@ -19,8 +20,17 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from .pipeline import Pipeline
     from .spec import Task
+
+
+class Pipeline(Protocol):
+    """What the checks read of a pipeline: its name and its task specs by name."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def declared(self) -> Mapping[str, Task]: ...
+
 
 __all__ = ["topological_order", "validate"]
 

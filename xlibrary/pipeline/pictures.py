@@ -1,9 +1,11 @@
 """Pictures of a pipeline: its task graph as Graphviz DOT, SVG or PNG, coloured by a run.
 
 One box per task, an arrow from each dependency to the task that needs it, left to right.
-Given a run's :class:`~xlibrary.pipeline.result.PipelineResult`, each box also says how its
-task ended and how long it took, and is coloured by it: succeeded green, cached blue, failed
-red, skipped grey, cancelled orange.
+A task with named outputs lists them under its name; each output a task depends on is a
+dashed box of its own (``X_train``) between them. Given a run's
+:class:`~xlibrary.pipeline.result.PipelineResult`, each box also says how its task ended and
+how long it took, and is coloured by it: succeeded green, cached blue, failed red, skipped
+grey, cancelled orange, not selected pale grey.
 
 SVG never needs Graphviz: with the ``dot`` command on the ``PATH`` (Debian/Ubuntu:
 ``apt-get install graphviz``) Graphviz lays the graph out, and without it a small layout of
@@ -23,15 +25,24 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from .compose import is_output
 from .errors import PipelineDefinitionError, PipelineError
-from .present import STATUS_COLOURS, format_duration
+from .present import STATUS_COLOURS, format_duration, status_words
 from .records import TaskRecord
 from .result import PipelineResult
+from .spec import Task
 
-if TYPE_CHECKING:
-    from .pipeline import Pipeline, Task
+
+class Pipeline(Protocol):
+    """What a picture reads of a pipeline: its name and its task specs in order."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def tasks(self) -> tuple[Task, ...]: ...
+
 
 __all__ = ["to_dot", "to_svg", "visualize"]
 
@@ -61,10 +72,11 @@ def to_dot(pipeline: Pipeline, result: PipelineResult | None = None) -> str:
     for task in pipeline.tasks:
         run = _run_of(task.name, result)
         fill, line = _colours(run)
-        label = "\n".join(_label_lines(task.name, run))
+        label = "\n".join(_label_lines(task, run))
+        style = ', style="rounded,filled,dashed"' if is_output(task) else ""
         lines.append(
             f"  {_dot_id(task.name)} [label={_dot_label(label)}, "
-            f'fillcolor="{fill}", color="{line}"];'
+            f'fillcolor="{fill}", color="{line}"{style}];'
         )
     for task in pipeline.tasks:
         for dep in task.depends_on:
@@ -144,14 +156,17 @@ def _colours(run: TaskRecord | None) -> tuple[str, str]:
     return STATUS_COLOURS.get(run.status if run is not None else None, STATUS_COLOURS[None])
 
 
-def _label_lines(name: str, run: TaskRecord | None) -> list[str]:
-    """The task's name, then (after a run) its status and duration: the colour is not the only
-    thing that says how it went."""
+def _label_lines(task: Task, run: TaskRecord | None) -> list[str]:
+    """The task's name (an output task's: its output's) and its named outputs, then (after a
+    run) its status and duration: the colour is not the only thing that says how it went."""
+    lines = [task.name.rpartition(".")[2] if is_output(task) else task.name]
+    if task.outputs is not None:
+        lines.append("→ " + ", ".join(task.outputs))
     if run is None:
-        return [name]
+        return lines
     if run.duration is None:
-        return [name, str(run.status)]
-    return [name, f"{run.status} · {format_duration(run.duration)}"]
+        return [*lines, status_words(run.status)]
+    return [*lines, f"{status_words(run.status)} · {format_duration(run.duration)}"]
 
 
 # -- Graphviz ---------------------------------------------------------------------------------
@@ -210,6 +225,7 @@ class _Box:
     lines: list[str]
     fill: str
     line: str
+    dashed: bool = False
     x: float = 0.0
     y: float = 0.0
 
@@ -232,7 +248,7 @@ class _SvgLayout:
         for task in tasks:
             run = _run_of(task.name, result)
             fill, line = _colours(run)
-            self.boxes[task.name] = _Box(_label_lines(task.name, run), fill, line)
+            self.boxes[task.name] = _Box(_label_lines(task, run), fill, line, is_output(task))
         self.width, self.height = self._place()
 
     def _place(self) -> tuple[float, float]:
@@ -300,7 +316,8 @@ class _SvgLayout:
         return (
             f'<g class="node"><title>{_xml(name)}</title>'
             f'<rect x="{box.x:.1f}" y="{box.y:.1f}" width="{box.width:.1f}" '
-            f'height="{box.height:.1f}" rx="6" ry="6" fill="{box.fill}" stroke="{box.line}"/>'
+            f'height="{box.height:.1f}" rx="6" ry="6" fill="{box.fill}" stroke="{box.line}"'
+            + (' stroke-dasharray="4 3"/>' if box.dashed else "/>")
             + "".join(texts)
             + "</g>"
         )

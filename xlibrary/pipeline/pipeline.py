@@ -18,7 +18,8 @@ can be called and unit-tested on its own::
 
 A task receives its dependencies' results as positional arguments, in ``depends_on`` order.
 Option decorators (``retry_on_failure``) work in either order around ``task``. Task specs and
-their checks are in :mod:`~.spec`; the checks of a whole pipeline in :mod:`~.order`.
+their checks are in :mod:`~.spec`; the checks of a whole pipeline in :mod:`~.order`; pipelines
+made of pipelines (``include``, ``+``) and named outputs in :mod:`~.compose`.
 """
 
 from __future__ import annotations
@@ -27,14 +28,18 @@ import contextvars
 import inspect
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, Unpack, overload
 
+from .compose import Inclusion, check_inclusion, included_params, included_tasks, with_outputs
 from .errors import DuplicateTaskError, PipelineDefinitionError, did_you_mean
 from .order import topological_order, validate
+from .params import check_params
+from .sources import PipelineData, with_catalog
 from .spec import (
     CachePolicy,
     RetryPolicy,
     Task,
+    TaskOptions,
     check_name,
     default_name,
     options_generation,
@@ -63,8 +68,9 @@ __all__ = [
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class Pipeline:
-    """A named set of tasks and their dependencies.
+class Pipeline(PipelineData):
+    """A named set of tasks and their dependencies; its parameters, datasets and catalog are
+    declared with the methods of :class:`~.sources.PipelineData`.
 
     >>> p = Pipeline("numbers")
     >>> @p.task("one")
@@ -77,7 +83,13 @@ class Pipeline:
     ['one', 'two']
     """
 
-    def __init__(self, name: str, *, description: str | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        description: str | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> None:
         if not isinstance(name, str) or not name.strip():
             raise PipelineDefinitionError(
                 f'a pipeline name must be a non-empty string, got {name!r}; Pipeline("etl")'
@@ -87,8 +99,12 @@ class Pipeline:
         self.description = description
         self._tasks: dict[str, Task] = {}
         self._version = 0
-        self._merged: tuple[tuple[int, int], dict[str, Task]] | None = None
-        self._last_run: tuple[int, PipelineResult] | None = None
+        self._merged: tuple[Any, dict[str, Task]] | None = None
+        self._composed: tuple[Any, dict[str, Task]] | None = None
+        self._included: list[Inclusion] = []
+        self._last_run: tuple[Any, PipelineResult] | None = None
+        self._params = check_params(params, f"pipeline {name!r}")
+        self._catalog = None
         _declared[name] = self
 
     # -- declaring ----------------------------------------------------------------------
@@ -99,21 +115,24 @@ class Pipeline:
         self,
         name: str | None = None,
         depends_on: Iterable[str] | str = (),
-        *,
-        timeout: float | None = None,
-        resource_requirements: Mapping[str, float] | None = None,
+        **options: Unpack[TaskOptions],
     ) -> Callable[[F], F]: ...
     def task(
         self,
         name: str | Callable[..., Any] | None = None,
         depends_on: Iterable[str] | str = (),
-        *,
-        timeout: float | None = None,
-        resource_requirements: Mapping[str, float] | None = None,
+        **options: Unpack[TaskOptions],
     ) -> Any:
         """Register the decorated function as a task and return it unchanged.
 
-        ``name`` defaults to the function's name; ``@pipeline.task`` also works bare.
+        ``name`` defaults to the function's name; ``@pipeline.task`` also works bare. The
+        keywords (``timeout``, ``resource_requirements``, ``tags``, ``pool``, ``outputs``,
+        ``save_to``, ``versioned``, ``cache``) are :class:`~xlibrary.pipeline.spec.TaskOptions`:
+        fields of the task's spec. ``save_to`` writes the result to that fsspec URL after the
+        task succeeds (``versioned=True``: each run's copy under its run id); ``cache=False``
+        never caches the task, ``cache=True`` caches it under a derived key (as
+        ``@pm.cache_result``). The function's keyword-only parameters are pipeline parameters
+        (:mod:`~.params`).
         """
         if callable(name):
             return self.task()(name)
@@ -123,8 +142,7 @@ class Pipeline:
                 func,
                 name=name if name is not None else default_name(func),
                 depends_on=depends_on,
-                timeout=timeout,
-                resource_requirements=resource_requirements,
+                **{**options, "cache": CachePolicy()} if options.get("cache") is True else options,
             )
             return func
 
@@ -146,6 +164,54 @@ class Pipeline:
         self._tasks[task.name] = task
         self._version += 1
         return with_options(task)
+
+    # -- composing ----------------------------------------------------------------------
+    def include(
+        self,
+        other: Pipeline,
+        *,
+        namespace: str | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> Pipeline:
+        """Make the tasks of ``other`` part of this pipeline, and return this pipeline.
+
+        Tasks may then depend on each other across the two. Under ``namespace`` each task of
+        ``other`` is renamed ``"<namespace>.<name>"`` (its dependencies on ``other``'s tasks
+        too), so one pipeline can be included twice; ``params`` are parameter values for
+        ``other``'s tasks (kept as ``"<namespace>.<name>"``). The inclusion is live: tasks
+        added to ``other`` later belong here too. See :mod:`~xlibrary.pipeline.compose`::
+
+            full = Pipeline("full").include(processing).include(science, namespace="ds")
+        """
+        if not isinstance(other, Pipeline):
+            raise PipelineDefinitionError(
+                f"pipeline {self.name!r}: include() takes a Pipeline, got {other!r}"
+            )
+        inclusion = check_inclusion(self, other, namespace, params)
+        included_tasks(self.name, self._tasks, [*self._included, inclusion])  # clashes: now
+        self._included.append(inclusion)
+        self._version += 1
+        return self
+
+    def __add__(self, other: object) -> Pipeline:
+        """``p1 + p2``: a new pipeline named ``"p1+p2"`` that includes both."""
+        if not isinstance(other, Pipeline):
+            return NotImplemented
+        return Pipeline(f"{self.name}+{other.name}").include(self).include(other)
+
+    def __radd__(self, other: object) -> Pipeline:  # sum([p1, p2, p3]) starts from 0
+        return self if isinstance(other, int) and other == 0 else NotImplemented
+
+    @property
+    def inclusions(self) -> tuple[Inclusion, ...]:
+        """The pipelines included in this one, in order, with their namespaces."""
+        return tuple(self._included)
+
+    @property
+    def included_params(self) -> dict[str, Any]:
+        """Parameter values given with ``include(..., params=)``, by
+        ``"<namespace>.<name>"`` (by name where no namespace was given)."""
+        return included_params(self._included)
 
     @overload
     def retry_on_failure(self, func: F, /) -> F: ...
@@ -217,8 +283,9 @@ class Pipeline:
 
     @property
     def task_names(self) -> tuple[str, ...]:
-        """Task names in declaration order."""
-        return tuple(self._tasks)
+        """Task names in declaration order (then those of included pipelines, output tasks
+        after their task, and the source tasks an attached catalog adds)."""
+        return tuple(self.declared)
 
     def get_task(self, name: str) -> Task:
         """The spec of task ``name``."""
@@ -226,7 +293,7 @@ class Pipeline:
             return self.declared[name]
         except KeyError:
             raise KeyError(
-                f"pipeline {self.name!r} has no task {name!r}{did_you_mean(name, self._tasks)}"
+                f"pipeline {self.name!r} has no task {name!r}{did_you_mean(name, self.declared)}"
             ) from None
 
     __getitem__ = get_task
@@ -236,16 +303,19 @@ class Pipeline:
         validate(self)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._tasks
+        return name in self.declared
 
     def __len__(self) -> int:
-        return len(self._tasks)
+        return len(self.declared)
 
     def __iter__(self) -> Iterator[Task]:
         return iter(self.tasks)
 
     def __repr__(self) -> str:
-        return f"Pipeline({self.name!r}, tasks={list(self._tasks)})"
+        included = [i.pipeline.name for i in self._included]
+        return f"Pipeline({self.name!r}, tasks={list(self._tasks)}" + (
+            f", includes={included})" if included else ")"
+        )
 
     def visualize(
         self,
@@ -274,13 +344,13 @@ class Pipeline:
         :class:`~xlibrary.pipeline.result.PipelineResult` without its values
         (:meth:`~xlibrary.pipeline.result.PipelineResult.without_values`). ``None`` before the
         first run and once the pipeline has changed since."""
-        if self._last_run is None or self._last_run[0] != self._version:
+        if self._last_run is None or self._last_run[0] != self.version:
             return None
         return self._last_run[1]
 
     def _remember(self, result: PipelineResult) -> None:
         """Keep ``result``'s task states (not its values) as this pipeline's latest run."""
-        self._last_run = (self._version, result.without_values())
+        self._last_run = (self.version, result.without_values())
 
     def _repr_html_(self) -> str:
         """The task graph as inline SVG, for notebooks, coloured by the latest run if any."""
@@ -292,19 +362,40 @@ class Pipeline:
     @property
     def declared(self) -> Mapping[str, Task]:
         """Task specs by name, in declaration order, with the options their functions carry
-        (``retry_on_failure``, ``cache_result``...), without validation."""
-        generation = options_generation()
+        (``retry_on_failure``, ``cache_result``...), without validation: this pipeline's own,
+        then its included pipelines' (renamed under their namespaces), each output task after
+        its task. Raises DuplicateTaskError when two share a name."""
+        version = self.version
         merged = self._merged
-        if merged is None or merged[0] != (self._version, generation):
-            specs = {name: with_options(task) for name, task in self._tasks.items()}
-            merged = self._merged = ((self._version, generation), specs)
+        if merged is None or merged[0] != version:
+            tasks = with_outputs(self.name, self.composed)
+            specs = {name: with_options(task) for name, task in tasks.items()}
+            if self._catalog is not None:
+                specs = with_catalog(specs, self._catalog)
+            merged = self._merged = (version, specs)
         return merged[1]
 
     @property
-    def version(self) -> tuple[int, int]:
-        """Changes whenever a task is added or an option decorator is applied; plans are
-        cached against it."""
-        return (self._version, options_generation())
+    def composed(self) -> Mapping[str, Task]:
+        """This pipeline's own tasks and its included pipelines' (renamed under their
+        namespaces), as declared: no options read, no output tasks."""
+        if not self._included:
+            return self._tasks
+        version = self.version
+        composed = self._composed
+        if composed is None or composed[0] != version:
+            tasks = included_tasks(self.name, self._tasks, self._included)
+            composed = self._composed = (version, tasks)
+        return composed[1]
+
+    @property
+    def version(self) -> tuple[Any, ...]:
+        """Changes whenever a task is added (here or in an included pipeline), a pipeline is
+        included, or an option decorator is applied; plans are cached against it."""
+        if not self._included:
+            return (self._version, options_generation())
+        inner = tuple(inclusion.pipeline.version for inclusion in self._included)
+        return (self._version, options_generation(), inner)
 
     def _register(self, func: Callable[..., Any], **fields: Any) -> Task:
         return self.add(Task(func=func, **fields))
@@ -335,16 +426,12 @@ def task(name: F, /) -> F: ...
 def task(
     name: str | None = None,
     depends_on: Iterable[str] | str = (),
-    *,
-    timeout: float | None = None,
-    resource_requirements: Mapping[str, float] | None = None,
+    **options: Unpack[TaskOptions],
 ) -> Callable[[F], F]: ...
 def task(
     name: str | Callable[..., Any] | None = None,
     depends_on: Iterable[str] | str = (),
-    *,
-    timeout: float | None = None,
-    resource_requirements: Mapping[str, float] | None = None,
+    **options: Unpack[TaskOptions],
 ) -> Any:
     """Register a task in the pipeline being built by a ``@pm.pipeline(...)`` builder.
 
@@ -366,9 +453,7 @@ def task(
         )
     if callable(name):
         return pipeline.task(name)
-    return pipeline.task(
-        name, depends_on, timeout=timeout, resource_requirements=resource_requirements
-    )
+    return pipeline.task(name, depends_on, **options)
 
 
 def pipeline_decorator(name: str | Callable[[], Any] | None, known: dict[str, Pipeline]) -> Any:

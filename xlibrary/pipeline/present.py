@@ -12,7 +12,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from .records import TaskRecord
+from .records import RunRecord, TaskRecord
 from .states import DONE, TaskStatus
 
 
@@ -33,6 +33,8 @@ class PipelineResult(Protocol):
     def tasks(self) -> Mapping[str, TaskRecord]: ...
     @property
     def results(self) -> Mapping[str, Any]: ...
+    @property
+    def record(self) -> RunRecord: ...
 
     def display_results(self) -> None: ...
 
@@ -46,11 +48,13 @@ __all__ = [
     "format_duration",
     "in_notebook",
     "outcome_words",
+    "params_text",
     "preview_html",
     "preview_text",
     "result_html",
     "show",
     "show_task",
+    "status_words",
     "text_table",
 ]
 
@@ -64,8 +68,15 @@ STATUS_COLOURS: dict[TaskStatus | None, tuple[str, str]] = {
     TaskStatus.FAILED: ("#ffcdd2", "#c62828"),
     TaskStatus.SKIPPED: ("#eeeeee", "#757575"),
     TaskStatus.CANCELLED: ("#ffe0b2", "#e65100"),
+    TaskStatus.NOT_SELECTED: ("#fafafa", "#bdbdbd"),
 }
 """(fill, line) colour of each task status (``None``: not run yet), in pictures and tables."""
+
+
+def status_words(status: object) -> str:
+    """A task status as people read it: ``not selected`` for ``not_selected``."""
+    return str(status).replace("_", " ")
+
 
 _PREVIEW_CHARS = 200
 _FRAME_ROWS = 5
@@ -156,6 +167,8 @@ def _note(run: TaskRecord, results: Mapping[str, Any]) -> str | None:
         return f"not run: {because}" if because else "not run"
     if run.status is TaskStatus.CANCELLED:
         return run.reason or "not finished: the run was cancelled"
+    if run.status is TaskStatus.NOT_SELECTED:
+        return "not run: not selected"
     return None if run.name in results else "result not kept"
 
 
@@ -174,14 +187,21 @@ def outcome_words(result: PipelineResult) -> str:
     return f"failed at {result.failed_task!r}" if ended is TaskStatus.FAILED else str(ended)
 
 
+def params_text(params: Mapping[str, Any] | None) -> str:
+    """Parameter values in one line: ``test_size=0.3, random_state=3``."""
+    return ", ".join(f"{name}={_short_repr(value, 60)}" for name, value in (params or {}).items())
+
+
 def _headline_html(result: PipelineResult) -> str:
     status = _ended_as(result)
+    params = params_text(result.record.params)
+    shown = f"<br>params: <code>{html.escape(params)}</code>" if params else ""
     return (
         f"<p>pipeline <strong>{html.escape(result.pipeline)}</strong> · run "
         f"<code>{html.escape(result.run_id)}</code> · "
         f'<span style="color: {STATUS_COLOURS[status][1]}">'
         f"{html.escape(outcome_words(result))}</span> "
-        f"in {format_duration(result.duration)}</p>"
+        f"in {format_duration(result.duration)}{shown}</p>"
     )
 
 
@@ -196,7 +216,7 @@ def _task_row_html(run: TaskRecord, results: Mapping[str, Any]) -> str:
     return (
         f"<tr><td><code>{html.escape(run.name)}</code></td>"
         f'<td><span style="background: {fill}; color: {line}; padding: 0 0.4em">'
-        f"{run.status}</span></td>"
+        f"{status_words(run.status)}</span></td>"
         f"<td>{format_duration(run.duration)}</td><td>{run.attempts}</td>"
         f'<td style="text-align: left">{preview}</td></tr>'
     )
@@ -208,12 +228,15 @@ def text_table(result: PipelineResult) -> str:
         f"pipeline {result.pipeline!r} run {result.run_id} {outcome_words(result)} "
         f"in {format_duration(result.duration)}"
     )
+    params = params_text(result.record.params)
+    if params:
+        headline += f"\nparams: {params}"
     rows = [("task", "status", "duration", "attempts", "result")]
     for run in result.tasks.values():
         note = _note(run, result.results)
         text = preview_text(result.results[run.name]) if note is None else _one_line(note, 80)
         duration = format_duration(run.duration)
-        rows.append((run.name, str(run.status), duration, str(run.attempts), text))
+        rows.append((run.name, status_words(run.status), duration, str(run.attempts), text))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = ["  ".join([*(row[i].ljust(widths[i]) for i in range(4)), row[4]]) for row in rows]
     return "\n".join([headline, *lines])

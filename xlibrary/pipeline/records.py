@@ -15,6 +15,7 @@ of its JSON, so the records of big pipelines stay small.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,6 +71,8 @@ class TaskRecord:
     """Peak resident memory, in bytes, of the process while the task ran, when monitored."""
     worker: str | None = None
     """Where it ran, when monitored: a Dask worker's address, or ``local``."""
+    params: Mapping[str, Any] | None = None
+    """The parameter values it was called with (its keyword-only parameters)."""
 
     @property
     def duration(self) -> float | None:
@@ -96,6 +99,8 @@ class TaskRecord:
             value = getattr(self, name)
             if value:
                 data[name] = dict(value) if name == "metrics" else value
+        if self.params:
+            data["params"] = _plain(self.params)
         if self.status is TaskStatus.FAILED:
             data["error"] = {
                 "type": self.error_type,
@@ -108,6 +113,7 @@ class TaskRecord:
     def from_json(cls, name: str, data: Mapping[str, Any]) -> TaskRecord:
         error = data.get("error") or {}
         metrics = data.get("metrics")
+        params = data.get("params")
         return cls(
             name=name,
             status=_task_status(data.get("status")),
@@ -125,7 +131,20 @@ class TaskRecord:
             metrics=dict(metrics) if isinstance(metrics, Mapping) else None,
             peak_memory=data.get("peak_memory"),
             worker=data.get("worker"),
+            params=dict(params) if isinstance(params, Mapping) and params else None,
         )
+
+
+def _plain(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Parameter values as JSON holds them: as they are when JSON can, else their repr."""
+    out = {}
+    for name, value in values.items():
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            value = repr(value)
+        out[str(name)] = value
+    return out
 
 
 _OPTIONAL_TASK_FIELDS = (
@@ -189,6 +208,8 @@ class RunRecord:
     """Bytes: the highest resident memory of the processes that ran the tasks (monitored)."""
     alerts: tuple[Alert, ...] = ()
     error: RunError | None = None
+    params: Mapping[str, Any] | None = None
+    """Every parameter value the run used, by name."""
     backend: str | None = None
     """Where the run computed: ``threads``, ``distributed`` (a cluster or a Client), a
     registered backend's name, or ``sequential`` (``parallel=False``: in the calling thread)."""
@@ -228,6 +249,8 @@ class RunRecord:
             "error": None if error is None else dataclasses.asdict(error),
             "tasks": {name: task.to_json() for name, task in self.tasks.items()},
         }
+        if self.params:
+            data["params"] = _plain(self.params)
         if self.backend:
             data["backend"] = self.backend
         return data
@@ -240,6 +263,7 @@ class RunRecord:
         names = dict.fromkeys([*order, *entries])  # in order, then any the order missed
         error = data.get("error")
         started = data.get("started")
+        params = data.get("params")
         return cls(
             run_id=str(data["run_id"]),
             pipeline=str(data["pipeline"]),
@@ -263,6 +287,7 @@ class RunRecord:
                 summary=str(error.get("summary") or ""),
                 stack_trace=str(error.get("stack_trace") or ""),
             ),
+            params=dict(params) if isinstance(params, Mapping) and params else None,
             backend=data.get("backend"),
         )
 
@@ -274,6 +299,8 @@ class TaskState:
     status: TaskStatus
     duration: float | None = None
     attempts: int | None = None
+    params: Mapping[str, Any] | None = None
+    """The parameter values the task was called with."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -296,13 +323,20 @@ class RunStatus(Mapping[str, Any]):
     error: str | None = None
     """One line: why the run failed or stopped."""
     tasks: Mapping[str, TaskState] = field(default_factory=dict)
+    params: Mapping[str, Any] | None = None
+    """The run's parameter values, by name (``None``: it has none)."""
 
     @classmethod
     def of_record(cls, record: RunRecord, *, submitted: float | None = None) -> RunStatus:
         """The status of a recorded run: a run still going lists its unfinished tasks as
         ``pending``."""
         tasks = {
-            name: TaskState(status=task.status, duration=task.duration, attempts=task.attempts)
+            name: TaskState(
+                status=task.status,
+                duration=task.duration,
+                attempts=task.attempts,
+                params=task.params,
+            )
             for name, task in record.tasks.items()
         }
         for name in record.order:
@@ -319,6 +353,7 @@ class RunStatus(Mapping[str, Any]):
             failed_task=record.failed_task,
             error=None if error is None else error.summary,
             tasks={name: tasks[name] for name in (*record.order, *tasks) if name in tasks},
+            params=record.params,
         )
 
     @classmethod
@@ -333,7 +368,7 @@ class RunStatus(Mapping[str, Any]):
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data = {
             "pipeline": self.pipeline,
             "run_id": self.run_id,
             "status": str(self.status),
@@ -343,15 +378,11 @@ class RunStatus(Mapping[str, Any]):
             "duration": self.duration,
             "failed_task": self.failed_task,
             "error": self.error,
-            "tasks": {
-                name: {
-                    "status": str(task.status),
-                    "duration": task.duration,
-                    "attempts": task.attempts,
-                }
-                for name, task in self.tasks.items()
-            },
+            "tasks": {name: _task_state(task) for name, task in self.tasks.items()},
         }
+        if self.params is not None:
+            data["params"] = _plain(self.params)
+        return data
 
     # -- read as a dict ---------------------------------------------------------------------
     def __getitem__(self, key: str) -> Any:
@@ -362,6 +393,17 @@ class RunStatus(Mapping[str, Any]):
 
     def __len__(self) -> int:
         return len(self.to_json())
+
+
+def _task_state(task: TaskState) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "status": str(task.status),
+        "duration": task.duration,
+        "attempts": task.attempts,
+    }
+    if task.params:
+        data["params"] = _plain(task.params)
+    return data
 
 
 TaskRun = TaskRecord

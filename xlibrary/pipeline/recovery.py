@@ -19,6 +19,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .compose import is_output
 from .errors import BadEntry, PipelineError, PipelineExecutionError, did_you_mean
 from .plan import Plan, Restore
 from .records import RunRecord
@@ -33,6 +34,7 @@ __all__ = [
     "RecoveryPlan",
     "error_details",
     "intermediate_results",
+    "recent_results",
     "resume_plan",
     "retry_plan",
 ]
@@ -137,6 +139,21 @@ def _locations(runs: RunStore, record: RunRecord) -> dict[str, Restore]:
     return found
 
 
+def recent_results(
+    runs: RunStore, pipeline: str, tasks: Collection[str], *, look_back: int = 20
+) -> dict[str, Restore]:
+    """Where the latest of the last ``look_back`` runs of ``pipeline`` that finished each of
+    ``tasks`` left its result (saved, or in the cache), for the tasks that have one."""
+    found: dict[str, Restore] = {}
+    for record in reversed(runs.recent_records(pipeline, look_back)):  # newest first
+        if all(name in found for name in tasks):
+            break
+        for name, where in _locations(runs, record).items():
+            if name in tasks:
+                found.setdefault(name, where)
+    return found
+
+
 def intermediate_results(
     runs: RunStore,
     cache: Cache | None,
@@ -229,6 +246,10 @@ def _recovery(
         for dep in planned.spec.depends_on:
             if dep in restore or dep in force:
                 needed.add(dep)
+                continue
+            if is_output(by_name[dep].spec):  # picked again from its task's result
+                needed.add(dep)
+                force.add(dep)
                 continue
             task = record.tasks.get(dep)
             hint = (

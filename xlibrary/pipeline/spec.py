@@ -12,19 +12,22 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import os
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, TypedDict
 
-from .errors import PipelineDefinitionError, TaskSignatureError
+from .datasets import Dataset
+from .errors import DatasetError, PipelineDefinitionError, TaskSignatureError
 from .store.names import name_problem
 
 __all__ = [
     "CachePolicy",
     "RetryPolicy",
     "Task",
+    "TaskOptions",
     "check_name",
     "default_name",
     "option_decorator",
@@ -42,6 +45,20 @@ _options: weakref.WeakKeyDictionary[Callable[..., Any], dict[str, Any]] = (
 )
 _options_generation = 0
 _options_lock = threading.Lock()
+
+
+class TaskOptions(TypedDict, total=False):
+    """The keywords ``@pipeline.task(...)`` and the builder's ``task(...)`` take, besides the
+    name and ``depends_on``: each is a field of :class:`Task` (see there)."""
+
+    timeout: float | None
+    resource_requirements: Mapping[str, float] | None
+    tags: Iterable[str] | str
+    pool: str | None
+    outputs: Iterable[str] | None
+    save_to: str | None
+    versioned: bool
+    cache: CachePolicy | bool | None
 
 
 @dataclass(frozen=True)
@@ -124,7 +141,17 @@ class Task:
     (``timeout=math.inf``: no limit, whatever the default).
     ``resource_requirements`` (``{"cpu_cores": 4, "memory_mb": 4096, "gpu": 1}``) is kept on
     the spec for the resource-aware scheduler. ``cache`` caches the result
-    (``@pm.cache_result``); ``monitor`` measures it closely (``@pm.track_performance``).
+    (``@pm.cache_result``), or ``False``: never, whatever the config says; ``monitor``
+    measures it closely (``@pm.track_performance``). ``tags`` let a run select the task
+    (``tags=["reporting"]``); ``pool`` names a concurrency pool of the config's ``pools`` that
+    limits how many of its tasks run at once; ``outputs`` names the parts of a tuple or
+    mapping result, each a dependency of its own (``"split.X_train"``); ``namespace`` is set
+    on the tasks of a pipeline included under one (:meth:`~xlibrary.pipeline.Pipeline.include`).
+
+    Keyword-only parameters of ``func`` are pipeline parameters (see :mod:`~.params`).
+    ``save_to`` is an fsspec URL the result is written to after the task succeeds (format
+    from the extension; a local path is made absolute here); ``versioned`` keeps each run's
+    copy under its run id.
     """
 
     name: str
@@ -133,9 +160,15 @@ class Task:
     retry: RetryPolicy | None = None
     timeout: float | None = None
     resource_requirements: Mapping[str, float] | None = None
-    cache: CachePolicy | None = None
+    cache: CachePolicy | Literal[False] | None = None
     monitor: bool | None = None
     description: str | None = field(default=None, compare=False)
+    tags: frozenset[str] = frozenset()
+    pool: str | None = None
+    outputs: tuple[str, ...] | None = None
+    namespace: str | None = None
+    save_to: str | None = None
+    versioned: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -165,6 +198,14 @@ class Task:
             doc = inspect.getdoc(self.func) if inspect.isfunction(self.func) else None
             object.__setattr__(self, "description", doc.splitlines()[0] if doc else None)
         _check_signature(self.name, self.func, depends_on)
+        _check_shape(self)
+        if self.cache not in (None, False) and not isinstance(self.cache, CachePolicy):
+            raise PipelineDefinitionError(
+                f"task {self.name!r}: cache must be False (never cached) or a CachePolicy, "
+                f"got {self.cache!r}; @pm.cache_result(key=..., ttl=...) sets one"
+            )
+        if self.save_to is not None or self.versioned is not False:
+            object.__setattr__(self, "save_to", _check_output(self))
 
     @property
     def function_name(self) -> str:
@@ -200,6 +241,61 @@ def _normalize_depends_on(name: str, depends_on: Any) -> tuple[str, ...]:
     return deps
 
 
+def _check_shape(task: Task) -> None:
+    """The fields of pipeline shape: tags, pool, outputs, namespace (normalised in place)."""
+    name = task.name
+    tags: Any = task.tags
+    tags = frozenset((tags,) if isinstance(tags, str) else _strings(name, "tags", tags))
+    object.__setattr__(task, "tags", tags)
+    if task.pool is not None and (not isinstance(task.pool, str) or not task.pool.strip()):
+        raise PipelineDefinitionError(
+            f"task {name!r}: pool must be the name of a pool of the config's pools, such as "
+            f'pool="database", got {task.pool!r}'
+        )
+    if task.outputs is not None:
+        outputs: Any = task.outputs
+        outputs = (outputs,) if isinstance(outputs, str) else _strings(name, "outputs", outputs)
+        if not outputs:
+            raise PipelineDefinitionError(
+                f"task {name!r}: outputs=[] names no output; name each part of the result "
+                '(outputs=["X_train", "X_test"]), or leave outputs out'
+            )
+        for output in outputs:
+            if "." in output or output != output.strip():
+                raise PipelineDefinitionError(
+                    f"task {name!r}: the output name {output!r} cannot hold a '.' or spaces "
+                    f'at its ends: a dependency names it as "{name}.<output>"'
+                )
+            if outputs.count(output) > 1:
+                raise PipelineDefinitionError(
+                    f"task {name!r} lists the output {output!r} twice; name each output once"
+                )
+            check_name("task", f"{name}.{output}")
+        object.__setattr__(task, "outputs", outputs)
+    namespace = task.namespace
+    if namespace is not None and (
+        not isinstance(namespace, str) or not name.startswith(namespace + ".")
+    ):
+        raise PipelineDefinitionError(
+            f"task {name!r}: namespace {namespace!r} must be the start of its name, before a "
+            "'.'; Pipeline.include(other, namespace=...) sets both"
+        )
+
+
+def _strings(name: str, what: str, values: Any) -> tuple[str, ...]:
+    if not isinstance(values, Iterable) or isinstance(values, Mapping):
+        raise PipelineDefinitionError(
+            f"task {name!r}: {what} must be a list of names, got {values!r}"
+        )
+    out = tuple(values)
+    for value in out:
+        if not isinstance(value, str) or not value.strip():
+            raise PipelineDefinitionError(
+                f"task {name!r}: {what} must hold non-empty strings, got {value!r}"
+            )
+    return out
+
+
 def check_name(kind: str, name: str) -> None:
     """Refuse a name the store cannot hold as one file name (see ``store.names``)."""
     problem = name_problem(name, pipeline=kind == "pipeline")
@@ -227,13 +323,45 @@ def _check_resources(name: str, resources: Mapping[str, float]) -> None:
             )
 
 
+def _check_output(task: Task) -> str:
+    """The absolute ``save_to`` of ``task``, checked as a dataset URL."""
+    if not isinstance(task.versioned, bool):
+        raise PipelineDefinitionError(
+            f"task {task.name!r}: versioned must be True or False, got {task.versioned!r}"
+        )
+    if task.save_to is None:
+        raise PipelineDefinitionError(
+            f"task {task.name!r}: versioned=True keeps each run's copy of the task's output: "
+            'give the output with save_to="data/model.parquet" too'
+        )
+    if not isinstance(task.save_to, str | os.PathLike) or not str(task.save_to):
+        raise PipelineDefinitionError(
+            f"task {task.name!r}: save_to must be a path or an fsspec URL such as "
+            f'"data/03_primary/model_input.parquet", got {task.save_to!r}'
+        )
+    try:
+        output = Dataset(os.fspath(task.save_to), versioned=task.versioned, name=task.name)
+    except DatasetError as exc:
+        raise PipelineDefinitionError(f"task {task.name!r}: save_to: {exc}") from None
+    if output.is_glob:
+        raise PipelineDefinitionError(
+            f"task {task.name!r}: save_to {task.save_to!r} is a glob; give one file's URL"
+        )
+    return output.url
+
+
 def _check_signature(name: str, func: Callable[..., Any], depends_on: tuple[str, ...]) -> None:
     try:
         signature = inspect.signature(func)
     except (TypeError, ValueError):  # some builtins have no signature; nothing to check
         return
+    keywords = {
+        name: None
+        for name, parameter in signature.parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY  # pipeline parameters
+    }
     try:
-        signature.bind(*depends_on)
+        signature.bind(*depends_on, **keywords)
     except TypeError as exc:
         func_name = getattr(func, "__qualname__", repr(func))
         count = len(depends_on)

@@ -5,6 +5,7 @@ the web API, the command line, pictures and the dashboard.
 
     task:  pending ─► running ─► succeeded | cached | failed | skipped | cancelled
            (a cluster reports ``finished`` between running and the run's end)
+           not_selected: left out of the run by its targets, from_tasks or tags
     run:   pending ─► running ─► succeeded | failed | cancelled
 """
 
@@ -40,6 +41,9 @@ class TaskStatus(enum.StrEnum):
     CANCELLED = "cancelled"
     """Not finished, because the run stopped first: it was cancelled (``handle.cancel()``,
     Ctrl-C), or an error of the engine or the cluster ended it."""
+    NOT_SELECTED = "not_selected"
+    """Not part of this run: its ``targets``, ``from_tasks`` or ``tags`` left it out (shown as
+    "not selected")."""
 
     def __repr__(self) -> str:  # {'load': 'succeeded'} reads better than the enum repr
         return repr(self.value)
@@ -68,6 +72,7 @@ TASK_ENDED: frozenset[str] = frozenset(
         TaskStatus.FAILED,
         TaskStatus.SKIPPED,
         TaskStatus.CANCELLED,
+        TaskStatus.NOT_SELECTED,
     }
 )
 """Task states that do not change any more."""

@@ -2,15 +2,15 @@
 
 :class:`TaskWrapper` does what Dask does not: retries with backoff and an exception filter, a
 per-attempt timeout, timing, the cache (look up, then save) and saving intermediate results,
-and turning an exception into a failed :class:`~.outcome.Outcome`. It never raises, so one
+a place in a concurrency pool around each attempt (:mod:`~.pools`), and turning an exception
+into a failed :class:`~.outcome.Outcome`. It never raises, so one
 failing task cannot abort the graph: tasks downstream of it see the failure and return a
 skipped outcome without calling their function, and independent branches run to the end.
 With no retry, timeout, cache or saving it costs two clock reads and one small object per
 task.
 
-A result that is a Dask collection is settled where the task ran (:mod:`~.lazy`): persisted
-and held on a cluster, kept lazy on threads; a cached or saved one is written by the workers
-(parquet, zarr), its entry written by the client once the data is there.
+A result that is a Dask collection is settled where the task ran (:mod:`~.lazy`); a cached or
+saved one is written by the workers (parquet, zarr), its entry by the client at the end.
 
 "An exception" is any ``BaseException``: a task that calls ``sys.exit()`` or raises
 ``GeneratorExit`` or ``KeyboardInterrupt`` fails with it, and neither the caller's program nor
@@ -40,15 +40,18 @@ from typing import Any
 
 import cloudpickle
 
-from .errors import ClusterError, SerializationError, TaskTimeoutError
+from .datasets import Dataset
+from .errors import ClusterError, SerializationError, TaskOutputError, TaskTimeoutError
 from .fingerprint import UnhashableInput, derive_key, input_token
-from .lazy import hold, is_collection
-from .loaders import quietly
+from .inputs import TaskInputs
+from .lazy import is_collection
+from .loaders import held, opened_or_miss, quietly, writes_of
 from .outcome import Failure, Outcome
 from .pipeline import RetryPolicy
+from .pools import Pool
+from .saving import read_output, source_of_output, write_output
 from .states import DONE, TaskStatus
 from .store import Cache, RunStore
-from .stored import opened, pending_writes
 from .taskmetrics import TaskContext, current_task, rss_bytes, sampler, summarize
 
 __all__ = ["Measures", "TaskStorage", "TaskWrapper"]
@@ -79,6 +82,11 @@ class TaskStorage:
     ttl: float | None = None
     runs: RunStore | None = None
     """Where to save the task's result, when intermediates are saved."""
+    inputs: TaskInputs | None = None
+    """What its parameters and datasets add to its derived key and cache note; a source
+    task's output token."""
+    output: Dataset | None = None
+    """Where to write its result after it succeeds (``save_to``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -114,7 +122,7 @@ def _where() -> str:
 class TaskWrapper:
     """The callable each Dask task runs: one pipeline task with its policy."""
 
-    __slots__ = ("func", "measures", "name", "retry", "storage", "timeout")
+    __slots__ = ("func", "measures", "name", "pool", "retry", "storage", "timeout")
 
     def __init__(
         self,
@@ -125,6 +133,7 @@ class TaskWrapper:
         timeout: float | None = None,
         storage: TaskStorage | None = None,
         measures: Measures | None = None,
+        pool: Pool | None = None,
     ) -> None:
         self.name = name
         self.func = func
@@ -132,6 +141,7 @@ class TaskWrapper:
         self.timeout = timeout
         self.storage = storage
         self.measures = measures
+        self.pool = pool
 
     def __reduce__(self) -> tuple[Any, ...]:
         # The user's code (the function, and the retry policy whose exception classes may be
@@ -142,7 +152,8 @@ class TaskWrapper:
         # and the cause, instead of the worker's connection breaking and the run hanging.
         func = self.func
         code = func.payload if type(func) is _Unloadable else cloudpickle.dumps((func, self.retry))
-        return (_wrapper_from, (self.name, code, self.timeout, self.storage, self.measures))
+        state = (self.name, code, self.timeout, self.storage, self.measures, self.pool)
+        return (_wrapper_from, state)
 
     def __repr__(self) -> str:
         return f"TaskWrapper({self.name!r})"
@@ -164,6 +175,7 @@ class TaskWrapper:
             and self.retry is None
             and self.timeout is None
             and self.measures is None
+            and self.pool is None
         ):
             try:
                 value = self.func(*args)
@@ -179,7 +191,7 @@ class TaskWrapper:
                 status=SUCCEEDED, value=value, attempts=1, started=started, finished=time.time()
             )
             if getattr(type(value), "__dask_graph__", None) is not None:  # a Dask collection?
-                return self._held(outcome)
+                return held(outcome, self.name)
             return outcome
         if self.measures is not None:
             return self._run_measured(upstream, args, started, self.measures)
@@ -187,23 +199,8 @@ class TaskWrapper:
 
     def _run(self, upstream: tuple[Outcome, ...], args: list[Any], started: float) -> Outcome:
         if self.storage is None:
-            return self._held(self._run_with_policy(args, started))
+            return held(self._run_with_policy(args, started), self.name)
         return self._run_stored(upstream, args, started, self.storage)
-
-    def _held(self, outcome: Outcome, writes: list[Any] | None = None) -> Outcome:
-        """``outcome``, its Dask collection settled where it ran (see :mod:`~.lazy`)."""
-        if outcome.status not in DONE or not is_collection(outcome.value):
-            return outcome
-        try:
-            outcome.value, outcome.held = hold(outcome.value, writes or ())
-        except Exception as exc:  # the graph cannot be persisted (or the cluster is gone)
-            return Outcome(
-                status=FAILED, attempts=outcome.attempts, started=outcome.started,
-                finished=time.time(), failure=Failure.from_exception(self.name, exc),
-            )  # fmt: skip
-        if outcome.token is None and outcome.held.keys:  # persisted: its keys say what it is
-            outcome.token = input_token(("xlibrary.collection", outcome.held.keys))
-        return outcome
 
     def _run_measured(
         self, upstream: tuple[Outcome, ...], args: list[Any], started: float, measures: Measures
@@ -256,26 +253,49 @@ class TaskWrapper:
                 found = quietly(storage.cache.load, key, task=self.name)
                 if found is not None:
                     header, value = found
-                    value = quietly(opened, value)  # a stored collection: read lazily
-                    if value is not None:
-                        return self._held(Outcome(
+                    source, ok = f"cache:{key}", True
+                    if storage.output is not None:  # the entry says where the output lies
+                        ok, value = read_output(storage.output, value, self.name)
+                        source = source_of_output(storage.output, found[1])
+                    else:  # a collection the workers stored is read back lazily
+                        ok, value = opened_or_miss(value, self.name)
+                    if ok:
+                        return held(Outcome(
                             status=CACHED, value=value, started=started, finished=time.time(),
-                            token=header.entry_id, source=f"cache:{key}",
-                        ))  # fmt: skip
+                            token=header.entry_id, source=source,
+                        ), self.name)  # fmt: skip
         outcome = self._run_with_policy(args, started)
         if outcome.status != SUCCEEDED:
             return outcome
-        if is_collection(outcome.value):  # written by the workers, its entry at the end
-            return self._store_collection(outcome, key, inputs, storage)
+        collection = is_collection(outcome.value)
+        if collection and storage.output is None:  # written by the workers, entry at the end
+            return held(outcome, self.name, writes_of(
+                outcome, self.name, pipeline=storage.pipeline, run_id=storage.run_id,
+                cache=storage.cache, cache_key=key, ttl=storage.ttl, runs=storage.runs,
+                meta=_meta(storage, inputs) if storage.code else None,
+            ))  # fmt: skip
+        kept = outcome.value
+        if storage.output is not None:
+            try:
+                kept = write_output(
+                    storage.output, outcome.value, storage.run_id, keyed=key is not None
+                )
+            except Exception as exc:  # a declared output that was not written fails the task
+                return Outcome(
+                    status=FAILED, attempts=outcome.attempts, started=started,
+                    finished=time.time(), failure=Failure.from_exception(self.name, exc),
+                )  # fmt: skip
+        if storage.inputs is not None and storage.inputs.token is not None:
+            outcome.token = storage.inputs.token  # a dataset: its fingerprint stands for it
         try:
             if storage.cache is not None and key is not None:
                 header = storage.cache.save(
-                    key, outcome.value, ttl=storage.ttl, task=self.name, pipeline=storage.pipeline,
-                    meta={"code": storage.code, "inputs": inputs} if storage.code else None,
+                    key, kept, ttl=storage.ttl, task=self.name, pipeline=storage.pipeline,
+                    meta=_meta(storage, inputs) if storage.code else None,
                 )  # fmt: skip
                 if header is not None:  # None: the cache is being skipped, nothing was saved
                     outcome.token = header.entry_id
-            if storage.runs is not None:
+            if storage.runs is not None and not collection:  # a collection: its save_to
                 storage.runs.save_result(storage.pipeline, storage.run_id, self.name, outcome.value)
                 outcome.saved = True
         except SerializationError as exc:
@@ -285,28 +305,19 @@ class TaskWrapper:
             )  # fmt: skip
         except Exception as exc:  # the store is down: the result itself is good
             logger.warning("task %r: could not write its result to the store: %s", self.name, exc)
-        return outcome
-
-    def _store_collection(
-        self, outcome: Outcome, key: str | None, inputs: list[str] | None, storage: TaskStorage
-    ) -> Outcome:
-        try:
-            writes, entry_id = pending_writes(
-                outcome.value, task=self.name, pipeline=storage.pipeline, run_id=storage.run_id,
-                cache=storage.cache, cache_key=key, ttl=storage.ttl, runs=storage.runs,
-                meta={"code": storage.code, "inputs": inputs} if storage.code else None,
-            )  # fmt: skip
-        except Exception as exc:  # the writer refused the collection: the result is good
-            logger.warning("task %r: its result cannot be written to the store: %s", self.name, exc)
-            writes, entry_id = [], None
-        outcome.token = entry_id
-        return self._held(outcome, writes)
+        return held(outcome, self.name) if collection else outcome
 
     def _cache_key(
         self, upstream: tuple[Outcome, ...], storage: TaskStorage
     ) -> tuple[str | None, list[str] | None]:
         if storage.cache_key is not None:
             return storage.cache_key, None
+        extra: tuple[str, ...] = ()
+        if storage.inputs is not None:
+            if storage.inputs.problem:
+                logger.warning("task %r is not cached: %s", self.name, storage.inputs.problem)
+                return None, None
+            extra = storage.inputs.extra
         try:
             inputs = [o.token if o.token is not None else input_token(o.value) for o in upstream]
         except UnhashableInput as exc:
@@ -317,7 +328,7 @@ class TaskWrapper:
                 exc,
             )
             return None, None
-        return derive_key(self.name, storage.code, inputs), inputs
+        return derive_key(self.name, storage.code, inputs, extra), inputs
 
     def _run_with_policy(self, args: list[Any], started: float) -> Outcome:
         retry = self.retry
@@ -325,7 +336,9 @@ class TaskWrapper:
         while True:
             attempt += 1
             try:
-                if self.timeout is None:
+                if self.pool is not None:
+                    value = _call_in_pool(self.func, args, self.timeout, self.name, self.pool)
+                elif self.timeout is None:
                     value = self.func(*args)
                 else:
                     value = _call_with_timeout(self.func, args, self.timeout, self.name)
@@ -336,6 +349,7 @@ class TaskWrapper:
                     retry is None
                     or attempt > retry.max_retries
                     or not isinstance(exc, retry.retry_on)
+                    or isinstance(exc, TaskOutputError)  # the same function returns the same
                 ):
                     failure = Failure.from_exception(self.name, exc)
                     return Outcome(
@@ -359,6 +373,12 @@ class TaskWrapper:
                 status=SUCCEEDED, value=value, attempts=attempt, started=started,
                 finished=time.time(),
             )  # fmt: skip
+
+
+def _meta(storage: TaskStorage, inputs: list[str] | None) -> dict[str, Any]:
+    """What the cache keeps beside a derived entry, for ``explain_cache``."""
+    note = storage.inputs.note if storage.inputs is not None else None
+    return {"code": storage.code, "inputs": inputs, **(note or {})}
 
 
 def _is_ctrl_c() -> bool:
@@ -386,6 +406,7 @@ def _wrapper_from(
     timeout: float | None,
     storage: TaskStorage | None,
     measures: Measures | None,
+    pool: Pool | None = None,
 ) -> TaskWrapper:
     """A pickled TaskWrapper, with its code loaded if it can be here (see its __reduce__)."""
     try:
@@ -393,8 +414,9 @@ def _wrapper_from(
     except Exception as exc:  # ModuleNotFoundError mostly; AttributeError for a renamed function
         func, retry = _Unloadable(name, code, exc), None
     return TaskWrapper(
-        name=name, func=func, retry=retry, timeout=timeout, storage=storage, measures=measures
-    )
+        name=name, func=func, retry=retry, timeout=timeout, storage=storage, measures=measures,
+        pool=pool,
+    )  # fmt: skip
 
 
 class _Unloadable:
@@ -419,23 +441,51 @@ class _Unloadable:
         ) from error
 
 
-def _call_with_timeout(func: Callable[..., Any], args: list[Any], timeout: float, name: str) -> Any:
+def _call_in_pool(
+    func: Callable[..., Any], args: list[Any], timeout: float | None, name: str, pool: Pool
+) -> Any:
+    """Call ``func`` holding a place in ``pool`` (see :mod:`~.pools`)."""
+    if timeout is not None:
+        return _call_with_timeout(func, args, timeout, name, pool)
+    pool.acquire()
+    try:
+        return func(*args)
+    finally:
+        pool.release()
+
+
+def _call_with_timeout(
+    func: Callable[..., Any], args: list[Any], timeout: float, name: str, pool: Pool | None = None
+) -> Any:
     """Run ``func`` in a helper thread and stop waiting after ``timeout`` seconds.
 
     Python cannot kill a thread: on timeout the helper (a daemon thread) runs on until the
-    function returns, and its result is thrown away.
+    function returns, and its result is thrown away. With a ``pool``, the helper takes its
+    place first (the wait does not count against ``timeout``) and gives it back when the
+    function returns.
     """
     box: list[tuple[bool, Any]] = []
     context = contextvars.copy_context()
+    placed = threading.Event()
 
     def target() -> None:
         try:
-            box.append((True, context.run(func, *args)))
+            if pool is not None:
+                pool.acquire()
+            placed.set()
+            try:
+                box.append((True, context.run(func, *args)))
+            finally:
+                if pool is not None:
+                    pool.release()
         except BaseException as exc:
             box.append((False, exc))
+            placed.set()
 
     thread = threading.Thread(target=target, name=f"xlibrary-task-{name}", daemon=True)
     thread.start()
+    if pool is not None:
+        placed.wait()
     thread.join(timeout)
     if thread.is_alive():
         raise TaskTimeoutError(

@@ -15,22 +15,30 @@ dashboard on ``dashboard_address``.
 from __future__ import annotations
 
 import functools
+import logging
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import missing_extra
+from ..extensions import cluster_kinds
+from ..redact import redact_url
 from ..settings import Settings
 from .layout import WorkerLayout, layout
 
 if TYPE_CHECKING:
+    from distributed import Client
     from distributed.deploy.cluster import Cluster
+
+logger = logging.getLogger("xlibrary.pipeline")
 
 __all__ = [
     "LOCALHOST",
     "ClusterKind",
     "LocalClusterKind",
+    "distributed_options",
     "import_distributed",
     "local_cluster",
     "security",
+    "start_cluster",
 ]
 
 
@@ -133,3 +141,28 @@ def _local_cluster_class() -> type:
             return str(format_dashboard_link(f"[{host}]" if ":" in host else host, port))
 
     return LocalHostCluster
+
+
+def start_cluster(settings: Settings) -> Any:
+    """The cluster a manager starts for ``settings`` (its ``cluster_mode``, default local)."""
+    return cluster_kinds.get(settings.cluster_mode or "local").start(settings)
+
+
+def distributed_options(settings: Settings, client: Client | None) -> dict[str, Any]:
+    """How a :class:`~.distributed.DistributedBackend` reaches its cluster, from the settings."""
+    url = settings.store.url or ""
+    if url.startswith("memory://"):
+        logger.warning(
+            "the store %s lives in this process's memory: worker processes of a cluster each "
+            "see their own, so saved results and cache entries they write are not shared; use "
+            "a directory or an object store for cluster runs",
+            redact_url(url),
+        )
+    options: dict[str, Any] = {"no_workers_timeout": settings.no_workers_timeout}
+    if client is not None or settings.scheduler_address is not None:
+        options.update(
+            client=client, address=settings.scheduler_address, security=security(settings)
+        )
+    else:
+        options["cluster_factory"] = lambda: start_cluster(settings)
+    return options

@@ -33,11 +33,12 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 
 from ..errors import ClusterError, RunCancelled
+from ..extensions import cluster_kinds
 from ..lower import Key
 from ..outcome import Outcome, register_with_distributed
 from ..settings import Settings
 from ..watch import RunWatch
-from .clusters import import_distributed
+from .clusters import distributed_options, import_distributed
 from .noworkers import NoWorkersWatch, WorkerCount
 from .reporting import OUTCOMES_TOPIC, OutcomeReporter
 from .settle import release_run, settle_on_cluster
@@ -71,8 +72,6 @@ class DistributedBackend:
         client: Client | None = None,
         on_connect: Callable[[Client], None] | None = None,
     ) -> DistributedBackend:
-        from .factory import distributed_options
-
         return cls(on_connect=on_connect, **distributed_options(settings, client))
 
     def __init__(
@@ -191,6 +190,18 @@ class DistributedBackend:
                 "so they cannot run pipeline tasks; install it where the workers run "
                 '(pip install "xlibrary[pipeline]") or use the image built from deploy/'
             )
+
+    def offered(self, settings: Settings) -> tuple[list[dict[str, float]], str] | None:
+        """What each worker offers to task resource requests, and the cluster's name for
+        messages: the layout of a cluster we start, else the workers' declarations now
+        (``None`` when it has no workers yet)."""
+        if self.owns_cluster:
+            kind = cluster_kinds.get(settings.cluster_mode or "local")
+            return [kind.layout(settings).resources], "the cluster this manager starts"
+        offered = self.offered_resources()
+        if not offered:
+            return None
+        return offered, f"the cluster at {self.client.scheduler_info().get('address')}"
 
     def offered_resources(self) -> list[dict[str, float]]:
         """The resources each worker declares now."""

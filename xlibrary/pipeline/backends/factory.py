@@ -23,21 +23,17 @@ import sys
 import threading
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError, PipelineError
-from ..extensions import backends, cluster_kinds
-from ..redact import redact_url
+from ..extensions import backends
 from ..settings import Settings
 from . import Backend
-from .clusters import security
 
 if TYPE_CHECKING:
     from distributed import Client
 
-    from .distributed import DistributedBackend
-
-__all__ = ["Backends", "default_client", "distributed_options", "start_cluster"]
+__all__ = ["Backends", "default_client"]
 
 logger = logging.getLogger("xlibrary.pipeline")
 
@@ -132,16 +128,10 @@ class Backends:
     # -- what a cluster offers ------------------------------------------------------------
     def offered(self, backend: Backend) -> tuple[list[dict[str, float]], str] | None:
         """What each worker of ``backend``'s cluster offers to task resource requests, and the
-        cluster's name for messages; ``None`` when it has no workers yet."""
-        distributed: DistributedBackend = backend  # type: ignore[assignment]
-        if distributed.owns_cluster:
-            kind = cluster_kinds.get(self.settings.cluster_mode or "local")
-            return [kind.layout(self.settings).resources], "the cluster this manager starts"
-        offered = distributed.offered_resources()
-        if not offered:
-            return None
-        address = distributed.client.scheduler_info().get("address")
-        return offered, f"the cluster at {address}"
+        cluster's name for messages; ``None`` when it has no workers yet (or the backend
+        cannot tell)."""
+        offered = getattr(backend, "offered", None)
+        return None if offered is None else offered(self.settings)
 
     # -- lifetime -----------------------------------------------------------------------
     def close(self) -> None:
@@ -150,6 +140,15 @@ class Backends:
         with self._lock:
             self._closed = True
         self._finalizer()
+
+
+def _close_all(started: dict[str, Backend]) -> None:
+    while started:
+        _, backend = started.popitem()
+        try:
+            backend.close()
+        except Exception:  # closing must not mask what the caller is doing
+            logger.debug("error while closing the %s backend", backend.name, exc_info=True)
 
 
 def default_client() -> Client | None:
@@ -166,37 +165,3 @@ def default_client() -> Client | None:
     if client.status not in ("running", "newly-created") or client.asynchronous:
         return None  # closing, or one for an event loop: not for a blocking run
     return client
-
-
-def start_cluster(settings: Settings) -> Any:
-    """The cluster a manager starts for ``settings`` (its ``cluster_mode``, default local)."""
-    return cluster_kinds.get(settings.cluster_mode or "local").start(settings)
-
-
-def distributed_options(settings: Settings, client: Client | None) -> dict[str, Any]:
-    """How a :class:`~.distributed.DistributedBackend` reaches its cluster, from the settings."""
-    url = settings.store.url or ""
-    if url.startswith("memory://"):
-        logger.warning(
-            "the store %s lives in this process's memory: worker processes of a cluster each "
-            "see their own, so saved results and cache entries they write are not shared; use "
-            "a directory or an object store for cluster runs",
-            redact_url(url),
-        )
-    options: dict[str, Any] = {"no_workers_timeout": settings.no_workers_timeout}
-    if client is not None or settings.scheduler_address is not None:
-        options.update(
-            client=client, address=settings.scheduler_address, security=security(settings)
-        )
-    else:
-        options["cluster_factory"] = lambda: start_cluster(settings)
-    return options
-
-
-def _close_all(started: dict[str, Backend]) -> None:
-    while started:
-        _, backend = started.popitem()
-        try:
-            backend.close()
-        except Exception:  # closing must not mask what the caller is doing
-            logger.debug("error while closing the %s backend", backend.name, exc_info=True)

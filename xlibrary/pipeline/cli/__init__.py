@@ -2,9 +2,13 @@
 
 ``xlibrary-pipeline run FILE[:PIPELINE]`` loads a Python file, finds its pipeline (by the
 pipeline's name or its variable name when the file holds several), runs it and prints each
-task's state and the final result. The file's own ``PipelineManager`` is used when it defines
-exactly one; ``--config``/``--store``/``--scheduler`` make a new one instead. A progress bar
-shows on stderr when it is a terminal (``--progress``/``--no-progress`` decide).
+task's state and the final result. ``--params FILE`` (YAML) and ``--param NAME=VALUE`` (a YAML
+value; later ones win) give the run's parameter values; ``--refresh [TASK]`` recomputes and
+rewrites cached results (every task, or each TASK named). ``--target``, ``--from`` and
+``--tag`` (each repeatable) run part of the pipeline, as ``targets=``, ``from_tasks=`` and
+``tags=`` do. The file's own ``PipelineManager`` is used when it defines exactly one;
+``--config``/``--store``/``--scheduler`` make a new one instead. A progress bar shows on stderr
+when it is a terminal (``--progress``/``--no-progress`` decide).
 
 ``xlibrary-pipeline deploy render [--config FILE] [-o DIR]`` writes the Kubernetes manifests of
 a config (default ``DIR/config.json``) into ``DIR`` (default ``deploy/kubernetes``): the
@@ -92,6 +96,35 @@ def _parser() -> argparse.ArgumentParser:
         "--progress",
         action=argparse.BooleanOptionalAction,
         help="show a progress bar on stderr (default: when stderr is a terminal)",
+    )
+    for flag, dest, metavar, what in (
+        ("--target", "targets", "TASK", "run only what TASK needs"),
+        ("--from", "from_tasks", "TASK", "run TASK and what is downstream of it"),
+        ("--tag", "tags", "TAG", "run only the tasks declared with TAG"),
+    ):
+        run.add_argument(
+            flag, dest=dest, action="append", metavar=metavar, help=what + " (repeatable)"
+        )
+    run.add_argument(
+        "--params",
+        metavar="FILE",
+        type=Path,
+        help="parameter values from a YAML (or JSON) file, such as conf/base/parameters.yml",
+    )
+    run.add_argument(
+        "--param",
+        metavar="NAME=VALUE",
+        action="append",
+        default=[],
+        help="a parameter value, read as YAML (test_size=0.3, tags=[a, b]); over --params",
+    )
+    run.add_argument(
+        "--refresh",
+        metavar="TASK",
+        nargs="?",
+        action="append",
+        const=True,
+        help="recompute and rewrite cached results: every task, or TASK (repeatable)",
     )
     run.set_defaults(handler=_commands.run, command_parser=run)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..manager import PipelineManager
+from ..present import params_text, status_words
 from ..redact import redact_url
 from ..result import PipelineResult
 from ..settings import load_settings
@@ -26,6 +27,7 @@ from ._common import (
     config_of,
     find_pipeline,
     load_file,
+    params_of,
     read_config,
     unique,
 )
@@ -40,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
     config = config_of(args) if args.config or args.store else None
     if args.scheduler:
         config = {**(config or {}), "scheduler_address": args.scheduler}
+    params = params_of(args.params, args.param)
+    refresh = None if not args.refresh else (True if True in args.refresh else args.refresh)
     pm, own = _manager_for(module, config)
     progress = args.progress if args.progress is not None else sys.stderr.isatty()
     try:
@@ -48,6 +52,11 @@ def run(args: argparse.Namespace) -> int:
             parallel=not args.sequential,
             raise_on_failure=False,
             display_progress=progress,
+            params=params,
+            refresh=refresh,
+            targets=args.targets,
+            from_tasks=args.from_tasks,
+            tags=args.tags,
         )
     finally:
         if own:
@@ -222,12 +231,14 @@ def visualize(args: argparse.Namespace) -> int:
 def _report(result: PipelineResult) -> None:
     state = "succeeded" if result.success else "FAILED"
     print(f"pipeline {result.pipeline!r} {state} in {result.duration:.3f}s (run {result.run_id})")
+    if result.record.params:
+        print(f"params: {params_text(result.record.params)}")
     width = max(len(name) for name in result.tasks)
     for name, run in result.tasks.items():
         duration = f"{run.duration:.3f}s" if run.duration is not None else "-"
         extra = f"  (after {run.skipped_because!r} failed)" if run.skipped_because else ""
         attempts = f"  {run.attempts} attempts" if run.attempts > 1 else ""
-        print(f"  {name:<{width}}  {run.status:<9}  {duration:>8}{attempts}{extra}")
+        print(f"  {name:<{width}}  {status_words(run.status):<9}  {duration:>8}{attempts}{extra}")
     if result.success:
         print("final result:")
         print(_format(result.final_result))

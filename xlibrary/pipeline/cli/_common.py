@@ -120,6 +120,44 @@ def read_config(path: Path) -> dict[str, Any]:
     return config
 
 
+def params_of(path: Path | None, pairs: Sequence[str]) -> dict[str, Any] | None:
+    """The run's parameter values: from the YAML file at ``path``, then each ``NAME=VALUE``
+    (the value read as YAML: ``0.3`` is a number, ``[a, b]`` a list)."""
+    if path is None and not pairs:
+        return None
+    params: dict[str, Any] = {}
+    if path is not None:
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise UsageError(f"cannot read the parameters file {path}: {exc}") from exc
+        found = _yaml_value(text, f"the parameters file {path}")
+        if found is not None and not isinstance(found, dict):
+            raise UsageError(
+                f"the parameters file {path} must map parameter names to values "
+                f"(test_size: 0.2), got {type(found).__name__}"
+            )
+        params.update(found or {})
+    for pair in pairs:
+        name, equals, value = pair.partition("=")
+        if not equals or not name.strip():
+            raise UsageError(
+                f"--param takes NAME=VALUE, such as --param test_size=0.3; got {pair!r}"
+            )
+        params[name.strip()] = _yaml_value(value, f"--param {pair}")
+    return params
+
+
+def _yaml_value(text: str, what: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        why = getattr(exc, "problem", None) or " ".join(str(exc).split())
+        raise UsageError(f"{what} is not valid YAML: {why}") from exc
+
+
 def _parse_json(text: str, path: Path) -> Any:
     try:
         return json.loads(text)

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 
 from ..errors import did_you_mean
+from ..present import params_text
 from ..records import RunRecord, TaskRecord
 from ..redact import redact_url
 from ..store.cache import Cache
@@ -59,6 +60,8 @@ def runs_show(args: argparse.Namespace) -> int:
     print(f"  duration  {seconds(record.duration)}")
     if record.resumed_from:
         print(f"  resumed from run {record.resumed_from}")
+    if record.params:
+        print(f"  params    {params_text(record.params)}")
     rows = [_task_row(name, record.tasks.get(name)) for name in record.order]
     if rows:
         print("tasks:")
@@ -82,6 +85,8 @@ def _task_row(name: str, task: TaskRecord | None) -> tuple[str, ...]:
         details.append(f"after {task.skipped_because!r} failed")
     if task.error_type or task.error_message:
         details.append(f"{task.error_type}: {task.error_message}")
+    if task.params:
+        details.append(f"params: {params_text(task.params)}")
     return (
         f"  {name}",
         str(task.status),

@@ -11,7 +11,10 @@
 Routes (all described in the app's OpenAPI schema):
 
 * ``GET  /pipelines``: the pipelines, each with its last run;
-* ``POST /pipelines/{name}/runs``: start a run (``{"parallel": true}``), 202 with its run id;
+* ``POST /pipelines/{name}/runs``: start a run (``{"parallel": true, "params": {...}}``;
+  ``targets``, ``from_tasks`` and ``tags`` run part of it), 202 with its run id; a parameter no
+  task takes, or one with no value, is a 422 naming it; 400 when the selection names no task
+  or an input of it has no source;
 * ``GET  /runs/{run_id}``: the run's status and each task's state and timings;
 * ``GET  /runs/{run_id}/result``: the final result; 409 while the run goes, 424 when it
   failed (with the failed task and its error), 410 when it was cancelled; a run another process
@@ -56,7 +59,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 from .. import records
-from ..errors import PipelineError, missing_extra
+from ..errors import ConfigError, PipelineError, SelectionError, missing_extra
 from ..handles import KEEP_VALUES
 from ..manager import PipelineManager
 from ..pipeline import Pipeline
@@ -76,7 +79,21 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 class RunRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")  # a misspelt option is a 422, not ignored
 
-    parallel: bool = Field(True, description="Run independent tasks at the same time.")
+    parallel: bool = Field(default=True, description="Run independent tasks at the same time.")
+    params: dict[str, Any] | None = Field(
+        default=None,
+        description="Values of the tasks' keyword-only parameters, by name, over their "
+        "defaults and the pipeline's; an unknown name is a 422.",
+    )
+    targets: list[str] | None = Field(default=None, description="Run only what these tasks need.")
+    from_tasks: list[str] | None = Field(
+        default=None,
+        description="Run these tasks and what is downstream of them; their inputs come from "
+        "the cache or the saved results of earlier runs.",
+    )
+    tags: list[str] | None = Field(
+        default=None, description="Run only the tasks with one of these tags."
+    )
 
 
 Encoding = Literal["json", "base64", "repr"]
@@ -91,10 +108,14 @@ class RunStarted(BaseModel):
 class TaskState(BaseModel):
     status: TaskStatus = Field(
         description="pending, running (or finished, on a cluster, until the run ends), then "
-        "how it ended: succeeded, failed, skipped (an upstream task failed), cached, cancelled."
+        "how it ended: succeeded, failed, skipped (an upstream task failed), cached, cancelled; "
+        "not_selected: the run's targets, from_tasks or tags left it out."
     )
     duration: float | None = None
     attempts: int | None = None
+    params: dict[str, Any] | None = Field(
+        None, description="The parameter values the task was called with, if it has any."
+    )
 
 
 class RunStatus(BaseModel):
@@ -112,6 +133,10 @@ class RunStatus(BaseModel):
         None, description="Why the run failed, in one line (the traceback is not sent)."
     )
     tasks: dict[str, TaskState]
+    params: dict[str, Any] | None = Field(
+        None,
+        description="The run's parameter values, by name (a value JSON cannot hold: its repr).",
+    )
 
 
 class PipelineInfo(BaseModel):
@@ -272,7 +297,7 @@ def create_router(
         "/pipelines/{name}/runs",
         response_model=RunStarted,
         status_code=202,
-        responses=missing,
+        responses={**missing, 400: {"model": Problem}},
         operation_id="start_run",
     )
     def start_run(name: str, request: RunRequest | None = None) -> RunStarted:
@@ -280,7 +305,16 @@ def create_router(
         pipeline = known().get(name)
         if pipeline is None:
             raise HTTPException(404, f"no pipeline {name!r}; known: {sorted(known())}")
-        handle = pm.submit(pipeline, parallel=request.parallel if request is not None else True)
+        asked = request or RunRequest()
+        try:
+            handle = pm.submit(
+                pipeline, parallel=asked.parallel, params=asked.params, targets=asked.targets,
+                from_tasks=asked.from_tasks, tags=asked.tags,
+            )  # fmt: skip
+        except SelectionError as exc:
+            raise HTTPException(400, one_line(str(exc))) from exc
+        except ConfigError as exc:  # an unknown parameter, one without a value
+            raise HTTPException(422, one_line(str(exc))) from exc
         return RunStarted(
             run_id=handle.run_id,
             pipeline=name,

@@ -57,6 +57,7 @@ def check_ranges(settings: object, prefix: str) -> None:
         _above_zero(prefix, "no_workers_timeout", settings.no_workers_timeout, " seconds")
         _registered(f"{prefix}scheduler", settings.scheduler, extensions.backends)
         _registered(f"{prefix}cluster_mode", settings.cluster_mode, extensions.cluster_kinds)
+        _check_pools(f"{prefix}pools", settings.pools)
     elif isinstance(settings, MonitoringAlerts):
         _above_zero(prefix, "task_timeout", settings.task_timeout, " seconds")
         for key in ("memory_threshold", "error_rate_threshold"):
@@ -83,6 +84,21 @@ def check_ranges(settings: object, prefix: str) -> None:
         if settings.cpu_per_worker is not None:
             _at_least(prefix, "cpu_per_worker", settings.cpu_per_worker, 1)
         _at_least(prefix, "gpu_per_worker", settings.gpu_per_worker, 0)
+
+
+def _check_pools(dotted: str, pools: dict[str, Any]) -> None:
+    """Pool names are non-empty strings; sizes whole numbers of 1 or more."""
+    for name, size in pools.items():
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(
+                f"config key {dotted!r} names pools by non-empty strings, got {name!r}; for "
+                'example pools: {"database": 2}'
+            )
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ConfigError(
+                f"config key '{dotted}.{name}' is how many tasks of pool {name!r} may run at "
+                f"once: a whole number of 1 or more, got {size!r}"
+            )
 
 
 def _check_listen_address(dotted: str, address: str) -> None:

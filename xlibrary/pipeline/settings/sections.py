@@ -264,6 +264,10 @@ class Settings:
     """``all``: every finished task's result comes back in ``results``; ``final``: only the
     final tasks' (the rest are released as soon as no later task needs them). Default: all
     on the embedded backend, final on a cluster."""
+    pools: dict[str, int] = field(default_factory=dict)
+    """Concurrency pools, ``{"database": 2}``: how many tasks of each pool
+    (``@pipeline.task(..., pool="database")``) run at once, across all runs of the manager on
+    threads, and across all clients of the scheduler on a cluster (``distributed.Semaphore``)."""
 
     # -- failures -------------------------------------------------------------------------
     fault_tolerance: FaultTolerance = field(default_factory=FaultTolerance)

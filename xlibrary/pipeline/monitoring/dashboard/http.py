@@ -20,6 +20,7 @@ COLORS = {
     "skipped": "#ef6c00",
     "cached": "#6a1b9a",
     "cancelled": "#8d6e63",
+    "not_selected": "#bdbdbd",
 }
 """Each state's colour, on both pages."""
 

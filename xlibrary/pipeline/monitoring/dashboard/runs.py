@@ -23,7 +23,9 @@ __all__ = ["KEEP", "PLUGIN_NAME", "WORDS", "RunBook", "RunRow", "TaskRow", "book
 KEEP = 50
 """Runs kept: the oldest goes when a new one starts."""
 
-WORDS = ("pending", "running", "succeeded", "failed", "skipped", "cached", "cancelled")
+WORDS = (
+    "pending", "running", "succeeded", "failed", "skipped", "cached", "cancelled", "not_selected",
+)  # fmt: skip
 """A task's states, in the order counts are shown."""
 
 _FROM_DASK: dict[str, str | None] = {
