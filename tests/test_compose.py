@@ -81,8 +81,8 @@ def test_include_under_namespaces_twice_renames_tasks_and_their_dependencies(
         return x * x
 
     @sub.task("scaled", depends_on=["square", "base"])  # "base" is the including pipeline's
-    def scaled(x: int, base: int) -> int:
-        return x * base
+    def scaled(x: int, base: int, *, alpha: int = 2) -> int:
+        return x * base * alpha
 
     both = Pipeline("both")
 
@@ -97,7 +97,7 @@ def test_include_under_namespaces_twice_renames_tasks_and_their_dependencies(
     assert both.included_params == {"a.alpha": 1}
     result = pm.execute_pipeline(both)
     assert result.success, result.error
-    assert result.final_result == {"a.scaled": 40, "b.scaled": 40}
+    assert result.final_result == {"a.scaled": 40, "b.scaled": 80}  # b: alpha's default
     assert set(result.tasks) == {"base", "a.load", "a.square", "a.scaled", "b.load"} | {
         "b.square",
         "b.scaled",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -270,3 +271,33 @@ def test_retry_and_resume_pick_outputs_from_the_saved_result(tmp_path: Any) -> N
     assert retried.final_result == resumed.final_result == 20
     assert retried.tasks["split"].source is not None  # restored, not run again
     assert calls.count("split") == 2  # the two full runs only
+
+
+def test_each_output_can_have_its_own_save_to(tmp_path: Path) -> None:
+    import pandas as pd
+
+    p = Pipeline("split_saved")
+
+    @p.task(
+        "split",
+        outputs=["train", "test"],
+        save_to={"train": str(tmp_path / "train.parquet"), "test": str(tmp_path / "test.csv")},
+    )
+    def split() -> tuple[pd.DataFrame, pd.DataFrame]:
+        frame = pd.DataFrame({"x": range(10)})
+        return frame.iloc[:8], frame.iloc[8:]
+
+    @p.task("size", depends_on=["split.train"])
+    def size(train: pd.DataFrame) -> int:
+        return len(train)
+
+    with PipelineManager({"store": {"url": str(tmp_path / "store")}}) as pm:
+        result = pm.execute_pipeline(p)
+    assert result.success, result.error
+    assert "split.test" in result.tasks  # saved, so an output task though nothing uses it
+    assert pd.read_parquet(tmp_path / "train.parquet")["x"].tolist() == list(range(8))
+    assert pd.read_csv(tmp_path / "test.csv")["x"].tolist() == [8, 9]
+    with pytest.raises(PipelineDefinitionError, match=r"save_to names 'tset'.*did you mean 'test'"):
+        p.task("bad", outputs=["train", "test"], save_to={"tset": "x.csv"})(lambda: (1, 2))
+    with pytest.raises(PipelineDefinitionError, match="needs outputs="):
+        p.task("bad2", save_to={"train": "x.csv"})(lambda: (1, 2))

@@ -185,6 +185,8 @@ def with_outputs(pipeline: str, tasks: Mapping[str, Task]) -> dict[str, Task]:
     """``tasks`` with an output task after each task whose named outputs are depended on."""
     wanted: dict[str, list[str]] = {}
     for task in tasks.values():
+        if isinstance(task.save_to, Mapping):  # an output saved somewhere is an output task
+            wanted.setdefault(task.name, []).extend(task.save_to)
         if task.outputs is not None:
             for output in task.outputs:
                 if f"{task.name}.{output}" in tasks:
@@ -229,5 +231,7 @@ def with_outputs(pipeline: str, tasks: Mapping[str, Task]) -> dict[str, Task]:
                 description=f"output {output!r} of task {name!r}",
                 tags=task.tags,
                 namespace=task.namespace,
+                save_to=task.save_to.get(output) if isinstance(task.save_to, Mapping) else None,
+                versioned=task.versioned and isinstance(task.save_to, Mapping),
             )
     return out

@@ -78,7 +78,8 @@ def lower(
         if action is run_action:
             spec = planned.spec
             if type(spec.func) is OutputOf:  # picks its part of its task's result
-                graph[key] = DaskTask(key, OutputPicker(name, spec.func), refs[spec.depends_on[0]])
+                picker = OutputPicker(name, spec.func, planned.output, run_id)
+                graph[key] = DaskTask(key, picker, refs[spec.depends_on[0]])
                 continue
             rule = planned.cache if cache is not None else None
             storage = None

@@ -20,8 +20,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .compose import OutputOf, output_token
+from .datasets import Dataset
 from .errors import SerializationError, TaskOutputError
-from .outcome import Outcome
+from .outcome import Failure, Outcome
 from .states import DONE, TaskStatus
 
 __all__ = ["CheckedOutputs", "OutputPicker", "check_outputs"]
@@ -75,14 +76,19 @@ class CheckedOutputs:
 class OutputPicker:
     """What an output task runs: one output of its task's outcome."""
 
-    __slots__ = ("name", "pick")
+    __slots__ = ("name", "output", "pick", "run_id")
 
-    def __init__(self, name: str, pick: OutputOf) -> None:
+    def __init__(
+        self, name: str, pick: OutputOf, output: Dataset | None = None, run_id: str = ""
+    ) -> None:
         self.name = name
         self.pick = pick
+        self.output = output
+        """Where the output is written once picked (its own ``save_to``)."""
+        self.run_id = run_id
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (OutputPicker, (self.name, self.pick))
+        return (OutputPicker, (self.name, self.pick, self.output, self.run_id))
 
     def __dask_tokenize__(self) -> tuple[str, str, int]:
         return ("xlibrary.OutputPicker", self.name, id(self))
@@ -95,9 +101,19 @@ class OutputPicker:
             return Outcome(status=TaskStatus.SKIPPED, failure=failure, cause=upstream.root_cause)
         started = time.time()
         token = upstream.token
+        value = self.pick(upstream.value)
+        output = self.output
+        if output is not None:
+            try:
+                output.save(value, version=self.run_id if output.versioned else None)
+            except Exception as exc:  # a declared output that was not written fails the task
+                return Outcome(
+                    status=TaskStatus.FAILED, attempts=1, started=started, finished=time.time(),
+                    failure=Failure.from_exception(self.name, exc),
+                )  # fmt: skip
         return Outcome(
             status=TaskStatus.SUCCEEDED,
-            value=self.pick(upstream.value),
+            value=value,
             attempts=1,
             started=started,
             finished=time.time(),

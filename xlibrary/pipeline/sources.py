@@ -84,7 +84,7 @@ def source_of(spec: Task) -> Dataset | None:
 def output_of(spec: Task, catalog: Catalog | None) -> Dataset | None:
     """Where ``spec``'s result is written after it succeeds: its ``save_to``, else the
     catalog's entry of its name (see the module docstring), else nowhere."""
-    if spec.save_to is not None:
+    if isinstance(spec.save_to, str):  # (by output: its output tasks have one each)
         return Dataset(spec.save_to, versioned=spec.versioned, name=spec.name)
     if catalog is not None and spec.name in catalog and source_of(spec) is None:
         return catalog[spec.name]

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict
 
 from .datasets import Dataset
-from .errors import DatasetError, PipelineDefinitionError, TaskSignatureError
+from .errors import DatasetError, PipelineDefinitionError, TaskSignatureError, did_you_mean
 from .store.names import name_problem
 
 __all__ = [
@@ -56,7 +56,7 @@ class TaskOptions(TypedDict, total=False):
     tags: Iterable[str] | str
     pool: str | None
     outputs: Iterable[str] | None
-    save_to: str | None
+    save_to: str | Mapping[str, str] | None
     versioned: bool
     cache: CachePolicy | bool | None
 
@@ -167,7 +167,7 @@ class Task:
     pool: str | None = None
     outputs: tuple[str, ...] | None = None
     namespace: str | None = None
-    save_to: str | None = None
+    save_to: str | Mapping[str, str] | None = None
     versioned: bool = False
 
     def __post_init__(self) -> None:
@@ -204,7 +204,9 @@ class Task:
                 f"task {self.name!r}: cache must be False (never cached) or a CachePolicy, "
                 f"got {self.cache!r}; @pm.cache_result(key=..., ttl=...) sets one"
             )
-        if self.save_to is not None or self.versioned is not False:
+        if isinstance(self.save_to, Mapping):  # one URL per named output
+            object.__setattr__(self, "save_to", _check_outputs_saved(self, self.save_to))
+        elif self.save_to is not None or self.versioned is not False:
             object.__setattr__(self, "save_to", _check_output(self))
 
     @property
@@ -321,6 +323,26 @@ def _check_resources(name: str, resources: Mapping[str, float]) -> None:
                 f"task {name!r}: resource_requirements[{key!r}] must be a number of 0 or more, "
                 f"got {amount!r}"
             )
+
+
+def _check_outputs_saved(task: Task, save_to: Mapping[str, Any]) -> dict[str, str]:
+    """``save_to={"X_train": URL, ...}``: each named output's URL, checked as ``save_to``."""
+    outputs = task.outputs or ()
+    if not outputs:
+        raise PipelineDefinitionError(
+            f"task {task.name!r}: save_to by output ({sorted(save_to)}) needs outputs=[...]; "
+            'give one URL, save_to="data/result.parquet", for the whole result'
+        )
+    checked: dict[str, str] = {}
+    for output, url in save_to.items():
+        if output not in outputs:
+            raise PipelineDefinitionError(
+                f"task {task.name!r}: save_to names {output!r}, which is not one of its "
+                f"outputs{did_you_mean(str(output), outputs)} ({', '.join(outputs)})"
+            )
+        one = dataclasses.replace(task, name=f"{task.name}.{output}", save_to=url, outputs=None)
+        checked[output] = str(one.save_to)
+    return checked
 
 
 def _check_output(task: Task) -> str:
