@@ -55,7 +55,7 @@ def settle_here(
 ) -> dict[str, Outcome]:
     """Compute, in this process, the collections of the tasks in ``compute`` and the pending
     writes, in one ``dask.compute`` (on ``pool``'s threads, else in this thread)."""
-    finals = [n for n in compute if n in outcomes and _lazy(outcomes[n])]
+    finals = [n for n in outcomes if n in compute and _lazy(outcomes[n])]  # in order
     if not finals and not _pending(outcomes):
         return outcomes
     writes, more = [], []  # two parquet writes of one frame in one compute fail (Dask 2026.8)
@@ -111,7 +111,7 @@ def settle_on_cluster(
 ) -> dict[str, Outcome]:
     """Settle the collections of run ``run_id`` on ``client``'s cluster (see the module
     docstring); ``outcomes`` are in topological order. Releases the run's holdings."""
-    finals = [n for n in compute if n in outcomes and _lazy(outcomes[n])]
+    finals = [n for n in outcomes if n in compute and _lazy(outcomes[n])]  # in order
     if not finals and not _pending(outcomes):
         return outcomes
     try:
