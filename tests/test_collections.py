@@ -463,4 +463,6 @@ def test_a_retry_restores_a_saved_collection_from_its_parquet_files(
         retried = pm.retry_failed_task("retried_collections", "totals", pipeline=p)
     assert retried.states == {"load": "cached", "totals": "succeeded"}
     assert retried.tasks["load"].source == f"run:{failed.run_id}"
+    saved = Path(store["store"]["url"], "runs", "retried_collections", failed.run_id, "results")
+    assert (saved / "load.parquet" / "part.0.parquet").is_file()  # not a pickled graph
     pd.testing.assert_series_equal(retried.final_result, frame().groupby("k").v.sum())
