@@ -43,6 +43,7 @@ def started_record(
     started: float,
     resumed_from: str | None,
     inputs: RunInputs | None = None,
+    backend: str | None = None,
 ) -> RunRecord:
     """The record of a run that has just started: its tasks in order, none finished yet."""
     return RunRecord(
@@ -54,6 +55,7 @@ def started_record(
         resumed_from=resumed_from,
         sinks=plan.sinks,
         order=tuple(step.name for step in steps),
+        backend=backend,
     )
 
 
@@ -69,12 +71,14 @@ def collect(
     resumed_from: str | None = None,
     stopped_by: BaseException | None = None,
     inputs: RunInputs | None = None,
+    backend: str | None = None,
 ) -> PipelineResult:
     """Assemble the result of run ``run_id`` of ``plan`` from each task's outcome; only the
     tasks in ``fetched`` (default: all) brought their values back. ``stopped_by`` marks a run
     that an exception stopped early: a task without an outcome is cancelled, and the run is
     ``cancelled`` (a cancel, Ctrl-C) or ``failed`` with that exception as its error.
-    ``inputs`` gives the parameter values the run and each task used."""
+    ``inputs`` gives the parameter values the run and each task used; ``backend`` names
+    where the run computed."""
     stopped = None
     if stopped_by is not None:
         stopped = "the run was cancelled" if _is_cancel(stopped_by) else (
@@ -190,6 +194,7 @@ def collect(
         peak_memory=max(peaks) if peaks else None,
         error=_run_error(run_id, plan.pipeline, error, stopped_by, first_failure),
         params=(inputs.values or None) if inputs is not None else None,
+        backend=backend,
     )
     return PipelineResult(record, results, final_result, error)
 
@@ -261,15 +266,18 @@ def _execution_error(
     return error
 
 
-def log_result(result: PipelineResult) -> None:
-    """One log line for a finished run: INFO when it succeeded, WARNING when it failed."""
+def log_result(result: PipelineResult, where: str | None = None) -> None:
+    """One log line for a finished run: INFO when it succeeded, WARNING when it failed; it
+    says where the run computed (``where``, else the record's backend)."""
+    where = where or result.backend or "an unknown backend"
     if result.success:
         logger.info(
-            "pipeline %r run %s succeeded in %.3fs (%d tasks)",
+            "pipeline %r run %s succeeded in %.3fs (%d tasks) on %s",
             result.pipeline,
             result.run_id,
             result.duration,
             len(result.tasks),
+            redact_urls_in(where),
         )
     else:
-        logger.warning("%s", redact_urls_in(str(result.error)))
+        logger.warning("%s; on %s", redact_urls_in(str(result.error)), redact_urls_in(where))

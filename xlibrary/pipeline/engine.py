@@ -71,6 +71,9 @@ class RunRequest:
     """Parameter values for this run, over the functions' defaults and the pipeline's."""
     refresh: bool | str | Collection[str] | None = None
     """Tasks that run and rewrite their cache entries even when cached (``True``: all)."""
+    compute_final: bool = True
+    """Compute the final tasks' Dask collections (pandas, NumPy); ``False``: they come back
+    as collections (persisted on a cluster)."""
 
 
 class RunEngine:
@@ -174,6 +177,7 @@ class RunEngine:
         tags: Iterable[str] | None = None,
         params: Mapping[str, Any] | None = None,
         refresh: bool | str | Collection[str] | None = None,
+        compute_final: bool = True,
     ) -> PipelineResult:
         """A run with the conveniences of terminals and notebooks: a progress bar, each
         task's result shown as it finishes, the result table (see ``execute_pipeline``);
@@ -192,6 +196,7 @@ class RunEngine:
         request = RunRequest(
             parallel=parallel, listeners=listeners, keep_results=keep, targets=targets,
             from_tasks=from_tasks, tags=tags, params=params, refresh=refresh,
+            compute_final=compute_final,
         )  # fmt: skip
         result = self.run(pipeline, request, raise_on_failure=raise_on_failure)
         notebook.after(result)
@@ -299,6 +304,7 @@ class RunEngine:
             selection=selection,
             pools=self.pools.for_run(local=local),
             inputs=inputs,
+            compute_final=request.compute_final,
         )
 
     def _warn_once(self, marker: tuple[str, str, str], message: str) -> None:

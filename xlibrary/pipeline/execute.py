@@ -98,6 +98,7 @@ def execute(
     selection: Selection | None = None,
     pools: Mapping[str, Pool] | None = None,
     inputs: RunInputs | None = None,
+    compute_final: bool = True,
 ) -> PipelineResult:
     """Run ``plan`` on ``backend`` and return its result (see the module docstring).
 
@@ -107,7 +108,9 @@ def execute(
     starts, and RunCancelled is raised. ``selection`` runs part of the plan (its targets,
     from_tasks, tags); ``pools`` are the concurrency pools of tasks declared with ``pool=``;
     ``inputs`` holds the run's parameter values and the tasks it refreshes (default: the
-    functions' and the pipeline's values, none).
+    functions' and the pipeline's values, none). With
+    ``compute_final`` the final tasks' Dask collections come back computed (pandas, NumPy);
+    the other tasks' stay collections.
     """
     storage = storage or RunStorage()
     restore = recovery.restore if recovery else None
@@ -120,12 +123,13 @@ def execute(
         restore, force, targets = selection.restore, selection.force, selection.targets
     run_id = run_id or new_run_id()
     started = time.time()
+    used = backend.name if parallel else "sequential"
     steps = prepare_run(
         plan, cache=storage.cache, restore=restore, force=force, targets=targets,
         unselected=unselected, inputs=inputs,
     )  # fmt: skip
     if observers:
-        record = started_record(plan, run_id, steps, started, resumed_from, inputs)
+        record = started_record(plan, run_id, steps, started, resumed_from, inputs, used)
         for observer in observers:
             observer.run_started(record)
     measures = instruments.for_run(run_id) if instruments is not None else None
@@ -134,6 +138,7 @@ def execute(
         watch.begin(sum(step.action not in _LEFT_OUT for step in steps))
     outcomes: dict[str, Outcome] = {}
     wanted = set(targets or plan.sinks) if keep_results == "final" else None
+    computed = set(targets or plan.sinks) if compute_final else set()
     fetched: set[str] = set()  # tasks whose outcomes came back with their values
     try:
         for round_ in range(2):
@@ -161,6 +166,7 @@ def execute(
                 progress=watch,
                 wanted=wanted,
                 restrictions=restrictions,
+                compute=computed,
             )
             outcomes.update(got)
             fetched.update(got if wanted is None else wanted & set(got))
@@ -189,23 +195,32 @@ def execute(
             )
         result = collect(
             plan, run_id, outcomes, steps, started=started, finished=time.time(),
-            fetched=fetched, resumed_from=resumed_from, inputs=inputs,
+            fetched=fetched, resumed_from=resumed_from, inputs=inputs, backend=used,
         )  # fmt: skip
         if instruments is not None:
             result = instruments.finish(result)
     except BaseException as exc:
         finished = {**outcomes, **(watch.finished if watch is not None else {})}
         try:
-            _stopped(plan, run_id, steps, finished, started, resumed_from, observers, exc, inputs)
+            _stopped(
+                plan, run_id, steps, finished, started, resumed_from, observers, exc, inputs,
+                used,
+            )  # fmt: skip
         except Exception:  # never hide what stopped the run
             logger.exception("could not end the record of run %s", run_id)
         raise
     finally:
         if watch is not None:
             watch.close()
-    log_result(result)
+    log_result(result, _where(backend, used))
     _tell(observers, result)
     return result
+
+
+def _where(backend: Backend, used: str) -> str:
+    """Where a run computed, for its log line: the backend's own words when it has them."""
+    describe = getattr(backend, "describe", None)
+    return str(describe()) if used != "sequential" and callable(describe) else used
 
 
 def _stopped(
@@ -218,12 +233,13 @@ def _stopped(
     observers: Sequence[RunObserver],
     exc: BaseException,
     inputs: RunInputs | None = None,
+    backend: str | None = None,
 ) -> None:
     """End a run that ``exc`` stopped early, with the ``outcomes`` of the tasks that had
     finished (see the module docstring)."""
     result = collect(
         plan, run_id, outcomes, steps, started=started, finished=time.time(), fetched=(),
-        resumed_from=resumed_from, stopped_by=exc, inputs=inputs,
+        resumed_from=resumed_from, stopped_by=exc, inputs=inputs, backend=backend,
     )  # fmt: skip
     if isinstance(exc, RunCancelled):
         exc.result = result

@@ -10,16 +10,22 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .datasets import Dataset
+from .fingerprint import input_token
+from .lazy import hold, is_collection
 from .outcome import Failure, Outcome
 from .redact import redact_url
-from .states import STALE, TaskStatus
+from .states import DONE, STALE, TaskStatus
 from .store import Cache, RunStore
+from .stored import PendingWrite, opened, pending_writes
 
-__all__ = ["CacheLoader", "DatasetLoader", "SavedLoader", "quietly"]
+__all__ = [
+    "CacheLoader", "DatasetLoader", "SavedLoader", "held", "opened_or_miss", "quietly",
+    "writes_of",
+]  # fmt: skip
 
 logger = logging.getLogger("xlibrary.pipeline.wrapper")
 
@@ -52,13 +58,17 @@ class CacheLoader:
     def __call__(self) -> Outcome:
         started = time.time()
         found = quietly(self.cache.load, self.key, task=self.name)
+        try:
+            value = None if found is None else opened(found[1])
+        except Exception as exc:  # a stored collection that is gone
+            logger.warning("the cached result of task %r cannot be read: %s", self.name, exc)
+            found = None
         if found is None:
             return Outcome(status=STALE, cause=self.name)
-        header, value = found
-        return Outcome(
+        return held(Outcome(
             status=TaskStatus.CACHED, value=value, started=started, finished=time.time(),
-            token=header.entry_id, source=f"cache:{self.key}",
-        )  # fmt: skip
+            token=found[0].entry_id, source=f"cache:{self.key}",
+        ), self.name)  # fmt: skip
 
 
 class SavedLoader:
@@ -84,7 +94,7 @@ class SavedLoader:
     def __call__(self) -> Outcome:
         started = time.time()
         try:
-            value = self.runs.load_result(self.pipeline, self.run_id, self.name)
+            value = opened(self.runs.load_result(self.pipeline, self.run_id, self.name))
         except Exception as exc:
             logger.warning(
                 "the result of task %r saved by run %s cannot be used (%s); the task runs again",
@@ -93,10 +103,10 @@ class SavedLoader:
                 exc,
             )
             return Outcome(status=STALE, cause=self.name)
-        return Outcome(
+        return held(Outcome(
             status=TaskStatus.CACHED, value=value, started=started, finished=time.time(),
             token=self.token, source=f"run:{self.run_id}",
-        )  # fmt: skip
+        ), self.name)  # fmt: skip
 
 
 class DatasetLoader:
@@ -122,7 +132,46 @@ class DatasetLoader:
         except Exception as exc:
             failure = Failure.from_exception(self.name, exc)
             return Outcome(status=TaskStatus.FAILED, failure=failure, started=started)
-        return Outcome(
+        return held(Outcome(
             status=TaskStatus.CACHED, value=value, started=started, finished=time.time(),
             source=f"dataset:{redact_url(self.dataset.url)}",
+        ), self.name)  # fmt: skip
+
+
+def held(outcome: Outcome, task: str, writes: Sequence[PendingWrite] = ()) -> Outcome:
+    """``outcome``, its Dask collection (and ``writes`` of it) settled where the task ran
+    (:mod:`~.lazy`); a collection that cannot be persisted fails the task."""
+    if outcome.status not in DONE or not is_collection(outcome.value):
+        return outcome
+    try:
+        outcome.value, outcome.held = hold(outcome.value, writes)
+    except Exception as exc:  # the graph cannot be persisted (or the cluster is gone)
+        return Outcome(
+            status=TaskStatus.FAILED, attempts=outcome.attempts, started=outcome.started,
+            finished=time.time(), failure=Failure.from_exception(task, exc),
         )  # fmt: skip
+    if outcome.token is None and outcome.held.keys:  # persisted: its keys say what it is
+        outcome.token = input_token(("xlibrary.collection", outcome.held.keys))
+    return outcome
+
+
+def writes_of(outcome: Outcome, task: str, **where: Any) -> list[PendingWrite]:
+    """The lazy writes of ``outcome``'s collection to the cache and the run's saved results
+    (:func:`~.stored.pending_writes` with ``where``); its token becomes the cache entry's id.
+    A collection the writers refuse is not stored, with a warning: the result is good."""
+    try:
+        writes, outcome.token = pending_writes(outcome.value, task=task, **where)
+    except Exception as exc:
+        logger.warning("task %r: its result cannot be written to the store: %s", task, exc)
+        return []
+    return writes
+
+
+def opened_or_miss(value: Any, task: str) -> tuple[bool, Any]:
+    """``(True, value)``, a collection the workers stored opened lazily; ``(False, None)``
+    with a warning when it cannot be read (the task runs again)."""
+    try:
+        return True, opened(value)
+    except Exception as exc:
+        logger.warning("task %r is not cached: %s; it runs again", task, exc)
+        return False, None

@@ -102,7 +102,7 @@ class PipelineManager:
         show_intermediate: bool | None = None, params: Mapping[str, Any] | None = None,
         refresh: bool | str | Collection[str] | None = None,
         targets: Iterable[str] | None = None, from_tasks: Iterable[str] | None = None,
-        tags: Iterable[str] | None = None,
+        tags: Iterable[str] | None = None, compute_final: bool = True,
     ) -> PipelineResult:  # fmt: skip
         """Run ``pipeline`` once, as one Dask graph, and return its :class:`PipelineResult`.
 
@@ -112,11 +112,13 @@ class PipelineManager:
         ``raise_on_failure``) raises ``PipelineExecutionError`` instead. ``display_progress``
         shows a progress bar; ``show_intermediate`` each task's result as it finishes. ``params``:
         the tasks' keyword-only parameters; ``refresh`` (True, task names): recompute those;
-        ``targets``, ``from_tasks`` and ``tags`` run part of it (:mod:`~.selection`)."""
+        ``targets``, ``from_tasks``, ``tags``: run part of it; ``compute_final=False``: keep
+        the final Dask collections (:mod:`~.selection`, :mod:`~.lazy`)."""
         return self._engine.run_interactive(
             self._engine.resolve(pipeline), parallel=parallel, raise_on_failure=raise_on_failure,
             display_progress=display_progress, show_intermediate=show_intermediate,
             params=params, refresh=refresh, targets=targets, from_tasks=from_tasks, tags=tags,
+            compute_final=compute_final,
         )  # fmt: skip
 
     def execute_distributed(
@@ -131,15 +133,13 @@ class PipelineManager:
         self, pipeline: Pipeline | str, parallel: bool = True, *,
         params: Mapping[str, Any] | None = None, refresh: bool | Collection[str] | None = None,
         targets: Iterable[str] | None = None, from_tasks: Iterable[str] | None = None,
-        tags: Iterable[str] | None = None,
+        tags: Iterable[str] | None = None, compute_final: bool = True,
     ) -> RunHandle:  # fmt: skip
         """Start a run and return its :class:`RunHandle` at once (``run_id``, ``status()``,
         ``result(timeout=)``, ``cancel()``), once the pipeline, ``params`` and the selection
         (as in :meth:`execute_pipeline`) check."""
-        request = RunRequest(
-            parallel=parallel, params=params, refresh=refresh, targets=targets,
-            from_tasks=from_tasks, tags=tags,
-        )  # fmt: skip
+        request = RunRequest(parallel=parallel, params=params, refresh=refresh, targets=targets,
+            from_tasks=from_tasks, tags=tags, compute_final=compute_final)  # fmt: skip
         return self._engine.submit(self._engine.resolve(pipeline), request)
 
     def handle(self, run_id: str) -> RunHandle | None:

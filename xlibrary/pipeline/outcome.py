@@ -20,13 +20,16 @@ import os
 import sys
 import traceback
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 from dask.sizeof import sizeof
 
 from .errors import SerializationError, TaskError
 from .states import TaskStatus
+
+if TYPE_CHECKING:
+    from .lazy import Held
 
 __all__ = ["Failure", "Outcome", "register_with_distributed"]
 
@@ -98,6 +101,9 @@ class Outcome:
     """Peak resident memory (bytes) of the process while the task ran (monitored runs)."""
     worker: str | None = None
     """Where the task ran: a Dask worker's address, or ``local``."""
+    held: Held | None = None
+    """For a Dask collection: what the run settles at its end (its partitions held on the
+    cluster, its writes to the store); see :mod:`~.lazy`."""
 
     def __repr__(self) -> str:
         return f"<Outcome {self.status} attempts={self.attempts}>"

@@ -210,6 +210,9 @@ class RunRecord:
     error: RunError | None = None
     params: Mapping[str, Any] | None = None
     """Every parameter value the run used, by name."""
+    backend: str | None = None
+    """Where the run computed: ``threads``, ``distributed`` (a cluster or a Client), a
+    registered backend's name, or ``sequential`` (``parallel=False``: in the calling thread)."""
 
     @property
     def duration(self) -> float | None:
@@ -248,6 +251,8 @@ class RunRecord:
         }
         if self.params:
             data["params"] = _plain(self.params)
+        if self.backend:
+            data["backend"] = self.backend
         return data
 
     @classmethod
@@ -283,6 +288,7 @@ class RunRecord:
                 stack_trace=str(error.get("stack_trace") or ""),
             ),
             params=dict(params) if isinstance(params, Mapping) and params else None,
+            backend=data.get("backend"),
         )
 
 

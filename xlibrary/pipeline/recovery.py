@@ -27,6 +27,7 @@ from .redact import redact_url
 from .result import PipelineResult
 from .store import Cache, RunStore
 from .store.names import is_run_id
+from .stored import opened
 
 __all__ = [
     "ErrorDetails",
@@ -171,12 +172,12 @@ def intermediate_results(
         if tasks is not None and name not in tasks:
             continue
         try:
-            if where.run_id is not None:
-                out[name] = runs.load_result(pipeline, where.run_id, name)
+            if where.run_id is not None:  # a Dask collection: read lazily (lazy.opened)
+                out[name] = opened(runs.load_result(pipeline, where.run_id, name))
             elif cache is not None and where.cache_key is not None:
                 found = cache.load(where.cache_key, task=name)
                 if found is not None:
-                    out[name] = found[1]
+                    out[name] = opened(found[1])
         except BadEntry:
             continue  # a missing or damaged result is left out, as its warning says
     return out

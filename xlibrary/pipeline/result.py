@@ -79,6 +79,11 @@ class PipelineResult:
         return self.record.sinks
 
     @property
+    def backend(self) -> str | None:
+        """Where the run computed: ``threads``, ``distributed``, ``sequential``..."""
+        return self.record.backend
+
+    @property
     def peak_memory(self) -> int | None:
         """The highest resident memory, in bytes, of the processes that ran the tasks, while
         they ran (monitored runs)."""

@@ -9,6 +9,9 @@ skipped outcome without calling their function, and independent branches run to 
 With no retry, timeout, cache or saving it costs two clock reads and one small object per
 task.
 
+A result that is a Dask collection is settled where the task ran (:mod:`~.lazy`); a cached or
+saved one is written by the workers (parquet, zarr), its entry by the client at the end.
+
 "An exception" is any ``BaseException``: a task that calls ``sys.exit()`` or raises
 ``GeneratorExit`` or ``KeyboardInterrupt`` fails with it, and neither the caller's program nor
 a Dask worker goes down with it. The one exception is a ``KeyboardInterrupt`` in the main
@@ -41,7 +44,8 @@ from .datasets import Dataset
 from .errors import ClusterError, SerializationError, TaskOutputError, TaskTimeoutError
 from .fingerprint import UnhashableInput, derive_key, input_token
 from .inputs import TaskInputs
-from .loaders import quietly
+from .lazy import is_collection
+from .loaders import held, opened_or_miss, quietly, writes_of
 from .outcome import Failure, Outcome
 from .pipeline import RetryPolicy
 from .pools import Pool
@@ -183,16 +187,19 @@ class TaskWrapper:
                     status=FAILED, attempts=1, started=started, finished=time.time(),
                     failure=failure,
                 )  # fmt: skip
-            return Outcome(
+            outcome = Outcome(
                 status=SUCCEEDED, value=value, attempts=1, started=started, finished=time.time()
             )
+            if getattr(type(value), "__dask_graph__", None) is not None:  # a Dask collection?
+                return held(outcome, self.name)
+            return outcome
         if self.measures is not None:
             return self._run_measured(upstream, args, started, self.measures)
         return self._run(upstream, args, started)
 
     def _run(self, upstream: tuple[Outcome, ...], args: list[Any], started: float) -> Outcome:
         if self.storage is None:
-            return self._run_with_policy(args, started)
+            return held(self._run_with_policy(args, started), self.name)
         return self._run_stored(upstream, args, started, self.storage)
 
     def _run_measured(
@@ -250,14 +257,23 @@ class TaskWrapper:
                     if storage.output is not None:  # the entry says where the output lies
                         ok, value = read_output(storage.output, value, self.name)
                         source = source_of_output(storage.output, found[1])
+                    else:  # a collection the workers stored is read back lazily
+                        ok, value = opened_or_miss(value, self.name)
                     if ok:
-                        return Outcome(
+                        return held(Outcome(
                             status=CACHED, value=value, started=started, finished=time.time(),
                             token=header.entry_id, source=source,
-                        )  # fmt: skip
+                        ), self.name)  # fmt: skip
         outcome = self._run_with_policy(args, started)
         if outcome.status != SUCCEEDED:
             return outcome
+        collection = is_collection(outcome.value)
+        if collection and storage.output is None:  # written by the workers, entry at the end
+            return held(outcome, self.name, writes_of(
+                outcome, self.name, pipeline=storage.pipeline, run_id=storage.run_id,
+                cache=storage.cache, cache_key=key, ttl=storage.ttl, runs=storage.runs,
+                meta=_meta(storage, inputs) if storage.code else None,
+            ))  # fmt: skip
         kept = outcome.value
         if storage.output is not None:
             try:
@@ -279,7 +295,7 @@ class TaskWrapper:
                 )  # fmt: skip
                 if header is not None:  # None: the cache is being skipped, nothing was saved
                     outcome.token = header.entry_id
-            if storage.runs is not None:
+            if storage.runs is not None and not collection:  # a collection: its save_to
                 storage.runs.save_result(storage.pipeline, storage.run_id, self.name, outcome.value)
                 outcome.saved = True
         except SerializationError as exc:
@@ -289,7 +305,7 @@ class TaskWrapper:
             )  # fmt: skip
         except Exception as exc:  # the store is down: the result itself is good
             logger.warning("task %r: could not write its result to the store: %s", self.name, exc)
-        return outcome
+        return held(outcome, self.name) if collection else outcome
 
     def _cache_key(
         self, upstream: tuple[Outcome, ...], storage: TaskStorage

@@ -12,6 +12,10 @@ itself cannot be started or reached.
 
 With ``parallel=False`` every backend computes in the calling thread, one task at a time, in
 dependency order, so a debugger works inside tasks.
+
+A run whose tasks returned Dask collections is settled before ``run`` returns
+(:mod:`.settle`): the collections of the tasks in ``compute`` come back computed, the others
+as collections.
 """
 
 from __future__ import annotations
@@ -46,11 +50,13 @@ class Backend(Protocol):
         progress: RunWatch | None = None,
         wanted: Collection[str] | None = None,
         restrictions: Mapping[Key, Mapping[str, float]] | None = None,
+        compute: Collection[str] = (),
     ) -> dict[str, Outcome]:
         """Compute ``graph`` and return the outcome of each key in ``keys`` by task name,
         telling ``progress`` as tasks start and finish. Only the tasks in ``wanted`` (default:
         all) return their values; the others return how they went. ``restrictions`` are the
-        Dask resources tasks ask for (clusters honour them)."""
+        Dask resources tasks ask for (clusters honour them). The tasks in ``compute`` whose
+        values are Dask collections return them computed (see :mod:`.settle`)."""
         ...
 
     def close(self) -> None:

@@ -41,6 +41,7 @@ from ..watch import RunWatch
 from .clusters import distributed_options, import_distributed
 from .noworkers import NoWorkersWatch, WorkerCount
 from .reporting import OUTCOMES_TOPIC, OutcomeReporter
+from .settle import release_run, settle_on_cluster
 from .shipping import blame_unsendable, error_of, failed_outcome, shippable, with_restrictions
 
 if TYPE_CHECKING:
@@ -117,6 +118,16 @@ class DistributedBackend:
             self._check_workers(client)
             self._checked_workers = True
         return client
+
+    def describe(self) -> str:
+        """Where runs compute, for log lines: whose client, and its scheduler."""
+        client = self._client
+        if self._user_client is not None:
+            return f"distributed (the Client at {_scheduler_of(self._user_client)})"
+        if self._address is not None:
+            return f"distributed (the scheduler at {self._address})"
+        where = f", dashboard {client.dashboard_link}" if client is not None else ""
+        return f"distributed (a cluster this manager started{where})"
 
     @property
     def cluster(self) -> Cluster | None:
@@ -224,12 +235,13 @@ class DistributedBackend:
         progress: RunWatch | None = None,
         wanted: Collection[str] | None = None,
         restrictions: Mapping[Key, Mapping[str, float]] | None = None,
+        compute: Collection[str] = (),
     ) -> dict[str, Outcome]:
         names = list(keys)
         if not parallel:
             from .local import run_locally
 
-            return run_locally(graph, keys, None, progress=progress, wanted=wanted)
+            return run_locally(graph, keys, None, progress=progress, wanted=wanted, compute=compute)
         distributed = import_distributed()
         register_with_distributed()  # outcomes whose values cannot travel fail their tasks
         client = self.client
@@ -284,6 +296,9 @@ class DistributedBackend:
                     progress.finished.update(self._finished(client, run_id, fetch, futures))
                 with contextlib.suppress(Exception):  # a closed client: the error says why
                     client.cancel(futures)  # interrupted: leave nothing going on the cluster
+                threading.Thread(  # nor what its tasks persisted (a dead cluster: no wait)
+                    target=release_run, args=(client, run_id), daemon=True
+                ).start()
                 if isinstance(exc, Exception) and client.status in ("closing", "closed"):
                     raise ClusterError(
                         f"the Dask client was closed while run {run_id} was going, so the run "
@@ -305,7 +320,10 @@ class DistributedBackend:
                     outcomes[name] = failed_outcome(name, lost)
             if rest:
                 outcomes.update(self._reported(run_id, rest, stranded or lost))
-            return blame_unsendable(outcomes)
+            ordered = {name: outcomes[name] for name in names}  # topological, as the keys
+            return settle_on_cluster(
+                client, run_id, blame_unsendable(ordered), compute, progress=progress
+            )
         finally:
             if watch is not None:
                 watch.stop()
@@ -397,6 +415,13 @@ class DistributedBackend:
             _close_within(client, "the Dask client")
         if cluster is not None:
             _close_within(cluster, "the Dask cluster")
+
+
+def _scheduler_of(client: Client) -> str:
+    try:
+        return str(client.scheduler.address)  # type: ignore[union-attr]
+    except Exception:  # closed, or not connected yet
+        return "an unknown address"
 
 
 def _close_within(closable: Any, what: str) -> None:

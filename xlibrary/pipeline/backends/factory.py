@@ -4,10 +4,13 @@ together.
 ``scheduler`` names the backend (:data:`~xlibrary.pipeline.extensions.backends`: ``threads``,
 the embedded default, or ``distributed``); without it, runs go to ``dask.distributed`` when the
 settings name a cluster (``distributed_mode``, ``scheduler_address``, ``cluster_mode``,
-``auto_scaling``), a ``Client`` was handed in, or a dashboard is wanted, and to threads
-otherwise. On ``distributed``, the cluster is the user's ``Client`` (never closed by us), the
-scheduler at ``scheduler_address``, or one this manager starts (``cluster_mode``,
-:mod:`.clusters`) and closes.
+``auto_scaling``), a ``Client`` was handed in, or a dashboard is wanted; else, as
+``dask.compute`` does, to the user's default ``Client`` when one is open in this process
+(``distributed.default_client()``; looked up at each run, and only when ``distributed`` is
+imported already); and to threads otherwise (``scheduler: "threads"`` keeps them whatever
+clients are open). On ``distributed``, the cluster is the user's ``Client`` (handed in, or the
+default one: never closed by us), the scheduler at ``scheduler_address``, or one this manager
+starts (``cluster_mode``, :mod:`.clusters`) and closes.
 
 A backend class is registered by name with a ``from_settings(settings, *, client,
 on_connect)`` class method (see :mod:`~xlibrary.pipeline.extensions`).
@@ -16,6 +19,7 @@ on_connect)`` class method (see :mod:`~xlibrary.pipeline.extensions`).
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import weakref
 from collections.abc import Callable
@@ -29,7 +33,7 @@ from . import Backend
 if TYPE_CHECKING:
     from distributed import Client
 
-__all__ = ["Backends"]
+__all__ = ["Backends", "default_client"]
 
 logger = logging.getLogger("xlibrary.pipeline")
 
@@ -55,6 +59,8 @@ class Backends:
         self._on_connect = on_connect
         self._dashboard = dashboard
         self._started: dict[str, Backend] = {}
+        self._default_client: Client | None = None
+        """The user's default Client the ``distributed`` backend was started on, if so."""
         self._lock = threading.Lock()
         self._closed = False
         self._finalizer = weakref.finalize(self, _close_all, self._started)
@@ -64,18 +70,25 @@ class Backends:
         return (
             self.settings.scheduler_address
             or ("user client" if self.user_client is not None else None)
-            or ("local cluster" if self.settings.distributed_mode else "local threads")
+            or ("local cluster" if self.settings.distributed_mode else None)
+            or ("default client" if self.default_name() == "distributed" else "local threads")
         )
 
     # -- choosing -----------------------------------------------------------------------
     def default_name(self) -> str:
-        """The backend runs go to when they do not ask for one."""
+        """The backend runs go to when they do not ask for one (see the module docstring)."""
         if self.settings.scheduler is not None:
             return self.settings.scheduler
         distributed = (
             self.user_client is not None or self.settings.is_distributed or self._dashboard()
         )
-        return "distributed" if distributed else "threads"
+        return "distributed" if distributed or self._users_default() is not None else "threads"
+
+    def _users_default(self) -> Client | None:
+        """The user's default Client, when the settings leave the cluster to it."""
+        if self.user_client is not None or self.settings.is_distributed:
+            return None
+        return default_client()
 
     def get(self, name: str | None = None) -> Backend:
         """The backend ``name`` (default: :meth:`default_name`), started on first use."""
@@ -84,9 +97,21 @@ class Backends:
             if self._closed:
                 raise PipelineError("this PipelineManager is closed; create a new one to run")
             backend = self._started.get(name)
+            client = self.user_client
+            if name == "distributed" and client is None:
+                client = self._users_default()
+                used = self._default_client
+                if backend is not None and used is not None and client is not used:
+                    # the default Client it ran on was closed, or another one made default
+                    del self._started[name]
+                    backend.close()  # closes nothing of the user's
+                    backend = None
+                if backend is not None:
+                    client = used
+                self._default_client = client
             if backend is None:
                 backend = backends.get(name).from_settings(
-                    self.settings, client=self.user_client, on_connect=self._on_connect
+                    self.settings, client=client, on_connect=self._on_connect
                 )
                 try:
                     backend.start()
@@ -124,3 +149,19 @@ def _close_all(started: dict[str, Backend]) -> None:
             backend.close()
         except Exception:  # closing must not mask what the caller is doing
             logger.debug("error while closing the %s backend", backend.name, exc_info=True)
+
+
+def default_client() -> Client | None:
+    """The user's default ``dask.distributed`` Client in this process (the one ``dask.compute``
+    uses), or ``None``. Never imports distributed to find out: without it imported, no Client
+    can be open."""
+    module = sys.modules.get("distributed.client")
+    if module is None:
+        return None
+    try:
+        client: Client = module.default_client()
+    except ValueError:  # no client has started
+        return None
+    if client.status not in ("running", "newly-created") or client.asynchronous:
+        return None  # closing, or one for an event loop: not for a blocking run
+    return client

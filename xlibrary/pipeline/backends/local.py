@@ -20,6 +20,7 @@ from ..lower import Key
 from ..outcome import Outcome
 from ..settings import Settings
 from ..watch import RunWatch, dask_callbacks
+from .settle import settle_here
 
 __all__ = ["LocalBackend", "default_num_workers", "run_locally"]
 
@@ -68,9 +69,10 @@ class LocalBackend:
         progress: RunWatch | None = None,
         wanted: Collection[str] | None = None,
         restrictions: Mapping[Key, Mapping[str, float]] | None = None,
+        compute: Collection[str] = (),
     ) -> dict[str, Outcome]:
         pool = self.pool if parallel else None
-        return run_locally(graph, keys, pool, progress=progress, wanted=wanted)
+        return run_locally(graph, keys, pool, progress=progress, wanted=wanted, compute=compute)
 
     def close(self) -> None:
         with self._lock:
@@ -87,12 +89,14 @@ def run_locally(
     *,
     progress: RunWatch | None = None,
     wanted: Collection[str] | None = None,
+    compute: Collection[str] = (),
 ) -> dict[str, Outcome]:
     """Compute ``graph`` in this process: on ``pool``'s threads, or in this thread when
     ``pool`` is None. With ``wanted``, only those tasks' outcomes keep their values; the
     others are taken, without their values, as each task finishes, so Dask releases the
     values as soon as no later task needs them. When the run stops early (a cancel, Ctrl-C),
-    ``progress.finished`` gets the outcomes of the tasks that had finished."""
+    ``progress.finished`` gets the outcomes of the tasks that had finished. Dask
+    collections are settled at the end (:func:`~.settle.settle_here`)."""
     names = list(keys) if wanted is None else [name for name in keys if name in wanted]
     seen: dict[str, Outcome] = {}
     callbacks: list[tuple[Any, ...]] = []
@@ -125,4 +129,4 @@ def run_locally(
         values = dask.local.get_sync(graph, wanted_keys, callbacks=callbacks or None)
     outcomes = dict(zip(names, values, strict=True))
     outcomes.update(seen)
-    return outcomes
+    return settle_here(outcomes, compute, pool=pool)

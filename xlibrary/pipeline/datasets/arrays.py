@@ -35,11 +35,13 @@ def _write_chunk(block: Any, fs: Any, path: str) -> None:
         np.save(file, np.asarray(block), allow_pickle=False)
 
 
-def save_npy_chunks(array: Any, fs: Any, path: str) -> None:
+def save_npy_chunks(array: Any, fs: Any, path: str, *, compute: bool = True) -> Any:
     """Write the dask ``array`` under ``path`` of ``fs``: the chunks by the workers (the
-    scheduler in use: a ``Client`` when one is active), then the manifest."""
+    scheduler in use: a ``Client`` when one is active), then the manifest. With
+    ``compute=False``, nothing is written yet: the returned ``Delayed`` writes it all when
+    computed (the manifest after every chunk)."""
     import numpy as np
-    from dask.base import compute
+    from dask.base import compute as compute_all
     from dask.delayed import delayed
 
     fs.makedirs(path, exist_ok=True)
@@ -48,7 +50,6 @@ def save_npy_chunks(array: Any, fs: Any, path: str) -> None:
         delayed(_write_chunk, pure=False)(block, fs, posixpath.join(path, _chunk_name(index)))
         for index, block in np.ndenumerate(blocks)
     ]
-    compute(*writes)  # type: ignore[no-untyped-call]
     manifest = {
         "format": _FORM,
         "version": 1,
@@ -56,6 +57,14 @@ def save_npy_chunks(array: Any, fs: Any, path: str) -> None:
         "chunks": [list(c) for c in array.chunks],
         "dtype": array.dtype.str,
     }
+    if not compute:
+        return delayed(_write_manifest, pure=False)(writes, fs, path, manifest)
+    compute_all(*writes)  # type: ignore[no-untyped-call]
+    _write_manifest([], fs, path, manifest)
+    return None
+
+
+def _write_manifest(_written: list[None], fs: Any, path: str, manifest: dict[str, Any]) -> None:
     fs.pipe_file(posixpath.join(path, MANIFEST), json.dumps(manifest).encode())
 
 

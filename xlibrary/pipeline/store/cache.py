@@ -10,6 +10,12 @@ never returned and never a crash.
 Besides entries, the cache keeps for each task the facts of its last entry (code fingerprint,
 input token, key), so that :meth:`Cache.explain` can say why a task misses.
 
+A Dask collection is not an entry's payload: the workers write it into the store beside the
+entries (:meth:`Cache.collection_place`: ``cache/collections/ab/<key digest>/<entry id>.parquet``)
+and the entry, written once they are done, names it (:class:`~.codec.StoredCollection`).
+Deleting, replacing or pruning an entry deletes its directory too. Only a cache on the store
+keeps collections (a Redis cache keeps bytes).
+
 A cache that fails ``failure_threshold`` times in a row (down, or hung past its timeout) is
 skipped for ``failure_cooldown`` seconds (:mod:`.breaker`): lookups and loads miss and saves
 are not made, at no cost and with one warning, so a broken cache slows a run by a few
@@ -18,6 +24,7 @@ timeouts at most, never one per task.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -30,7 +37,7 @@ from ..errors import BadEntry
 from ..redact import redact_url
 from . import codec
 from .breaker import DEFAULT_COOLDOWN, DEFAULT_THRESHOLD, Breaker
-from .codec import EntryHeader
+from .codec import EntryHeader, StoredCollection
 from .fs import FsStore, open_store
 
 __all__ = ["Cache", "CacheBackend", "FsCacheBackend", "Lookup"]
@@ -114,7 +121,45 @@ class FsCacheBackend:
         self.store.write(self._path(key), codec.frame(header, payload))
 
     def delete(self, key: str) -> bool:
-        return self.store.delete(self._path(key))
+        deleted = self.store.delete(self._path(key))
+        self.store.remove_tree(self._collections(key))  # a collection the entry named
+        return deleted
+
+    def _collections(self, key: str) -> str:
+        digest = _digest(key)
+        return f"cache/collections/{digest[:2]}/{digest}"
+
+    def place_collection(
+        self, key: str, entry_id: str, fmt: str, extension: str
+    ) -> StoredCollection:
+        """Where the workers write the collection of ``key``'s entry ``entry_id``."""
+        return self.resolve(
+            StoredCollection(fmt, f"{self._collections(key)}/{entry_id}{extension}")
+        )
+
+    def resolve(self, stored: StoredCollection) -> StoredCollection:
+        """``stored`` with the URL and options to open it with."""
+        return dataclasses.replace(
+            stored, url=self.store.url_of(stored.path), storage_options=self.store.storage_options
+        )
+
+    def drop_collections(self, key: str, keep: str | None = None) -> None:
+        """Delete the collections written for ``key``, but the one at path ``keep``."""
+        folder = self._collections(key)
+        for name in self.store.listdir(folder):
+            if keep is None or f"{folder}/{name}" != keep:
+                self.store.remove_tree(f"{folder}/{name}")
+
+    def drop_orphan_collections(self, live: set[tuple[str, str]]) -> None:
+        """Delete the collections that no live entry (``(key, entry id)``) names: left by
+        a run that stopped before its entry was written."""
+        kept = {f"{self._collections(key)}/{entry_id}" for key, entry_id in live}
+        for fan in self.store.listdir("cache/collections"):
+            for digest in self.store.listdir(f"cache/collections/{fan}"):
+                folder = f"cache/collections/{fan}/{digest}"
+                for name in self.store.listdir(folder):
+                    if f"{folder}/{name.rpartition('.')[0] or name}" not in kept:
+                        self.store.remove_tree(f"{folder}/{name}")
 
     def keys(self) -> Iterator[str]:
         for path in self.store.files("cache/entries"):
@@ -217,7 +262,23 @@ class Cache:
         if header.expired():
             self.backend.delete(key)
             return None
+        if isinstance(value, StoredCollection):
+            resolve = getattr(self.backend, "resolve", None)
+            if resolve is None:
+                self._discard(key, "it names a collection, and this cache keeps none", task=task)
+                return None
+            value = resolve(value)
         return header, value
+
+    def collection_place(
+        self, key: str, entry_id: str, fmt: str, extension: str
+    ) -> StoredCollection | None:
+        """Where the workers write a Dask collection that entry ``entry_id`` of ``key`` will
+        name, as the dataset format ``fmt`` (``parquet``, ``zarr``, ``npy``); ``None`` when
+        this cache keeps no collections (Redis). Save the entry once the data is written:
+        ``save(key, place, entry_id=entry_id)``."""
+        place = getattr(self.backend, "place_collection", None)
+        return None if place is None else place(key, entry_id, fmt, extension)
 
     def save(
         self,
@@ -228,16 +289,23 @@ class Cache:
         task: str | None = None,
         pipeline: str | None = None,
         meta: dict[str, Any] | None = None,
+        entry_id: str | None = None,
     ) -> EntryHeader | None:
         """Store ``value`` under ``key`` and return its header (``None``: the cache is being
-        skipped, nothing was stored); raises SerializationError if it cannot be."""
+        skipped, nothing was stored); raises SerializationError if it cannot be. ``entry_id``
+        is the id handed out before the write (a collection's, see :meth:`collection_place`).
+        """
         if not self.breaker.allows():
             return None
         ttl = ttl if ttl is not None else self.default_ttl
         header, header_bytes, payload = codec.encode_entry(
-            key, value, ttl=ttl, task=task, pipeline=pipeline, meta=meta, secret=self.secret
-        )
+            key, value, ttl=ttl, task=task, pipeline=pipeline, meta=meta, secret=self.secret,
+            entry_id=entry_id,
+        )  # fmt: skip
         self.breaker.guard(self.backend.write, key, header_bytes, payload, ttl)
+        drop = getattr(self.backend, "drop_collections", None)
+        if isinstance(value, StoredCollection) and drop is not None:
+            drop(key, keep=value.path)  # the collection of the entry this one replaced
         if task is not None and pipeline is not None and meta:  # derived keys: for explain
             note = {
                 "key": key,
@@ -283,9 +351,14 @@ class Cache:
         return removed
 
     def prune(self, *, now: float | None = None) -> int:
-        """Delete expired entries; returns how many."""
+        """Delete expired entries (and collections no entry names); returns how many."""
         now = time.time() if now is None else now
-        return sum(self.backend.delete(h.key) for h in list(self.headers()) if h.expired(now))
+        headers = list(self.headers())
+        removed = sum(self.backend.delete(h.key) for h in headers if h.expired(now))
+        orphans = getattr(self.backend, "drop_orphan_collections", None)
+        if orphans is not None:
+            orphans({(h.key, h.entry_id) for h in headers if not h.expired(now)})
+        return removed
 
     def _discard(self, key: str, why: str, *, task: str | None = None) -> None:
         who = f" of task {task!r}" if task else ""

@@ -15,6 +15,11 @@ Formats, chosen per value by :func:`encode_value` (measured in ``benchmarks/benc
 * ``npy``: a NumPy array of a non-object dtype, ``numpy.save`` without pickle: the same.
 * ``pickle``: anything else, with cloudpickle. Loading pickled data runs code: a store that
   others can write to must be protected with a secret (``caching.secret``).
+* ``collection``: a Dask collection the workers wrote beside the entry (a partitioned parquet
+  directory, a zarr store, ``.npy`` chunks): the entry holds only its format and its path in
+  the store (:class:`StoredCollection`), and loading it reads nothing of the data. A Dask
+  collection itself is never pickled (its graph would be, not its data):
+  :func:`encode_value` refuses one.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import cloudpickle
+from dask.base import is_dask_collection
 
 from .._version import __version__
 from ..errors import BadEntry, SerializationError
@@ -42,6 +48,7 @@ __all__ = [
     "BadEntry",
     "EntryHeader",
     "SerializationError",
+    "StoredCollection",
     "decode_entry",
     "decode_value",
     "encode_entry",
@@ -107,9 +114,36 @@ class EntryHeader:
         return data
 
 
+@dataclass(frozen=True)
+class StoredCollection:
+    """A Dask collection written by the workers into the store: its dataset ``format``
+    (``parquet``, ``zarr``, ``npy``) and its ``path`` relative to the store's root. Entries
+    keep only these two; whoever reads one fills in ``url`` and ``storage_options`` from the
+    store it read it from (credentials are never written into an entry)."""
+
+    format: str
+    path: str
+    url: str = ""
+    storage_options: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def to_json(self) -> dict[str, str]:
+        return {"format": self.format, "path": self.path}
+
+
 # -- values -----------------------------------------------------------------------------------
 def encode_value(value: Any, *, task: str | None = None) -> tuple[str, bytes]:
     """``(format, payload)`` for ``value``; raises :class:`SerializationError` naming the task."""
+    if isinstance(value, StoredCollection):
+        return "collection", json.dumps(value.to_json()).encode()
+    if is_dask_collection(value):
+        who = f"task {task!r} returned" if task else "got"
+        raise SerializationError(
+            f"{who} a Dask collection ({type(value).__module__}.{type(value).__qualname__}), "
+            "which is not pickled into the store (its graph would be, not its data): the "
+            "engine has the workers write a dask DataFrame as parquet and a dask array as "
+            "zarr or npy chunks; other collections (bags, delayed) are not stored: compute "
+            "them in the task, or turn off caching/saving for it"
+        )
     try:
         if _is_plain_ndarray(value):
             return "npy", _encode_npy(value)
@@ -128,6 +162,9 @@ def encode_value(value: Any, *, task: str | None = None) -> tuple[str, bytes]:
 def decode_value(fmt: str, payload: bytes) -> Any:
     if fmt == "pickle":
         return cloudpickle.loads(payload)
+    if fmt == "collection":
+        data = json.loads(payload)
+        return StoredCollection(format=str(data["format"]), path=str(data["path"]))
     if fmt == "npy":
         import numpy as np
 
@@ -222,8 +259,10 @@ def encode_entry(
     pipeline: str | None = None,
     meta: dict[str, Any] | None = None,
     secret: bytes | None = None,
+    entry_id: str | None = None,
 ) -> tuple[EntryHeader, bytes, bytes]:
-    """Serialize ``value`` as an entry: ``(header, header bytes, payload)``."""
+    """Serialize ``value`` as an entry: ``(header, header bytes, payload)``; ``entry_id``
+    (default: a new one) when it was handed out before the entry is written."""
     fmt, payload = encode_value(value, task=task)
     created = time.time()
     header = EntryHeader(
@@ -235,7 +274,7 @@ def encode_entry(
         expires=None if ttl is None else created + ttl,
         task=task,
         pipeline=pipeline,
-        entry_id=uuid.uuid4().hex,
+        entry_id=entry_id or new_entry_id(),
         library_version=_library_version(),
         python=PYTHON,
         meta=dict(meta or {}),
@@ -246,6 +285,11 @@ def encode_entry(
         header = EntryHeader(**{**header.to_json(), "hmac": signature})
         core = _canonical(header.to_json())
     return header, core, payload
+
+
+def new_entry_id() -> str:
+    """A fresh entry id: unique per write."""
+    return uuid.uuid4().hex
 
 
 def frame(header_bytes: bytes, payload: bytes) -> bytes:

@@ -121,6 +121,20 @@ class FsStore:
             return False
         return True
 
+    def url_of(self, relative: str) -> str:
+        """The URL of ``relative`` that fsspec (and Dask's readers and writers) open with
+        this store's ``storage_options``: a plain path on a local disk."""
+        path = self.path(relative)
+        return path if self._local else str(self.fs.unstrip_protocol(path))
+
+    def remove_tree(self, relative: str) -> bool:
+        """Delete the directory ``relative`` and everything in it; whether there was one."""
+        try:
+            self.fs.rm(self.path(relative), recursive=True)
+        except FileNotFoundError:
+            return False
+        return True
+
     def files(self, prefix: str) -> list[str]:
         """Relative paths of every file under ``prefix``, temporary files left out."""
         base = self.path(prefix)

@@ -24,6 +24,7 @@ and ``resume`` continue from.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import json
 import logging
 import queue
@@ -293,13 +294,29 @@ class RunStore:
         self.store.write(self._result_path(pipeline, run_id, task), codec.frame(header, payload))
 
     def load_result(self, pipeline: str, run_id: str, task: str) -> Any:
-        """A saved result; raises BadEntry when it is missing, corrupt or tampered with."""
+        """A saved result; raises BadEntry when it is missing, corrupt or tampered with. A
+        Dask collection comes back as a :class:`~.codec.StoredCollection` to open."""
         blob = self.store.read(self._result_path(pipeline, run_id, task))
         if blob is None:
             raise BadEntry(f"no saved result of task {task!r} in run {run_id}")
         expect = {"key": f"{pipeline}/{run_id}/{task}", "task": task, "pipeline": pipeline}
         _, value = codec.decode_entry(*codec.split(blob), secret=self.secret, expect=expect)
+        if isinstance(value, codec.StoredCollection):
+            value = self._resolved(value)
         return value
+
+    def place_result(
+        self, pipeline: str, run_id: str, task: str, fmt: str, extension: str
+    ) -> codec.StoredCollection:
+        """Where the workers write a task's Dask collection saved under its run (then
+        ``save_result`` the place once it is written)."""
+        folder = f"{_pipeline_dir(pipeline)}/{check_run_id(run_id)}/results"
+        return self._resolved(codec.StoredCollection(fmt, f"{folder}/{slug(task)}{extension}"))
+
+    def _resolved(self, stored: codec.StoredCollection) -> codec.StoredCollection:
+        return dataclasses.replace(
+            stored, url=self.store.url_of(stored.path), storage_options=self.store.storage_options
+        )
 
 
 _INDEX_COMPLETE = "run-index/complete.json"
