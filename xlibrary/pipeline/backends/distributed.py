@@ -150,6 +150,7 @@ class DistributedBackend:
                     security=self._security,
                 )
             except Exception as exc:  # OSError, TimeoutError; TypeError for TLS without keys
+                _close_unconnected(exc, distributed.Client)
                 raise ClusterError(
                     f"cannot reach the Dask scheduler at {self._address!r} within "
                     f"{CONNECT_TIMEOUT}: {exc}; check the address (tls:// when it uses TLS, "
@@ -459,3 +460,24 @@ def _wait(distributed: Any, futures: list[Any], watch: RunWatch) -> None:
         except TimeoutError:
             if watch.cancelled:
                 raise RunCancelled("the run was cancelled") from None
+
+
+def _close_unconnected(exc: BaseException, client_type: type[Client]) -> None:
+    """Close the Client whose constructor raised ``exc``.
+
+    A Client that fails to connect keeps its IO-loop thread running until it is garbage
+    collected, which the traceback of the error we raise delays for as long as someone holds
+    the error; a later Client in the same process could then fail to start its own loop
+    ("assert loop is not None" in distributed's LoopRunner). The half-made Client is the
+    ``self`` of a frame of the traceback: close it at once.
+    """
+    tb = exc.__traceback__
+    while tb is not None:
+        candidate = tb.tb_frame.f_locals.get("self")
+        if isinstance(candidate, client_type):
+            try:
+                candidate.close(timeout=5)
+            except Exception as close_exc:  # already half-closed: nothing more to release
+                logger.debug("closing a Client that failed to connect: %s", close_exc)
+            return
+        tb = tb.tb_next
