@@ -67,7 +67,7 @@ from typing import Any
 
 from dask.base import is_dask_collection
 
-from .stored import PendingWrite, kind_of, write_lazily
+from .stored import PendingWrite, kind_of
 
 __all__ = [
     "Held",
@@ -167,9 +167,7 @@ def hold(value: Any, writes: Sequence[PendingWrite] = ()) -> tuple[Any, Held]:
     held = [persisted]
     write_keys = [keys[1]] if writes else []
     for write in writes[1:]:
-        more, more_keys = persist_named(
-            client, [write_lazily(persisted[0], write.commit.place)], prefix
-        )
+        more, more_keys = persist_named(client, [write.commit.again(persisted[0])], prefix)
         held.append(more)
         write_keys.append(more_keys[0])
     _until_known(client, [k for keys_of in (keys[0], *write_keys) for k in keys_of])

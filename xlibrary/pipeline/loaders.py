@@ -20,11 +20,11 @@ from .outcome import Failure, Outcome
 from .redact import redact_url
 from .states import DONE, STALE, TaskStatus
 from .store import Cache, RunStore
-from .stored import PendingWrite, opened, pending_writes
+from .stored import PendingWrite, opened, output_write, pending_writes
 
 __all__ = [
-    "CacheLoader", "DatasetLoader", "SavedLoader", "held", "opened_or_miss", "quietly",
-    "writes_of",
+    "CacheLoader", "DatasetLoader", "SavedLoader", "held", "held_collection", "opened_or_miss",
+    "quietly", "writes_of",
 ]  # fmt: skip
 
 logger = logging.getLogger("xlibrary.pipeline.wrapper")
@@ -165,6 +165,33 @@ def writes_of(outcome: Outcome, task: str, **where: Any) -> list[PendingWrite]:
         logger.warning("task %r: its result cannot be written to the store: %s", task, exc)
         return []
     return writes
+
+
+def held_collection(
+    outcome: Outcome,
+    task: str,
+    *,
+    output: Dataset | None,
+    token: str | None,
+    **where: Any,
+) -> Outcome:
+    """``outcome`` of a task whose result is a Dask collection, settled where it ran and
+    written by the workers: to its declared ``output`` (``save_to``; a failed write fails
+    the task once the run settles), else to the cache and the run's saved results
+    (``where``: pipeline, run_id, cache, cache_key, ttl, runs, meta). Never computed here:
+    a nested compute in a worker task can deadlock (issue 14)."""
+    if output is None:
+        return held(outcome, task, writes_of(outcome, task, **where))
+    where.pop("runs", None)  # its output is where it is kept
+    try:
+        write, entry_id = output_write(outcome.value, output, task=task, **where)
+    except Exception as exc:  # the output cannot hold it: the task fails, as a failed save
+        return Outcome(
+            status=TaskStatus.FAILED, attempts=outcome.attempts, started=outcome.started,
+            finished=time.time(), failure=Failure.from_exception(task, exc),
+        )  # fmt: skip
+    outcome.token = entry_id or token
+    return held(outcome, task, [write])
 
 
 def opened_or_miss(value: Any, task: str) -> tuple[bool, Any]:

@@ -17,19 +17,22 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .datasets import Dataset
+from .datasets import Dataset, LazySave
 from .datasets.formats import format_for_value
 from .errors import BadEntry
+from .sources import output_ref
 from .store import Cache, RunStore
 from .store.codec import StoredCollection, new_entry_id
 
 __all__ = [
     "CacheCommit",
     "Commit",
+    "OutputCommit",
     "PendingWrite",
     "SavedCommit",
     "kind_of",
     "opened",
+    "output_write",
     "pending_writes",
     "storable",
     "write_lazily",
@@ -48,9 +51,8 @@ class Commit(Protocol):
         """``cache`` or ``saved``: the outcome it completes."""
         ...
 
-    @property
-    def place(self) -> StoredCollection:
-        """Where the collection is written."""
+    def again(self, value: Any) -> Any:
+        """A lazy write of ``value`` (the collection, persisted) to the same place."""
         ...
 
     def done(self) -> str | None:
@@ -96,6 +98,9 @@ class CacheCommit:
     def abandon(self) -> None:
         _remove(self.place)
 
+    def again(self, value: Any) -> Any:
+        return write_lazily(value, self.place)
+
 
 @dataclass(frozen=True, kw_only=True)
 class SavedCommit:
@@ -114,6 +119,77 @@ class SavedCommit:
 
     def abandon(self) -> None:
         _remove(self.place)
+
+    def again(self, value: Any) -> Any:
+        return write_lazily(value, self.place)
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutputCommit:
+    """Puts a collection written by the workers in place as the task's declared output
+    (``save_to``), then, when the task has a cache key, writes the cache entry that notes
+    where it lies (:func:`~.sources.output_ref`) under the entry id handed out before."""
+
+    save: LazySave
+    dataset: Dataset
+    task: str
+    pipeline: str
+    cache: Cache | None = None
+    key: str | None = None
+    entry_id: str | None = None
+    ttl: float | None = None
+    meta: dict[str, Any] | None = None
+    what: str = "output"
+
+    def done(self) -> str | None:
+        self.save.commit()
+        if self.cache is None or self.key is None:
+            return None
+        try:
+            header = self.cache.save(
+                self.key, output_ref(self.dataset, self.save.version), ttl=self.ttl,
+                task=self.task, pipeline=self.pipeline, meta=self.meta, entry_id=self.entry_id,
+            )  # fmt: skip
+        except Exception as exc:  # the output is written: only the shortcut to it is lost
+            logger.warning("task %r: could not write its cache entry: %s", self.task, exc)
+            return None
+        return None if header is None else header.entry_id
+
+    def abandon(self) -> None:
+        self.save.abandon()
+
+    def again(self, value: Any) -> Any:
+        fs, path, dataset = self.save.fs, self.save.temporary, self.dataset
+        fmt = dataset._format()
+        args = {**fmt.default_save_args, **dataset.save_args}
+        url, options = dataset._url_of(fs, path), dataset.storage_options
+        return fmt.write_collection(value, fs, path, url, options, compute=False, **args)
+
+
+def output_write(
+    value: Any,
+    dataset: Dataset,
+    *,
+    task: str,
+    pipeline: str,
+    run_id: str,
+    cache: Cache | None = None,
+    cache_key: str | None = None,
+    ttl: float | None = None,
+    meta: dict[str, Any] | None = None,
+) -> tuple[PendingWrite, str | None]:
+    """The lazy write of collection ``value`` to the task's declared output ``dataset`` (a
+    versioned one as version ``run_id``), committed once the workers wrote it; its commit's
+    ``entry_id`` (returned too) is the cache entry handed out when ``cache_key`` is given.
+    Raises what
+    makes the output unwritable (a format that cannot hold it, a version that exists)."""
+    save = dataset.save_lazily(value, version=run_id if dataset.versioned else None)
+    keyed = cache is not None and cache_key is not None
+    commit = OutputCommit(
+        save=save, dataset=dataset, task=task, pipeline=pipeline, cache=cache, key=cache_key,
+        entry_id=new_entry_id() if keyed else None, ttl=ttl, meta=meta,
+    )  # fmt: skip
+    return PendingWrite(commit=commit, lazy=save.lazy), commit.entry_id
 
 
 def _remove(place: StoredCollection) -> None:

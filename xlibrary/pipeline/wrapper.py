@@ -28,7 +28,6 @@ These classes are imported by workers, so workers need xlibrary installed.
 
 from __future__ import annotations
 
-import contextvars
 import dataclasses
 import logging
 import sys
@@ -40,12 +39,14 @@ from typing import Any
 
 import cloudpickle
 
+from .calls import call_in_pool as _call_in_pool
+from .calls import call_with_timeout as _call_with_timeout
 from .datasets import Dataset
-from .errors import ClusterError, SerializationError, TaskOutputError, TaskTimeoutError
+from .errors import ClusterError, SerializationError, TaskOutputError
 from .fingerprint import UnhashableInput, derive_key, input_token
 from .inputs import TaskInputs
 from .lazy import is_collection
-from .loaders import held, opened_or_miss, quietly, writes_of
+from .loaders import held, held_collection, opened_or_miss, quietly
 from .outcome import Failure, Outcome
 from .pipeline import RetryPolicy
 from .pools import Pool
@@ -267,13 +268,13 @@ class TaskWrapper:
         outcome = self._run_with_policy(args, started)
         if outcome.status != SUCCEEDED:
             return outcome
-        collection = is_collection(outcome.value)
-        if collection and storage.output is None:  # written by the workers, entry at the end
-            return held(outcome, self.name, writes_of(
-                outcome, self.name, pipeline=storage.pipeline, run_id=storage.run_id,
-                cache=storage.cache, cache_key=key, ttl=storage.ttl, runs=storage.runs,
+        if is_collection(outcome.value):  # written by the workers, entries at the end
+            return held_collection(
+                outcome, self.name, output=storage.output, token=_token_of(storage),
+                pipeline=storage.pipeline, run_id=storage.run_id, cache=storage.cache,
+                cache_key=key, ttl=storage.ttl, runs=storage.runs,
                 meta=_meta(storage, inputs) if storage.code else None,
-            ))  # fmt: skip
+            )  # fmt: skip
         kept = outcome.value
         if storage.output is not None:
             try:
@@ -281,12 +282,8 @@ class TaskWrapper:
                     storage.output, outcome.value, storage.run_id, keyed=key is not None
                 )
             except Exception as exc:  # a declared output that was not written fails the task
-                return Outcome(
-                    status=FAILED, attempts=outcome.attempts, started=started,
-                    finished=time.time(), failure=Failure.from_exception(self.name, exc),
-                )  # fmt: skip
-        if storage.inputs is not None and storage.inputs.token is not None:
-            outcome.token = storage.inputs.token  # a dataset: its fingerprint stands for it
+                return self._failed(outcome, exc)
+        outcome.token = _token_of(storage) or outcome.token
         try:
             if storage.cache is not None and key is not None:
                 header = storage.cache.save(
@@ -295,17 +292,20 @@ class TaskWrapper:
                 )  # fmt: skip
                 if header is not None:  # None: the cache is being skipped, nothing was saved
                     outcome.token = header.entry_id
-            if storage.runs is not None and not collection:  # a collection: its save_to
+            if storage.runs is not None:
                 storage.runs.save_result(storage.pipeline, storage.run_id, self.name, outcome.value)
                 outcome.saved = True
         except SerializationError as exc:
-            return Outcome(
-                status=FAILED, attempts=outcome.attempts, started=started,
-                finished=time.time(), failure=Failure.from_exception(self.name, exc),
-            )  # fmt: skip
+            return self._failed(outcome, exc)
         except Exception as exc:  # the store is down: the result itself is good
             logger.warning("task %r: could not write its result to the store: %s", self.name, exc)
-        return held(outcome, self.name) if collection else outcome
+        return outcome
+
+    def _failed(self, outcome: Outcome, exc: Exception) -> Outcome:
+        return Outcome(
+            status=FAILED, attempts=outcome.attempts, started=outcome.started,
+            finished=time.time(), failure=Failure.from_exception(self.name, exc),
+        )  # fmt: skip
 
     def _cache_key(
         self, upstream: tuple[Outcome, ...], storage: TaskStorage
@@ -375,6 +375,11 @@ class TaskWrapper:
             )  # fmt: skip
 
 
+def _token_of(storage: TaskStorage) -> str | None:
+    """A dataset's output: its fingerprint stands for it in downstream keys."""
+    return storage.inputs.token if storage.inputs is not None else None
+
+
 def _meta(storage: TaskStorage, inputs: list[str] | None) -> dict[str, Any]:
     """What the cache keeps beside a derived entry, for ``explain_cache``."""
     note = storage.inputs.note if storage.inputs is not None else None
@@ -439,61 +444,3 @@ class _Unloadable:
             "the task in the script you run or in the file given to `xlibrary-pipeline run` "
             "(their functions travel by value)"
         ) from error
-
-
-def _call_in_pool(
-    func: Callable[..., Any], args: list[Any], timeout: float | None, name: str, pool: Pool
-) -> Any:
-    """Call ``func`` holding a place in ``pool`` (see :mod:`~.pools`)."""
-    if timeout is not None:
-        return _call_with_timeout(func, args, timeout, name, pool)
-    pool.acquire()
-    try:
-        return func(*args)
-    finally:
-        pool.release()
-
-
-def _call_with_timeout(
-    func: Callable[..., Any], args: list[Any], timeout: float, name: str, pool: Pool | None = None
-) -> Any:
-    """Run ``func`` in a helper thread and stop waiting after ``timeout`` seconds.
-
-    Python cannot kill a thread: on timeout the helper (a daemon thread) runs on until the
-    function returns, and its result is thrown away. With a ``pool``, the helper takes its
-    place first (the wait does not count against ``timeout``) and gives it back when the
-    function returns.
-    """
-    box: list[tuple[bool, Any]] = []
-    context = contextvars.copy_context()
-    placed = threading.Event()
-
-    def target() -> None:
-        try:
-            if pool is not None:
-                pool.acquire()
-            placed.set()
-            try:
-                box.append((True, context.run(func, *args)))
-            finally:
-                if pool is not None:
-                    pool.release()
-        except BaseException as exc:
-            box.append((False, exc))
-            placed.set()
-
-    thread = threading.Thread(target=target, name=f"xlibrary-task-{name}", daemon=True)
-    thread.start()
-    if pool is not None:
-        placed.wait()
-    thread.join(timeout)
-    if thread.is_alive():
-        raise TaskTimeoutError(
-            f"task {name!r} ran longer than its timeout of {timeout:g}s and was abandoned "
-            "(its thread runs on in the background until the function returns); raise "
-            "fault_tolerance.task_timeout or the task's timeout= if it needs longer"
-        )
-    ok, value = box[0]
-    if ok:
-        return value
-    raise value

@@ -87,7 +87,7 @@ def settle_here(
         for name, value in zip(finals, values, strict=False):
             outcomes[name] = dataclasses.replace(outcomes[name], value=value)
         for name, write in writes:
-            _commit(name, outcomes[name], write)
+            outcomes[name] = _commit(name, outcomes[name], write)
     for name, write in more:  # one at a time
         if outcomes[name].status not in DONE:
             write.commit.abandon()
@@ -95,9 +95,9 @@ def settle_here(
         try:
             computed(write.lazy)
         except Exception as exc:
-            _not_written(name, write, exc)
+            outcomes[name] = _not_written(name, outcomes[name], write, exc)
         else:
-            _commit(name, outcomes[name], write)
+            outcomes[name] = _commit(name, outcomes[name], write)
     return _settled(outcomes)
 
 
@@ -140,7 +140,7 @@ def settle_on_cluster(
                 outcomes[name] = dataclasses.replace(outcomes[name], value=result)
         lazy_done = {id(w): r for w, r in zip(first.values(), done[len(finals) :], strict=True)}
         for name, write in writes:
-            _finish_write(client, name, outcomes[name], write, futures, lazy_done, progress)
+            outcomes[name] = _finish_write(client, name, outcomes[name], write, futures, lazy_done)
         _keep(client, outcomes)  # while the futures above still hold the keys
     finally:
         release_run(client, run_id)
@@ -154,12 +154,12 @@ def _finish_write(
     write: PendingWrite,
     futures: dict[Hashable, Any],
     lazy_done: dict[int, Any],
-    progress: RunWatch | None,
-) -> None:
-    """Commit a written collection, or abandon what a failed write left."""
+) -> Outcome:
+    """Commit a written collection, or abandon what a failed write left; the task's
+    outcome then (a declared output that could not be written fails its task)."""
     if outcome.status not in DONE:
         write.commit.abandon()
-        return
+        return outcome
     if write.lazy is None:
         error = _error_of([futures[key] for key in write.keys])
         result: Any = _Failed(error) if error is not None else None
@@ -168,9 +168,8 @@ def _finish_write(
     else:
         (result,) = _results(client, _submit(client, [write.lazy], f"{name}-"))
     if isinstance(result, _Failed):
-        _not_written(name, write, result.error)
-    else:
-        _commit(name, outcome, write)
+        return _not_written(name, outcome, write, result.error)
+    return _commit(name, outcome, write)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -304,18 +303,27 @@ def _failed(name: str, outcome: Outcome, exc: BaseException) -> Outcome:
     )  # fmt: skip
 
 
-def _commit(name: str, outcome: Outcome, write: PendingWrite) -> None:
+def _commit(name: str, outcome: Outcome, write: PendingWrite) -> Outcome:
+    """Make a written collection count; the task's outcome then (see :func:`_not_written`)."""
     try:
         write.commit.done()
     except Exception as exc:  # the store is down: the result itself is good
+        if write.commit.what == "output":
+            return _not_written(name, outcome, write, exc)
         logger.warning("task %r: could not record its result in the store: %s", name, exc)
         write.commit.abandon()
-        return
+        return outcome
     if write.commit.what == "saved":
         outcome.saved = True
+    return outcome
 
 
-def _not_written(name: str, write: PendingWrite, exc: BaseException) -> None:
+def _not_written(name: str, outcome: Outcome, write: PendingWrite, exc: BaseException) -> Outcome:
+    """Abandon a write that failed; the task's outcome then: failed when the write was its
+    declared output (``save_to``), else as it was (the cache or store copy is only lost)."""
+    write.commit.abandon()
+    if write.commit.what == "output":
+        return _failed(name, outcome, exc)
     what = "cache" if write.commit.what == "cache" else "store"
     logger.warning(
         "task %r: its Dask collection could not be written to the %s (%s: %s); it is not stored",
@@ -324,7 +332,7 @@ def _not_written(name: str, write: PendingWrite, exc: BaseException) -> None:
         type(exc).__name__,
         exc,
     )
-    write.commit.abandon()
+    return outcome
 
 
 def _keep(client: Any, outcomes: dict[str, Outcome]) -> None:

@@ -23,7 +23,7 @@
 from __future__ import annotations
 
 from .catalog import Catalog
-from .dataset import Dataset
+from .dataset import Dataset, LazySave
 from .fingerprint import FileState, Fingerprint, describe_change
 from .formats import (
     DatasetFormat,
@@ -39,6 +39,7 @@ __all__ = [
     "DatasetFormat",
     "FileState",
     "Fingerprint",
+    "LazySave",
     "describe_change",
     "format_for_path",
     "format_for_value",

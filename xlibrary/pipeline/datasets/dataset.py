@@ -45,7 +45,7 @@ from .formats import (
     hidden,
 )
 
-__all__ = ["Dataset"]
+__all__ = ["Dataset", "LazySave"]
 
 _MAX_VERSION = 200
 
@@ -178,6 +178,48 @@ class Dataset:
         """Write ``value`` atomically; returns the version written (``None`` unless
         versioned). A Dask collection is written by the workers: a dask DataFrame as a
         partitioned parquet directory, a dask array as zarr or one ``.npy`` per chunk."""
+        fmt, fs, path, version, args, collection = self._target(value, version)
+        try:
+            if collection or fmt.directory:
+                self._write_directory(fmt, value, fs, path, args)
+            else:
+                with _atomic_file(fs, path, compression_of(path)) as file:
+                    fmt.write(value, file, **args)
+        except (DatasetError, MissingExtraError):
+            raise
+        except Exception as exc:
+            raise self._failed("save", exc) from exc
+        return version
+
+    def save_lazily(self, value: Any, *, version: str | None = None) -> LazySave:
+        """Prepare the save of Dask collection ``value`` without computing anything: its
+        ``lazy`` write puts the parts in a directory beside the target when computed (by
+        whoever computes it: the workers of a cluster), then ``commit()`` renames it into
+        place, as :meth:`save` does; ``abandon()`` removes a write that failed. What ``save``
+        refuses is refused here, before anything is written."""
+        fmt, fs, path, version, args, collection = self._target(value, version)
+        if not collection:
+            raise DatasetError(f"{self._what()}: save_lazily takes a Dask collection; use save")
+        parent, name = posixpath.split(path)
+        temporary = posixpath.join(parent, f".tmp-{uuid.uuid4().hex[:12]}-{name}")
+        try:
+            if parent:
+                fs.makedirs(parent, exist_ok=True)
+            url = self._url_of(fs, temporary)
+            lazy = fmt.write_collection(
+                value, fs, temporary, url, self.storage_options, compute=False, **args
+            )
+        except (DatasetError, MissingExtraError):
+            raise
+        except Exception as exc:
+            raise self._failed("save", exc) from exc
+        return LazySave(lazy=lazy, version=version, fs=fs, temporary=temporary, path=path)
+
+    def _target(
+        self, value: Any, version: str | None
+    ) -> tuple[DatasetFormat, Any, str, str | None, dict[str, Any], bool]:
+        """Where and how ``value`` is saved: its format, filesystem, path, version, save
+        arguments and whether it is a Dask collection; raises what makes it unsavable."""
         if self.is_glob:
             raise DatasetError(f"{self._what()}: cannot save to a glob; give one file's URL")
         fmt = self._format()
@@ -200,18 +242,7 @@ class Dataset:
                 )
         elif version is not None:
             raise DatasetError(f"{self._what()}: version= needs a versioned dataset")
-        args = {**fmt.default_save_args, **self.save_args}
-        try:
-            if collection or fmt.directory:
-                self._write_directory(fmt, value, fs, path, args)
-            else:
-                with _atomic_file(fs, path, compression_of(path)) as file:
-                    fmt.write(value, file, **args)
-        except (DatasetError, MissingExtraError):
-            raise
-        except Exception as exc:
-            raise self._failed("save", exc) from exc
-        return version
+        return fmt, fs, path, version, {**fmt.default_save_args, **self.save_args}, collection
 
     def exists(self) -> bool:
         """Whether there is data to load (a file, a match of the glob, a saved version)."""
@@ -327,6 +358,28 @@ class Dataset:
     def _failed(self, verb: str, exc: Exception) -> DatasetError:
         detail = redact_text(f"{type(exc).__name__}: {exc}", self.url)
         return DatasetError(f"{self._what()}: cannot {verb} it as {self.format}: {detail}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LazySave:
+    """A Dask collection's save, prepared by :meth:`Dataset.save_lazily`: compute ``lazy``
+    (it writes the parts to ``temporary``), then ``commit()``; or ``abandon()``."""
+
+    lazy: Any = field(compare=False)
+    version: str | None
+    fs: Any = field(compare=False)
+    temporary: str
+    path: str
+
+    def commit(self) -> None:
+        """Put the written directory in place of what the target held (atomically on a
+        local disk)."""
+        _put_in_place(self.fs, self.temporary, self.path)
+
+    def abandon(self) -> None:
+        """Remove what a failed or unwanted write left; the target is untouched."""
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm(self.temporary, recursive=True)
 
 
 def _files_under(fs: Any, path: str) -> list[str]:

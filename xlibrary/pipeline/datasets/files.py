@@ -118,11 +118,19 @@ class NpyFormat(DatasetFormat):
         return arrays.load_npy_chunks(fs, path).compute(scheduler="threads")
 
     def write_collection(
-        self, value: Any, fs: Any, path: str, url: str, options: Mapping[str, Any], **save_args: Any
-    ) -> None:
+        self,
+        value: Any,
+        fs: Any,
+        path: str,
+        url: str,
+        options: Mapping[str, Any],
+        *,
+        compute: bool = True,
+        **save_args: Any,
+    ) -> Any:
         from . import arrays
 
-        arrays.save_npy_chunks(value, fs, path)
+        return arrays.save_npy_chunks(value, fs, path, compute=compute)
 
     def load_lazy(self, urls: Sequence[str], options: Mapping[str, Any], **load_args: Any) -> Any:
         import fsspec
@@ -167,14 +175,25 @@ class ZarrFormat(DatasetFormat):
         return self.load_lazy([url], options, **load_args).compute(scheduler="threads")
 
     def write_collection(
-        self, value: Any, fs: Any, path: str, url: str, options: Mapping[str, Any], **save_args: Any
-    ) -> None:
+        self,
+        value: Any,
+        fs: Any,
+        path: str,
+        url: str,
+        options: Mapping[str, Any],
+        *,
+        compute: bool = True,
+        **save_args: Any,
+    ) -> Any:
         import dask.array as da
 
         from . import arrays
 
         array = value if arrays.is_dask_array(value) else da.from_array(value, chunks="auto")  # type: ignore[no-untyped-call]
-        array.to_zarr(url, storage_options=dict(options) or None, overwrite=True, **save_args)
+        return array.to_zarr(
+            url, storage_options=dict(options) or None, overwrite=True, compute=compute,
+            **save_args,
+        )  # fmt: skip
 
     def load_lazy(self, urls: Sequence[str], options: Mapping[str, Any], **load_args: Any) -> Any:
         import dask.array as da

@@ -111,10 +111,19 @@ class DatasetFormat:
         return self.combine(values)
 
     def write_collection(
-        self, value: Any, fs: Any, path: str, url: str, options: Mapping[str, Any], **save_args: Any
-    ) -> None:
+        self,
+        value: Any,
+        fs: Any,
+        path: str,
+        url: str,
+        options: Mapping[str, Any],
+        *,
+        compute: bool = True,
+        **save_args: Any,
+    ) -> Any:
         """Write ``value`` (a Dask collection, or any value of a directory format) as the
-        directory ``url``; the workers compute and write the parts."""
+        directory ``url``; the workers compute and write the parts. With ``compute=False``
+        nothing is written yet: returns the lazy write (computed later, by whoever holds it)."""
         raise DatasetError(
             f"the {self.name} format does not save Dask collections or directories; save a "
             "computed value, or choose a format that does (parquet, npy, zarr)"

@@ -115,9 +115,19 @@ class ParquetFormat(_Table):
         return frame
 
     def write_collection(
-        self, value: Any, fs: Any, path: str, url: str, options: Mapping[str, Any], **save_args: Any
-    ) -> None:
-        value.to_parquet(url, storage_options=dict(options) or None, **save_args)
+        self,
+        value: Any,
+        fs: Any,
+        path: str,
+        url: str,
+        options: Mapping[str, Any],
+        *,
+        compute: bool = True,
+        **save_args: Any,
+    ) -> Any:
+        return value.to_parquet(
+            url, storage_options=dict(options) or None, compute=compute, **save_args
+        )
 
 
 class ExcelFormat(_Table):
