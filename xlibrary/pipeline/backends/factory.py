@@ -113,6 +113,7 @@ class Backends:
                 backend = backends.get(name).from_settings(
                     self.settings, client=client, on_connect=self._on_connect
                 )
+                backend.name = name  # runs say the name it was registered and asked by
                 try:
                     backend.start()
                 except BaseException:
