@@ -63,6 +63,32 @@ def redis_url() -> Iterator[str]:
     client.flushdb()
 
 
+@contextlib.contextmanager
+def manager_on(where: str, config: dict[str, object] | None = None) -> Iterator[object]:
+    """A PipelineManager with ``config`` on threads (``where="threads"``), or on a real
+    LocalCluster of two worker processes (``"cluster"``), closed after."""
+    from xlibrary.pipeline import PipelineManager
+
+    if where == "threads":
+        with PipelineManager(config) as manager:
+            yield manager
+        return
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster) as client,
+        PipelineManager(config, client=client) as manager,
+    ):
+        yield manager
+
+
+WHERE = pytest.mark.parametrize("where", ["threads", "cluster"])
+"""Run a test on threads and on a LocalCluster of worker processes (with :func:`manager_on`)."""
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

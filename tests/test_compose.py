@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 from distributed import Client, LocalCluster
 
+from tests.conftest import WHERE, manager_on
 from xlibrary.pipeline import (
     DependencyCycleError,
     DuplicateTaskError,
@@ -213,7 +214,8 @@ def test_adding_a_non_pipeline_is_a_type_error_and_sum_works() -> None:
     assert sum([a, b, c]).task_names == ("x", "y", "z")  # type: ignore[attr-defined]
 
 
-def test_a_sub_pipeline_included_twice_runs_with_its_own_parameters(tmp_path) -> None:
+@WHERE
+def test_a_sub_pipeline_included_twice_runs_with_its_own_parameters(tmp_path, where) -> None:
     sub = Pipeline("model", params={"k": 1})
 
     @sub.task("fit")
@@ -223,7 +225,7 @@ def test_a_sub_pipeline_included_twice_runs_with_its_own_parameters(tmp_path) ->
     top = Pipeline("two_models")
     top.include(sub, namespace="a")
     top.include(sub, namespace="b", params={"k": 5})
-    with PipelineManager({"store": {"url": str(tmp_path)}}) as pm:
+    with manager_on(where, {"store": {"url": str(tmp_path)}}) as pm:
         assert pm.execute_pipeline(top).final_result == {"a.fit": 1, "b.fit": 5}
         by_namespace = pm.execute_pipeline(top, params={"a.k": 7})
         assert by_namespace.final_result == {"a.fit": 7, "b.fit": 5}

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from distributed import Client, LocalCluster
 
+from tests.conftest import WHERE, manager_on
 from xlibrary.pipeline import (
     DuplicateTaskError,
     Pipeline,
@@ -273,7 +274,8 @@ def test_retry_and_resume_pick_outputs_from_the_saved_result(tmp_path: Any) -> N
     assert calls.count("split") == 2  # the two full runs only
 
 
-def test_each_output_can_have_its_own_save_to(tmp_path: Path) -> None:
+@WHERE
+def test_each_output_can_have_its_own_save_to(tmp_path: Path, where: str) -> None:
     import pandas as pd
 
     p = Pipeline("split_saved")
@@ -291,7 +293,7 @@ def test_each_output_can_have_its_own_save_to(tmp_path: Path) -> None:
     def size(train: pd.DataFrame) -> int:
         return len(train)
 
-    with PipelineManager({"store": {"url": str(tmp_path / "store")}}) as pm:
+    with manager_on(where, {"store": {"url": str(tmp_path / "store")}}) as pm:
         result = pm.execute_pipeline(p)
     assert result.success, result.error
     assert "split.test" in result.tasks  # saved, so an output task though nothing uses it

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from distributed import Client, Event
 
-from tests.conftest import dask_processes
+from tests.conftest import WHERE, dask_processes, manager_on
 from xlibrary.pipeline import Dataset, Pipeline, PipelineManager
 
 FRAME = pd.DataFrame({"id": range(400), "value": np.arange(400) * 0.5})
@@ -176,3 +176,37 @@ def test_a_cached_collection_output_is_read_back_from_its_files(tmp_path: Path, 
     assert second.tasks["make"].source.startswith("dataset:")
     pd.testing.assert_frame_equal(second.final_result, FRAME)  # computed from the files
     pd.testing.assert_frame_equal(Dataset(out).load(), FRAME)
+
+
+@WHERE
+def test_a_lazy_dataset_source_hands_tasks_a_collection_the_workers_read(
+    tmp_path: Path, where: str
+) -> None:
+    """``pipeline.dataset(..., lazy=True)``: tasks get a dask DataFrame of the parquet files
+    (never loaded whole by a task), the final result is computed, and a changed file misses."""
+    trips = tmp_path / "trips"
+    trips.mkdir()
+    for i in range(3):
+        FRAME.iloc[i * 100 : (i + 1) * 100].to_parquet(trips / f"part-{i}.parquet")
+    p = Pipeline(f"lazy_source_{where}")
+    p.dataset("trips", str(trips / "*.parquet"), lazy=True)
+
+    @p.task("kinds", depends_on=["trips"])
+    def kinds(frame: Any) -> Any:
+        assert isinstance(frame, dd.DataFrame) and frame.npartitions >= 3  # one a file
+        return frame[frame["value"] >= 10]
+
+    @p.task("total", depends_on=["kinds"])
+    def total(frame: Any) -> Any:
+        return frame["value"].sum()
+
+    config = {"store": {"url": str(tmp_path / "store")}, "caching": {"cache_results": True}}
+    with manager_on(where, config) as pm:
+        first = pm.execute_pipeline(p)
+        assert first.states == {"trips": "succeeded", "kinds": "succeeded", "total": "succeeded"}
+        assert first.final_result == FRAME["value"].iloc[:300][FRAME["value"] >= 10].sum()
+        FRAME.iloc[300:].to_parquet(trips / "part-3.parquet")  # a new file: everything misses
+        second = pm.execute_pipeline(p)
+    assert second.final_result == FRAME["value"][FRAME["value"] >= 10].sum()
+    with pytest.raises(Exception, match="give format, lazy and load arguments to the Dataset"):
+        p.dataset("again", Dataset(str(trips / "*.parquet")), lazy=True)

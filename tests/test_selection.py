@@ -19,6 +19,7 @@ import pytest
 from distributed import Client, LocalCluster
 from fastapi import FastAPI
 
+from tests.conftest import WHERE, manager_on
 from tests.test_fastapi import Server
 from xlibrary.pipeline import (
     Pipeline,
@@ -134,12 +135,13 @@ def test_from_tasks_takes_its_inputs_from_the_latest_run(
         assert result.states[name] is NOT_SELECTED, name
 
 
+@WHERE
 def test_from_tasks_runs_them_even_when_cached_and_takes_inputs_from_the_cache(
-    tmp_path: Path,
+    tmp_path: Path, where: str
 ) -> None:
     log = tmp_path / "calls"
     config = {"caching": {"cache_results": True}, "store": {"url": str(tmp_path / "store")}}
-    with PipelineManager(config) as pm:
+    with manager_on(where, config) as pm:
         pm.execute_pipeline(flights(log))  # caches every task; saves nothing
         log.unlink()
         result = pm.execute_pipeline(flights(log), from_tasks=["split"])
@@ -314,34 +316,37 @@ def test_readme_composing_and_selecting_example(tmp_path: Path) -> None:
         assert comment.startswith(value), (comment, value)
 
 
+@WHERE
 def test_from_tasks_reads_its_inputs_from_declared_datasets_and_save_to_outputs(
-    tmp_path: Path,
+    tmp_path: Path, where: str
 ) -> None:
     import pandas as pd
 
     (tmp_path / "raw.csv").write_text("x\n1\n2\n3\n")
-    calls: list[str] = []
+    log = tmp_path / "calls"
     p = Pipeline("from_datasets")
     p.dataset("raw", str(tmp_path / "raw.csv"))
 
     @p.task("clean", depends_on=["raw"], save_to=str(tmp_path / "clean.parquet"))
     def clean(raw: pd.DataFrame) -> pd.DataFrame:
-        calls.append("clean")
+        with log.open("a") as handle:
+            handle.write("clean\n")
         return raw * 10
 
     @p.task("total", depends_on=["clean", "raw"])
     def total(clean: pd.DataFrame, raw: pd.DataFrame) -> int:
-        calls.append("total")
+        with log.open("a") as handle:
+            handle.write("total\n")
         return int(clean["x"].sum() + raw["x"].sum())
 
     # no intermediate results saved, no cache: the datasets are the only sources
     config = {"store": {"url": str(tmp_path / "store")}, "caching": {"enabled": False}}
-    with PipelineManager(config) as pm:
+    with manager_on(where, config) as pm:
         assert pm.execute_pipeline(p).final_result == 66
         (tmp_path / "raw.csv").write_text("x\n1\n2\n4\n")  # the file is the truth
-        calls.clear()
+        log.unlink()
         again = pm.execute_pipeline(p, from_tasks=["total"])
-    assert calls == ["total"]  # clean came from its save_to output, raw from its file
+    assert calls(log) == ["total"]  # clean came from its save_to output, raw from its file
     assert again.final_result == 60 + 7
     assert again.states["clean"] == "cached" and again.states["raw"] == "cached"
     assert again.tasks["clean"].source.startswith("dataset:")

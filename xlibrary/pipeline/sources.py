@@ -56,18 +56,23 @@ class LoadDataset:
 
 
 def dataset_task(
-    name: str, url: str | Dataset, *, format: str | None, load_args: Mapping[str, Any]
+    name: str,
+    url: str | Dataset,
+    *,
+    format: str | None,
+    load_args: Mapping[str, Any],
+    lazy: bool = False,
 ) -> Task:
     """The source task ``name`` of the dataset at ``url`` (or the :class:`Dataset` given)."""
     if isinstance(url, Dataset):
-        if format is not None or load_args:
+        if format is not None or load_args or lazy:
             raise PipelineDefinitionError(
-                f"dataset {name!r}: give format and load arguments to the Dataset itself, "
-                "not beside it"
+                f"dataset {name!r}: give format, lazy and load arguments to the Dataset "
+                "itself, not beside it"
             )
         dataset = url if url.name else _named(url, name)
     else:
-        dataset = Dataset(url, format=format, load_args=dict(load_args), name=name)
+        dataset = Dataset(url, format=format, load_args=dict(load_args), name=name, lazy=lazy)
     return Task(name=name, func=LoadDataset(dataset), description=f"loads {dataset!r}")
 
 
@@ -146,17 +151,26 @@ class PipelineData:
         """Add a task spec: :meth:`~.pipeline.Pipeline.add`."""
 
     def dataset(
-        self, name: str, url: str | Dataset, *, format: str | None = None, **load_args: Any
+        self,
+        name: str,
+        url: str | Dataset,
+        *,
+        format: str | None = None,
+        lazy: bool = False,
+        **load_args: Any,
     ) -> Dataset:
         """Declare a source task ``name`` that loads the dataset at ``url`` (a path or any
         fsspec URL; a glob loads every match as one table) with pandas, in the ``format`` of
-        its extension unless given; ``load_args`` go to the reader. Tasks use it with
+        its extension unless given; ``load_args`` go to the reader. With ``lazy=True`` it
+        loads as a Dask collection (``dask.dataframe.read_parquet``, ``read_csv``, ...,
+        ``dask.array.from_zarr``) whose partitions the workers read. Tasks use it with
         ``depends_on=[name]``; a changed file changes their cache keys. ``url`` may be a
         :class:`~xlibrary.pipeline.datasets.Dataset`. Returns the dataset::
 
             pipeline.dataset("companies", "data/01_raw/companies.csv")
+            pipeline.dataset("trips", "s3://bucket/trips/*.parquet", lazy=True)
         """
-        spec = self.add(dataset_task(name, url, format=format, load_args=load_args))
+        spec = self.add(dataset_task(name, url, format=format, lazy=lazy, load_args=load_args))
         dataset = source_of(spec)
         assert dataset is not None
         return dataset
