@@ -9,9 +9,12 @@ inside a worker task: no nested ``compute()``, which can deadlock a worker of on
   cluster, is persisted from the worker that built it, with that worker's own client
   (:func:`hold`): the task ends as soon as the scheduler has the graph (it never waits for
   the partitions), and the next task receives a collection of futures whose partitions are
-  in worker memory. The data goes from that worker to the scheduler once, never to the
-  client, never from task to task. The keys carry the task's name (``load-frompandas-...``),
-  so the dashboard shows them under it.
+  in worker memory. A plain ``from_pandas`` frame is not even sent as a graph: its
+  partitions (slices of a frame already in that worker's memory) are scattered from there
+  straight to the workers (:func:`_scattered`; 0.67x hand-written Dask's time in
+  ``bench_collections``, whose client ships the frame through the scheduler). Never through
+  the client, never from task to task. The keys carry the task's name
+  (``load-frompandas-...``), so the dashboard shows them under it.
 * **Any other collection** (a ``read_parquet`` and what is built on it, or on persisted
   partitions) is handed on as it is: its graph is small. On threads every collection is.
 * **At the end** the client settles the run (:mod:`.backends.settle`): it waits for the
@@ -160,13 +163,20 @@ def hold(value: Any, writes: Sequence[PendingWrite] = ()) -> tuple[Any, Held]:
 
     client = get_client()
     prefix = f"{key[0]}-"
-    # the value and its first write in one graph: its partitions are computed once; two
-    # parquet writes of one frame in one graph fail in Dask 2026.8, so further writes go
-    # in graphs of their own, reading the persisted partitions
-    persisted, keys = persist_named(client, [value, *(write.lazy for write in writes[:1])], prefix)
+    scattered = _scattered(client, value, prefix)
+    if scattered is not None:  # a from_pandas frame: its partitions are here already
+        persisted, keys, together = [scattered[0]], {0: scattered[1]}, 0
+    else:
+        # the value and its first write in one graph: its partitions are computed once; two
+        # parquet writes of one frame in one graph fail in Dask 2026.8, so further writes go
+        # in graphs of their own, reading the persisted partitions
+        together = 1
+        persisted, keys = persist_named(
+            client, [value, *(write.lazy for write in writes[:together])], prefix
+        )
     held = [persisted]
-    write_keys = [keys[1]] if writes else []
-    for write in writes[1:]:
+    write_keys = [keys[1]] if writes and together else []
+    for write in writes[together:]:
         more, more_keys = persist_named(client, [write.commit.again(persisted[0])], prefix)
         held.append(more)
         write_keys.append(more_keys[0])
@@ -178,6 +188,29 @@ def hold(value: Any, writes: Sequence[PendingWrite] = ()) -> tuple[Any, Held]:
         for write, keys_of in zip(writes, write_keys, strict=True)
     )
     return persisted[0], Held(keys=tuple(keys[0]), writes=held_writes, kind=kind_of(value))
+
+
+def _scattered(client: Any, value: Any, prefix: str) -> tuple[Any, list[Hashable]] | None:
+    """A ``from_pandas`` frame (nothing else) scattered from this worker straight to the
+    workers, partition by partition, keyed ``<prefix>frompandas-...``: its data is in this
+    process already, so it need not travel through the scheduler inside a graph. The
+    partitions are slices of the frame, cut here with Dask's synchronous scheduler (no
+    cluster involved: nothing to deadlock). ``None`` for any other collection."""
+    if not is_expr_backed(value):
+        return None
+    optimized = value.optimize()
+    if type(optimized.expr).__name__ != "FromPandas":
+        return None
+    from dask.core import flatten
+    from dask.local import get_sync
+
+    keys = list(flatten(optimized.__dask_keys__()))  # type: ignore[no-untyped-call]
+    parts = get_sync(dict(optimized.__dask_graph__()), keys)
+    names = {key[0]: prefix + key[0] for key in keys if not key[0].startswith(prefix)}
+    renamed = [_renamed(key, names) for key in keys]
+    futures = client.scatter(dict(zip(renamed, parts, strict=True)), direct=True)
+    rebuild, args = optimized.__dask_postpersist__()
+    return rebuild(futures, *args), renamed
 
 
 KNOWN_TIMEOUT = 120.0
