@@ -292,7 +292,8 @@ def test_a_task_that_kills_its_worker_fails_with_a_clear_error(fault_cluster) ->
     assert "crashed or lost the Dask worker" in message
 
 
-def test_unreachable_tls_address_names_the_fix() -> None:
+@pytest.mark.parametrize("protocol", ["tls", "tcp"])
+def test_unreachable_address_names_the_fix(protocol: str) -> None:
     """... and the Client that failed to connect is closed at once: its IO-loop thread does
     not outlive the error (it kept the next Client in the process from starting its loop)."""
     import threading
@@ -301,7 +302,8 @@ def test_unreachable_tls_address_names_the_fix() -> None:
         return sum(t.name == "IO loop" and t.is_alive() for t in threading.enumerate())
 
     before = io_loops()
-    with PipelineManager({"scheduler_address": f"tls://127.0.0.1:{free_port()}"}) as pm:
+    config = {"scheduler_address": f"{protocol}://127.0.0.1:{free_port()}"}
+    with PipelineManager(config) as pm:
         with pytest.raises(ClusterError, match="security settings") as caught:
             pm.execute_pipeline(_asking({}))
         assert io_loops() == before, caught.value  # the error, held here, holds no loop

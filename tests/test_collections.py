@@ -179,7 +179,9 @@ def test_a_cluster_persists_collections_and_computes_the_finals_at_the_end(
     # (scattered, not through the scheduler in a graph) under the task's name ...
     from distributed.client import futures_of
 
-    assert {key_split(future.key) for future in futures_of(clean)} == {"load-frompandas"}
+    keys = {str(future.key[0]) for future in futures_of(clean)}
+    assert keys and all(k.startswith(f"load-{result.run_id}-frompandas-") for k in keys), keys
+    assert {key_split(future.key) for future in futures_of(clean)} == {"load"}
     # ... and the rest ran on the workers under the pipeline tasks' names
     prefixes = {key_split(task["key"]) for task in stream.data}
     assert any(prefix.startswith("totals+size-") for prefix in prefixes), prefixes  # the end

@@ -5,6 +5,7 @@ can deadlock, issue 14), put in place atomically, and a failed write fails the t
 from __future__ import annotations
 
 import contextlib
+import pickle
 import threading
 import time
 import uuid
@@ -210,3 +211,56 @@ def test_a_lazy_dataset_source_hands_tasks_a_collection_the_workers_read(
     assert second.final_result == FRAME["value"][FRAME["value"] >= 10].sum()
     with pytest.raises(Exception, match="give format, lazy and load arguments to the Dataset"):
         p.dataset("again", Dataset(str(trips / "*.parquet")), lazy=True)
+
+
+def test_two_tasks_saving_one_version_the_second_fails_and_the_first_stays(
+    tmp_path: Path,
+) -> None:
+    url = str(tmp_path / "same" / "made.parquet")
+    p = Pipeline("same_version")
+    p.task("a", save_to=url, versioned=True)(lambda: dd.from_pandas(FRAME, npartitions=2))
+    p.task("b", depends_on=["a"], save_to=url, versioned=True)(lambda a: a.head(3, compute=False))
+    with PipelineManager() as pm:
+        result = pm.execute_pipeline(p)
+    assert result.states["a"] == "succeeded" and result.states["b"] == "failed"
+    assert "never overwritten" in str(result.error)
+    pd.testing.assert_frame_equal(Dataset(url, versioned=True).load(), FRAME)  # a's, whole
+    assert not list((tmp_path / "same").rglob(".tmp-*"))
+
+
+def test_a_commit_with_nothing_written_keeps_the_old_output(tmp_path: Path) -> None:
+    out = tmp_path / "kept.parquet"
+    dataset = Dataset(str(out))
+    dataset.save(dd.from_pandas(FRAME, npartitions=2))
+    _, save = dataset.save_lazily(dd.from_pandas(FRAME.head(5), npartitions=1))
+    save.abandon()  # as if the workers never wrote it
+    with pytest.raises(Exception, match="nothing was written"):
+        save.commit()
+    pd.testing.assert_frame_equal(dataset.load(), FRAME)
+    assert "lazy" not in vars(save) and len(pickle.dumps(save)) < 2_000  # it holds no data
+
+
+def test_a_cancelled_run_leaves_no_temporary_output(tmp_path: Path) -> None:
+    out = tmp_path / "cancelled" / "made.parquet"
+    started = tmp_path / "slow-started"
+    p = Pipeline("cancelled_output")
+    p.task("make", save_to=str(out))(lambda: dd.from_pandas(FRAME, npartitions=2))
+
+    @p.task("slow", depends_on=["make"])
+    def slow(frame: Any) -> int:
+        started.touch()
+        time.sleep(3)
+        return 1
+
+    p.task("after", depends_on=["slow"])(lambda n: n)  # never starts: the run stops there
+    with PipelineManager() as pm:
+        handle = pm.submit(p)
+        deadline = time.monotonic() + 30
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        handle.cancel()
+        with contextlib.suppress(Exception):
+            handle.result(timeout=30)
+        assert handle.status() == "cancelled"
+    assert not out.exists()
+    assert not list(out.parent.glob(".tmp-*")) if out.parent.exists() else True

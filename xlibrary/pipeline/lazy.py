@@ -163,7 +163,7 @@ def hold(value: Any, writes: Sequence[PendingWrite] = ()) -> tuple[Any, Held]:
 
     client = get_client()
     prefix = f"{key[0]}-"
-    scattered = _scattered(client, value, prefix)
+    scattered = _scattered(client, value, f"{key[0]}-{key[1]}-")  # a key of this run only
     if scattered is not None:  # a from_pandas frame: its partitions are here already
         persisted, keys, together = [scattered[0]], {0: scattered[1]}, 0
     else:
@@ -192,7 +192,8 @@ def hold(value: Any, writes: Sequence[PendingWrite] = ()) -> tuple[Any, Held]:
 
 def _scattered(client: Any, value: Any, prefix: str) -> tuple[Any, list[Hashable]] | None:
     """A ``from_pandas`` frame (nothing else) scattered from this worker straight to the
-    workers, partition by partition, keyed ``<prefix>frompandas-...``: its data is in this
+    workers (spread over them all: given no workers, a worker's scatter keeps everything
+    itself), partition by partition, keyed ``<prefix>frompandas-...``: its data is in this
     process already, so it need not travel through the scheduler inside a graph. The
     partitions are slices of the frame, cut here with Dask's synchronous scheduler (no
     cluster involved: nothing to deadlock). ``None`` for any other collection."""
@@ -208,7 +209,8 @@ def _scattered(client: Any, value: Any, prefix: str) -> tuple[Any, list[Hashable
     parts = get_sync(dict(optimized.__dask_graph__()), keys)
     names = {key[0]: prefix + key[0] for key in keys if not key[0].startswith(prefix)}
     renamed = [_renamed(key, names) for key in keys]
-    futures = client.scatter(dict(zip(renamed, parts, strict=True)), direct=True)
+    workers = list(client.scheduler_info(n_workers=-1)["workers"])
+    futures = client.scatter(dict(zip(renamed, parts, strict=True)), workers=workers, direct=True)
     rebuild, args = optimized.__dask_postpersist__()
     return rebuild(futures, *args), renamed
 

@@ -20,7 +20,7 @@ from .outcome import Failure, Outcome
 from .redact import redact_url
 from .states import DONE, STALE, TaskStatus
 from .store import Cache, RunStore
-from .stored import PendingWrite, opened, output_write, pending_writes
+from .stored import PendingWrite, abandon, opened, output_write, pending_writes
 
 __all__ = [
     "CacheLoader", "DatasetLoader", "SavedLoader", "held", "held_collection", "opened_or_miss",
@@ -146,6 +146,7 @@ def held(outcome: Outcome, task: str, writes: Sequence[PendingWrite] = ()) -> Ou
     try:
         outcome.value, outcome.held = hold(outcome.value, writes)
     except Exception as exc:  # the graph cannot be persisted (or the cluster is gone)
+        abandon(writes)
         return Outcome(
             status=TaskStatus.FAILED, attempts=outcome.attempts, started=outcome.started,
             finished=time.time(), failure=Failure.from_exception(task, exc),

@@ -13,7 +13,7 @@ left. :func:`opened` turns a stored collection back into a lazy one
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -30,6 +30,8 @@ __all__ = [
     "OutputCommit",
     "PendingWrite",
     "SavedCommit",
+    "abandon",
+    "abandon_held",
     "kind_of",
     "opened",
     "output_write",
@@ -183,13 +185,31 @@ def output_write(
     ``entry_id`` (returned too) is the cache entry handed out when ``cache_key`` is given.
     Raises what
     makes the output unwritable (a format that cannot hold it, a version that exists)."""
-    save = dataset.save_lazily(value, version=run_id if dataset.versioned else None)
+    lazy, save = dataset.save_lazily(value, version=run_id if dataset.versioned else None)
     keyed = cache is not None and cache_key is not None
     commit = OutputCommit(
         save=save, dataset=dataset, task=task, pipeline=pipeline, cache=cache, key=cache_key,
         entry_id=new_entry_id() if keyed else None, ttl=ttl, meta=meta,
     )  # fmt: skip
-    return PendingWrite(commit=commit, lazy=save.lazy), commit.entry_id
+    return PendingWrite(commit=commit, lazy=lazy), commit.entry_id
+
+
+def abandon(writes: Iterable[PendingWrite]) -> None:
+    """Remove what ``writes`` left (a run that stopped before they were settled, a
+    collection that could not be held); never raises."""
+    for write in writes:
+        try:
+            write.commit.abandon()
+        except Exception as exc:  # cleaning up after a failure already reported
+            logger.debug("could not remove a write of task's collection: %s", exc)
+
+
+def abandon_held(outcomes: Iterable[Any]) -> None:
+    """:func:`abandon` the pending writes of ``outcomes`` (a run that stopped early)."""
+    for outcome in outcomes:
+        held = getattr(outcome, "held", None)
+        if held is not None:
+            abandon(held.writes)
 
 
 def _remove(place: StoredCollection) -> None:

@@ -37,6 +37,7 @@ from ..extensions import cluster_kinds
 from ..lower import Key
 from ..outcome import Outcome, register_with_distributed
 from ..settings import Settings
+from ..stored import abandon_held
 from ..watch import RunWatch
 from .clusters import distributed_options, import_distributed
 from .noworkers import NoWorkersWatch, WorkerCount
@@ -295,6 +296,7 @@ class DistributedBackend:
             except BaseException as exc:
                 if progress is not None:  # what had finished, for the run's record
                     progress.finished.update(self._finished(client, run_id, fetch, futures))
+                    abandon_held(progress.finished.values())  # never settled: not committed
                 with contextlib.suppress(Exception):  # a closed client: the error says why
                     client.cancel(futures)  # interrupted: leave nothing going on the cluster
                 threading.Thread(  # nor what its tasks persisted (a dead cluster: no wait)
@@ -479,5 +481,11 @@ def _close_unconnected(exc: BaseException, client_type: type[Client]) -> None:
                 candidate.close(timeout=5)
             except Exception as close_exc:  # already half-closed: nothing more to release
                 logger.debug("closing a Client that failed to connect: %s", close_exc)
+            # a Client that failed to start is "closed" already, and close() then leaves
+            # its IO-loop thread running: stop that too (distributed's own LoopRunner)
+            runner = getattr(candidate, "_loop_runner", None)
+            with contextlib.suppress(Exception):
+                if runner is not None:
+                    runner.stop()
             return
         tb = tb.tb_next

@@ -18,6 +18,7 @@ on_connect)`` class method (see :mod:`~xlibrary.pipeline.extensions`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import threading
@@ -113,7 +114,8 @@ class Backends:
                 backend = backends.get(name).from_settings(
                     self.settings, client=client, on_connect=self._on_connect
                 )
-                backend.name = name  # runs say the name it was registered and asked by
+                with contextlib.suppress(AttributeError):  # a read-only name is its own
+                    backend.name = name  # runs say the name it was registered and asked by
                 try:
                     backend.start()
                 except BaseException:

@@ -19,6 +19,7 @@ import dask.threaded
 from ..lower import Key
 from ..outcome import Outcome
 from ..settings import Settings
+from ..stored import abandon_held
 from ..watch import RunWatch, dask_callbacks
 from .settle import settle_here
 
@@ -120,6 +121,7 @@ def run_locally(
                     if type(value) is Outcome:
                         watch.finished[key[0]] = value.without_value()
                 watch.finished.update(seen)
+                abandon_held(watch.finished.values())  # never settled: nothing to commit
 
         callbacks.append((None, None, None, None, stopped))
     wanted_keys = [keys[name] for name in names]

@@ -22,8 +22,9 @@
 
 from __future__ import annotations
 
+from .atomic import LazySave
 from .catalog import Catalog
-from .dataset import Dataset, LazySave
+from .dataset import Dataset
 from .fingerprint import FileState, Fingerprint, describe_change
 from .formats import (
     DatasetFormat,

@@ -20,14 +20,12 @@ the file) unless asked for another; a version is never overwritten.
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import posixpath
-import shutil
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import KW_ONLY, dataclass, field
-from typing import IO, Any
+from typing import Any
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -35,6 +33,7 @@ from fsspec.implementations.local import LocalFileSystem
 from ..errors import DatasetError, DatasetNotFoundError, MissingExtraError, missing_extra
 from ..redact import redact_text, redact_url
 from ..store.names import new_run_id
+from .atomic import LazySave, atomic_file, put_in_place
 from .fingerprint import Fingerprint, has_magic
 from .formats import (
     DatasetFormat,
@@ -183,7 +182,7 @@ class Dataset:
             if collection or fmt.directory:
                 self._write_directory(fmt, value, fs, path, args)
             else:
-                with _atomic_file(fs, path, compression_of(path)) as file:
+                with atomic_file(fs, path, compression_of(path)) as file:
                     fmt.write(value, file, **args)
         except (DatasetError, MissingExtraError):
             raise
@@ -191,12 +190,13 @@ class Dataset:
             raise self._failed("save", exc) from exc
         return version
 
-    def save_lazily(self, value: Any, *, version: str | None = None) -> LazySave:
-        """Prepare the save of Dask collection ``value`` without computing anything: its
-        ``lazy`` write puts the parts in a directory beside the target when computed (by
-        whoever computes it: the workers of a cluster), then ``commit()`` renames it into
-        place, as :meth:`save` does; ``abandon()`` removes a write that failed. What ``save``
-        refuses is refused here, before anything is written."""
+    def save_lazily(self, value: Any, *, version: str | None = None) -> tuple[Any, LazySave]:
+        """Prepare the save of Dask collection ``value`` without computing anything: returns
+        the lazy write, which puts the parts in a directory beside the target when computed
+        (by whoever computes it: the workers of a cluster), and the :class:`LazySave` whose
+        ``commit()`` then renames it into place, as :meth:`save` does (``abandon()`` removes
+        a write that failed). What ``save`` refuses is refused here, before anything is
+        written. The ``LazySave`` holds no data: it may travel."""
         fmt, fs, path, version, args, collection = self._target(value, version)
         if not collection:
             raise DatasetError(f"{self._what()}: save_lazily takes a Dask collection; use save")
@@ -213,7 +213,10 @@ class Dataset:
             raise
         except Exception as exc:
             raise self._failed("save", exc) from exc
-        return LazySave(lazy=lazy, version=version, fs=fs, temporary=temporary, path=path)
+        done = LazySave(
+            version=version, fs=fs, temporary=temporary, path=path, versioned=self.versioned
+        )
+        return lazy, done
 
     def _target(
         self, value: Any, version: str | None
@@ -341,7 +344,7 @@ class Dataset:
         try:
             url = self._url_of(fs, temporary)
             fmt.write_collection(value, fs, temporary, url, self.storage_options, **args)
-            _put_in_place(fs, temporary, path)
+            put_in_place(fs, temporary, path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 fs.rm(temporary, recursive=True)
@@ -360,28 +363,6 @@ class Dataset:
         return DatasetError(f"{self._what()}: cannot {verb} it as {self.format}: {detail}")
 
 
-@dataclass(frozen=True, kw_only=True)
-class LazySave:
-    """A Dask collection's save, prepared by :meth:`Dataset.save_lazily`: compute ``lazy``
-    (it writes the parts to ``temporary``), then ``commit()``; or ``abandon()``."""
-
-    lazy: Any = field(compare=False)
-    version: str | None
-    fs: Any = field(compare=False)
-    temporary: str
-    path: str
-
-    def commit(self) -> None:
-        """Put the written directory in place of what the target held (atomically on a
-        local disk)."""
-        _put_in_place(self.fs, self.temporary, self.path)
-
-    def abandon(self) -> None:
-        """Remove what a failed or unwanted write left; the target is untouched."""
-        with contextlib.suppress(FileNotFoundError):
-            self.fs.rm(self.temporary, recursive=True)
-
-
 def _files_under(fs: Any, path: str) -> list[str]:
     """The data files of a directory: hidden ones and ``_SUCCESS``-like markers left out."""
     found = (p for p in sorted(fs.find(path)) if not hidden(posixpath.relpath(p, path)))
@@ -394,64 +375,6 @@ def _read_file(fmt: DatasetFormat, fs: Any, path: str, args: dict[str, Any]) -> 
         return fmt.read_local(path, **args)
     with fs.open(path, "rb", compression=compression) as file:
         return fmt.read(file, **args)
-
-
-@contextlib.contextmanager
-def _atomic_file(fs: Any, path: str, compression: str | None) -> Iterator[IO[bytes]]:
-    """A binary file whose bytes land at ``path`` whole, or not at all (see the module)."""
-    if isinstance(fs, LocalFileSystem):
-        directory, name = os.path.split(path)
-        os.makedirs(directory, exist_ok=True)
-        temporary = os.path.join(directory, f".tmp-{uuid.uuid4().hex[:12]}-{name}")
-        try:
-            with open(temporary, "xb") as raw, _compressed(raw, compression) as file:
-                yield file
-            _put_in_place(fs, temporary, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temporary)
-            raise
-        return
-    buffer = io.BytesIO()
-    with _compressed(buffer, compression) as file:
-        yield file
-    parent = posixpath.dirname(path)
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
-    if fs.isdir(path):
-        fs.rm(path, recursive=True)
-    fs.pipe_file(path, buffer.getvalue())
-
-
-@contextlib.contextmanager
-def _compressed(raw: IO[bytes], compression: str | None) -> Iterator[IO[bytes]]:
-    if compression is None:
-        yield raw
-        return
-    from fsspec.compression import compr
-
-    with compr[compression](raw, mode="wb") as file:
-        yield file
-
-
-def _put_in_place(fs: Any, temporary: str, path: str) -> None:
-    """Move ``temporary`` (a file or a directory) to ``path``, replacing what is there."""
-    if not isinstance(fs, LocalFileSystem):
-        if fs.exists(path):
-            fs.rm(path, recursive=True)
-        fs.mv(temporary, path, recursive=True)
-        return
-    if not (os.path.isdir(temporary) or os.path.isdir(path)) or not os.path.lexists(path):
-        os.replace(temporary, path)  # one rename: atomic
-        return
-    parent, name = os.path.split(path)
-    aside = os.path.join(parent, f".old-{uuid.uuid4().hex[:12]}-{name}")
-    os.rename(path, aside)  # a directory cannot be renamed over: move the old one aside
-    os.rename(temporary, path)
-    if os.path.isdir(aside):
-        shutil.rmtree(aside, ignore_errors=True)
-    else:
-        os.unlink(aside)
 
 
 def _version_dirs(fs: Any, path: str) -> list[str]:
