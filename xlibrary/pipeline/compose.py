@@ -30,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .errors import (
     DuplicateTaskError,
@@ -40,8 +40,26 @@ from .errors import (
 )
 from .spec import Task, check_name
 
-if TYPE_CHECKING:
-    from .pipeline import Pipeline
+
+class Pipeline(Protocol):
+    """What composing reads of a :class:`~xlibrary.pipeline.pipeline.Pipeline` (named so;
+    a protocol, so this layer needs nothing above it)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def inclusions(self) -> tuple[Inclusion, ...]: ...
+
+    @property
+    def composed(self) -> Mapping[str, Task]: ...
+
+    @property
+    def params(self) -> Mapping[str, Any]: ...
+
+    @property
+    def version(self) -> tuple[Any, ...]: ...
+
 
 __all__ = [
     "Inclusion",
