@@ -67,6 +67,7 @@ from typing import Any
 
 from dask.base import is_dask_collection
 
+from .keys import run_of, task_of
 from .stored import PendingWrite, kind_of, write_lazily
 
 __all__ = [
@@ -159,7 +160,7 @@ def hold(value: Any, writes: Sequence[PendingWrite] = ()) -> tuple[Any, Held]:
     from distributed import get_client
 
     client = get_client()
-    prefix = f"{key[0]}-"
+    prefix = f"{task_of(key)}-"
     # the value and its first write in one graph: its partitions are computed once; two
     # parquet writes of one frame in one graph fail in Dask 2026.8, so further writes go
     # in graphs of their own, reading the persisted partitions
@@ -174,7 +175,7 @@ def hold(value: Any, writes: Sequence[PendingWrite] = ()) -> tuple[Any, Held]:
         write_keys.append(more_keys[0])
     _until_known(client, [k for keys_of in (keys[0], *write_keys) for k in keys_of])
     with _held_lock:  # the persisted collections hold their futures
-        _held.setdefault(str(key[1]), []).extend(held)
+        _held.setdefault(str(run_of(key)), []).extend(held)
     held_writes = tuple(
         PendingWrite(commit=write.commit, keys=tuple(keys_of))
         for write, keys_of in zip(writes, write_keys, strict=True)
