@@ -245,6 +245,7 @@ def cluster_case(n: int, loops: int, cases: list[str], timeout: float) -> None:
             for name in cases:
                 try:
                     results[name].append(measure(within(runs[name], timeout), expected))
+                    print(f"  loop {loop + 1}: {name} {results[name][-1][0]:.1f} s", flush=True)
                 except Exception as exc:  # a run that never finished, or failed
                     results[name].append(f"{type(exc).__name__}")
                     print(f"  loop {loop + 1}: {name} did not complete ({exc!r})", flush=True)
