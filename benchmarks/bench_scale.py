@@ -1,17 +1,24 @@
-"""A 10,000-task pipeline on a 2-worker LocalCluster: engine against raw Dask, and the client's
-peak memory while it runs.
+"""Scale: a 100,000-task fan-out on threads, and a 10,000-task pipeline on a 2-worker
+LocalCluster, each against raw Dask (and the cluster one against ``client.map``).
 
-    nox -s bench          # or: python benchmarks/bench_scale.py [--tasks N] [--repeat N]
+    nox -s bench          # or: python benchmarks/bench_scale.py [--tasks N] [--loops N]
+                          #     [--threads-tasks N] [--only threads|cluster] [--cases ...]
 
-The pipeline: about N tasks that each make a 10 kB block; a sum of the block sizes for each
+Threads: a fan-out (one source, N tasks on it, their total) declared, planned and run with
+``execute_pipeline``, against building the same raw task-spec graph and running it with
+``dask.threaded.get`` on the same thread pool (alternating, medians of ``--threads-repeat``).
+Targets: declare + plan <= 2x the raw build; run <= 1.2x the raw run.
+
+Cluster: about N tasks that each make a 10 kB block; a sum of the block sizes for each
 group of about sqrt(N) blocks (a tree reduction, as Dask does: one task of 10,000 inputs makes a
 worker fetch them all at once, and one key with 10,000 dependents costs the scheduler the square
-of that), and the total. Raw Dask runs the
-same task-spec graph with one ``client.get`` of the final key. The engine runs it with
+of that), and the total. Raw Dask runs the same task-spec graph with one ``client.get`` of the
+final key; ``client.map`` maps the blocks and submits the sums. The engine runs it with
 ``keep_results`` at its cluster default, ``final`` (only the last result comes back; the blocks
 are released on the workers as soon as their group's sum has them), and with ``all`` (every
-block comes back to the client), to show what that default saves. Client memory is the peak
-resident memory of this process during the run, above what it held before.
+block comes back to the client), to show what that default saves. Each case runs ``--loops``
+times; a run that fails or takes over ``--timeout`` seconds counts as not completed. Client
+memory is the peak resident memory of this process during the run, above what it held before.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from dask.task_spec import Task as DaskTask
@@ -80,6 +88,103 @@ def pipeline(n: int) -> Pipeline:
     return p
 
 
+def fanout_graph(n: int, token: str) -> tuple[dict[Any, DaskTask], Any]:
+    """The fan-out as a raw task-spec graph: one source, ``n`` tasks on it, their total."""
+    src = ("source", token)
+    graph: dict[Any, Any] = {src: DaskTask(src, source)}
+    leaves = []
+    for i in range(n):
+        key = (f"leaf_{i}", token)
+        graph[key] = DaskTask(key, inc, TaskRef(src))
+        leaves.append(TaskRef(key))
+    out = ("total", token)
+    graph[out] = DaskTask(out, add, *leaves)
+    return graph, out
+
+
+def fanout(n: int) -> Pipeline:
+    """The same fan-out, declared."""
+    p = Pipeline(f"fanout_{n}")
+    p.add(Task("source", source))
+    for i in range(n):
+        p.add(Task(f"leaf_{i}", inc, ("source",)))
+    p.add(Task("total", add, tuple(f"leaf_{i}" for i in range(n))))
+    return p
+
+
+def source() -> int:
+    return 1
+
+
+def inc(x: int) -> int:
+    return x + 1
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    started = time.perf_counter()
+    value = fn()
+    return time.perf_counter() - started, value
+
+
+def threads_case(n: int, repeat: int) -> None:
+    """Declare, plan and run the fan-out of ``n`` tasks on threads, against building and
+    running the raw graph on the same thread pool (alternating, medians of ``repeat``)."""
+    import dask.threaded
+
+    times: dict[str, list[float]] = {k: [] for k in ("build", "declare", "plan", "raw", "run")}
+    with PipelineManager() as pm:
+        from xlibrary.pipeline.backends.local import LocalBackend
+
+        backend = pm._backends.get("threads")
+        assert isinstance(backend, LocalBackend)
+        pool = backend.pool  # one pool for raw Dask and the engine
+        small = fanout(200)  # warm up
+        assert pm.execute_pipeline(small).final_result == 2 * 200
+        assert dask.threaded.get(*fanout_graph(200, "warm"), pool=pool) == 2 * 200
+        for i in range(repeat):
+            for name, elapsed in threads_round(pm, pool, n, flip=i % 2 == 1).items():
+                times[name].append(elapsed)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"\nfan-out of {n:,} tasks on threads (median of {repeat})")
+    print(f"  raw graph build {med['build']:8.2f} s")
+    print(f"  declare         {med['declare']:8.2f} s")
+    print(f"  plan            {med['plan']:8.2f} s")
+    ratio = (med["declare"] + med["plan"]) / med["build"]
+    print(f"  declare + plan / raw build  {ratio:6.2f}   (target <= 2)")
+    print(f"  raw run         {med['raw']:8.2f} s")
+    print(f"  engine run      {med['run']:8.2f} s   (with the plan made above)")
+    print(f"  run / raw run               {med['run'] / med['raw']:6.2f}   (target <= 1.2)")
+
+
+def threads_round(pm: PipelineManager, pool: Any, n: int, *, flip: bool) -> dict[str, float]:
+    """One round of the threads case: seconds by stage."""
+    import dask.threaded
+
+    out = {}
+    out["build"], (graph, key) = timed(lambda: fanout_graph(n, f"raw-{time.time_ns()}"))
+    out["declare"], p = timed(lambda: fanout(n))
+    out["plan"], _ = timed(lambda: pm.plan(p))  # kept: the run below uses it
+    order: list[tuple[str, Callable[[], Any]]] = [
+        ("raw", lambda: dask.threaded.get(graph, key, pool=pool)),
+        ("run", lambda: pm.execute_pipeline(p).final_result),
+    ]
+    for name, fn in reversed(order) if flip else order:
+        out[name], value = timed(fn)
+        assert value == 2 * n, value
+    return out
+
+
+def by_map(client: Any, n: int) -> int:
+    """The same work as :func:`pipeline` with ``client.map`` and ``client.submit``."""
+    groups, per = shape(n)
+    blocks = client.map(block, range(groups * per), pure=False)
+    sums = [
+        client.submit(total, *blocks[g * per : (g + 1) * per], pure=False) for g in range(groups)
+    ]
+    value: int = client.submit(add, *sums, pure=False).result()
+    return value
+
+
 def measure(fn: Callable[[], Any], expected: int) -> tuple[float, int]:
     """Seconds, and the client's peak memory above its level before the run (bytes)."""
     sampler.ensure_running()
@@ -93,19 +198,29 @@ def measure(fn: Callable[[], Any], expected: int) -> tuple[float, int]:
     return elapsed, max(0, peak - before)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", type=int, default=10_000)
-    parser.add_argument("--repeat", type=int, default=1)
-    args = parser.parse_args()
-    n = args.tasks
+def within(fn: Callable[[], Any], seconds: float) -> Callable[[], Any]:
+    """``fn``, given up on after ``seconds`` (TimeoutError; the run goes on in the background
+    until the cluster closes)."""
+
+    def run() -> Any:
+        with ThreadPoolExecutor(1) as pool:
+            future = pool.submit(fn)
+            try:
+                return future.result(timeout=seconds)
+            finally:
+                pool.shutdown(wait=False, cancel_futures=True)
+
+    return run
+
+
+def cluster_case(n: int, loops: int, cases: list[str], timeout: float) -> None:
     groups, per = shape(n)
     expected = groups * per * BLOCK
     tasks = 1 + groups * (per + 1)
 
     from distributed import Client, LocalCluster
 
-    cases: dict[str, list[tuple[float, int]]] = {"raw": [], "final": [], "all": []}
+    results: dict[str, list[tuple[float, int] | str]] = {name: [] for name in cases}
     with (
         LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster,
         Client(cluster) as client,
@@ -116,34 +231,73 @@ def main() -> int:
         small_expected = shape(200)[0] * shape(200)[1] * BLOCK
         runs = {
             "raw": lambda: client.get(*raw_graph(n, f"raw-{time.time_ns()}")),
+            "map": lambda: by_map(client, n),
             "final": lambda: final.execute_pipeline(p).final_result,
             "all": lambda: keep_all.execute_pipeline(p).final_result,
         }
         # warm up on a small graph and check every answer (a 10,000-task run takes a minute
         # or more on 2 cores: Dask's own cost per task grows with the graph)
         assert client.get(*raw_graph(200, "warm")) == small_expected
+        assert by_map(client, 200) == small_expected
         assert final.execute_pipeline(small).final_result == small_expected
         assert keep_all.execute_pipeline(small).final_result == small_expected
-        for _ in range(args.repeat):
-            for name, fn in runs.items():
-                cases[name].append(measure(fn, expected))
+        for loop in range(loops):
+            for name in cases:
+                try:
+                    results[name].append(measure(within(runs[name], timeout), expected))
+                    print(f"  loop {loop + 1}: {name} {results[name][-1][0]:.1f} s", flush=True)
+                except Exception as exc:  # a run that never finished, or failed
+                    results[name].append(f"{type(exc).__name__}")
+                    print(f"  loop {loop + 1}: {name} did not complete ({exc!r})", flush=True)
 
-    def seconds(name: str) -> float:
-        return statistics.median(t for t, _ in cases[name])
+    def seconds(name: str) -> float | None:
+        done = [r[0] for r in results[name] if not isinstance(r, str)]
+        return statistics.median(done) if done else None
 
     def memory(name: str) -> float:
-        return max(m for _, m in cases[name]) / 2**20
+        done = [r[1] for r in results[name] if not isinstance(r, str)]
+        return max(done, default=0) / 2**20
 
-    raw = seconds("raw")
-    print(f"\n{tasks:,} tasks on a 2-worker LocalCluster (median of {args.repeat})")
-    print(f"  {'':<34}{'seconds':>9}{'ratio':>8}{'client peak MB':>16}")
-    print(f"  {'raw dask':<34}{raw:9.2f}{1:8.2f}{memory('raw'):16.1f}")
-    for name, label in (
-        ("final", "engine, keep_results final"),
-        ("all", "engine, keep_results all"),
-    ):
-        print(f"  {label:<34}{seconds(name):9.2f}{seconds(name) / raw:8.2f}{memory(name):16.1f}")
-    print("  (target: ratio <= 1.3 for the default, final)")
+    labels = {
+        "raw": "raw dask (client.get)",
+        "map": "client.map + submit",
+        "final": "engine, keep_results final",
+        "all": "engine, keep_results all",
+    }
+    print(f"\n{tasks:,} tasks on a 2-worker LocalCluster ({loops} loops, median of completed)")
+    print(f"  {'':<30}{'done':>6}{'seconds':>9}{'/raw':>7}{'/map':>7}{'client MB':>11}  each")
+    raw, by_client_map = seconds("raw") if "raw" in cases else None, None
+    by_client_map = seconds("map") if "map" in cases else None
+    for name in cases:
+        mid = seconds(name)
+        done = sum(not isinstance(r, str) for r in results[name])
+        each = " ".join(f"{r[0]:.1f}" if not isinstance(r, str) else r for r in results[name])
+
+        def ratio(base: float | None, mid: float | None = mid) -> str:
+            return f"{mid / base:7.2f}" if mid is not None and base else f"{'-':>7}"
+
+        shown = f"{mid:9.2f}" if mid is not None else f"{'-':>9}"
+        print(
+            f"  {labels[name]:<30}{done:>3}/{loops:<2}{shown}{ratio(raw)}{ratio(by_client_map)}"
+            f"{memory(name):11.1f}  {each}"
+        )
+    print("  (targets: engine final / raw <= 1.3; engine final / client.map <= 1.5)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=10_000, help="cluster case")
+    parser.add_argument("--loops", "--repeat", type=int, default=1, help="cluster runs of each")
+    parser.add_argument("--cases", default="raw,map,final,all", help="cluster cases to run")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds a cluster run gets")
+    parser.add_argument("--threads-tasks", type=int, default=100_000, help="threads case")
+    parser.add_argument("--threads-repeat", type=int, default=3)
+    parser.add_argument("--only", choices=("threads", "cluster"), default=None)
+    args = parser.parse_args()
+    if args.only != "cluster":
+        threads_case(args.threads_tasks, args.threads_repeat)
+    if args.only != "threads":
+        cluster_case(args.tasks, args.loops, args.cases.split(","), args.timeout)
     return 0
 
 

@@ -96,6 +96,37 @@ def test_status_page_and_task_stream_carry_task_names(dashboard) -> None:
     assert {record["key"][0] for record in stream} >= set(TASKS)
 
 
+def test_a_large_runs_tasks_share_prefixes_and_keep_their_names(dashboard, monkeypatch) -> None:
+    """Above GROUP_ABOVE tasks a run keys them (group, run_id, task): the scheduler keeps one
+    prefix for ``transform_customers_00`` ... ``_29``, while the dashboard's task stream, the
+    Pipelines page and the result still name each task."""
+    from dask.utils import key_split
+
+    from xlibrary.pipeline import keys
+
+    monkeypatch.setattr(keys, "GROUP_ABOVE", 10)
+    pm, base = dashboard
+    client = pm.client
+    result = pm.execute_pipeline(wide("wide_grouped", 30))
+    assert result.success, result.error
+    names = [f"transform_customers_{i:02d}" for i in range(30)]
+    assert sorted(result.tasks) == names
+    assert {str(task.status) for task in result.tasks.values()} == {"succeeded"}
+    run_keys = [r["key"] for r in client.get_task_stream() if r["key"][1] == result.run_id]
+    assert {key_split(key) for key in run_keys} == {"transform_customers"}
+    assert sorted(keys.task_of(key) for key in run_keys) == names
+    prefixes = client.run_on_scheduler(lambda dask_scheduler: set(dask_scheduler.task_prefixes))
+    assert "transform_customers" in prefixes and not prefixes & set(names)
+    deadline = time.time() + 10
+    while (
+        time.time() < deadline
+        and (runs_of(base, "wide_grouped") or [{}])[0].get("status") != "succeeded"
+    ):
+        time.sleep(0.1)
+    run = runs_of(base, "wide_grouped")[0]
+    assert list(run["tasks"]) == names and run["counts"] == {"succeeded": 30}
+
+
 def test_pipelines_json_over_http(dashboard) -> None:
     _, base = dashboard
     latest = runs_of(base, "orders_dashboard")[0]

@@ -6,10 +6,12 @@ import pickle
 import threading
 import time
 
+import cloudpickle
 import dask
 from dask.utils import key_split
 
 from xlibrary.pipeline import Pipeline, RetryPolicy, TaskError, TaskTimeoutError
+from xlibrary.pipeline import keys as keys_module
 from xlibrary.pipeline.lower import lower
 from xlibrary.pipeline.outcome import Outcome
 from xlibrary.pipeline.plan import make_plan, prepare_run
@@ -35,6 +37,48 @@ def test_graph_keys_carry_task_names_and_run_id() -> None:
     assert graph[keys["three"]].dependencies == {keys["one"], keys["two"]}
     # Dask's dashboard groups tasks by key_split: it shows the task names.
     assert [key_split(k) for k in keys.values()] == ["one", "two", "three"]
+
+
+def _fanout(n: int) -> Pipeline:
+    p = Pipeline(f"fanout_{n}")
+    p.task("source")(lambda: 1)
+    for i in range(n):
+        p.task(f"transform_customers_{i:02d}", depends_on=["source"])(lambda x: x + 1)
+    p.task("total", depends_on=[f"transform_customers_{i:02d}" for i in range(n)])(
+        lambda *xs: sum(xs)
+    )
+    return p
+
+
+def test_a_large_run_keys_its_tasks_by_group_and_still_names_them(monkeypatch) -> None:
+    """Above GROUP_ABOVE tasks, a key is (group, run_id, task): the tasks of one kind share a
+    Dask prefix (one bookkeeping entry on the scheduler, not one a task)."""
+    monkeypatch.setattr(keys_module, "GROUP_ABOVE", 10)
+    small = lower(prepare_run(make_plan(_fanout(3), FaultTolerance())), "fanout_3", "r")[1]
+    assert small["transform_customers_01"] == ("transform_customers_01", "r")
+    graph, keys = lower(prepare_run(make_plan(_fanout(20), FaultTolerance())), "fanout_20", "r")
+    assert keys["transform_customers_07"] == ("transform_customers", "r", "transform_customers_07")
+    assert {key_split(k) for k in keys.values()} == {"source", "transform_customers", "total"}
+    assert {keys_module.task_of(k) for k in keys.values()} == set(keys)
+    assert {keys_module.run_of(k) for k in keys.values()} == {"r"}
+    outcome = dask.get(graph, keys["total"])
+    assert (outcome.status, outcome.value) == (SUCCEEDED, 40)
+    # told apart from an element of a mapped task, (task, run_id, i)
+    assert keys_module.task_of(("square_rows", "r", 3)) == "square_rows"
+    assert keys_module.element_of(("square_rows", "r", 3)) == 3
+    assert keys_module.element_of(keys["transform_customers_07"]) is None
+
+
+def test_one_lowered_task_pickles_to_the_same_size_in_a_small_or_large_pipeline() -> None:
+    """Nothing a task carries to a worker grows with the pipeline (the plan, the other tasks,
+    a shared dict): only its own key and its own dependencies' references."""
+
+    def pickled(n: int) -> int:
+        graph, keys = lower(prepare_run(make_plan(_fanout(n), FaultTolerance())), "f", "r")
+        return len(cloudpickle.dumps(graph[keys["transform_customers_01"]]))
+
+    small, large = pickled(5), pickled(3_000)
+    assert large - small <= 64, (small, large)  # the grouped key is a little longer
 
 
 def test_graph_runs_on_plain_dask() -> None:

@@ -115,6 +115,30 @@ def test_signature_that_cannot_take_the_dependencies(depends_on, func, fragment)
     assert isinstance(info.value, TypeError)
 
 
+def test_a_signature_read_once_per_function_still_checks_each_task() -> None:
+    """One function behind many tasks is read once (signatures.py), yet each task's number of
+    dependencies is checked, and a changed function is read again."""
+    from xlibrary.pipeline.params import parameters_of
+
+    def pair(x, y, *, scale=1):  # type: ignore[no-untyped-def]
+        return (x + y) * scale
+
+    p = Pipeline("p")
+    p.task("a")(lambda: 1)
+    p.task("b")(lambda: 2)
+    for i in range(3):
+        p.add(Task(f"pair_{i}", pair, ("a", "b")))
+    with pytest.raises(TaskSignatureError, match=r"task 'one': .*pair\(x, y, \*, scale=1\)"):
+        p.add(Task("one", pair, ("a",)))
+    assert parameters_of(pair) == {"scale": 1}
+    pair.__kwdefaults__ = {"scale": 3}
+    assert parameters_of(pair) == {"scale": 3}
+    pair.__code__ = (lambda x, *, scale=1: x).__code__
+    p.add(Task("one", pair, ("a",)))  # it takes one result now
+    with pytest.raises(TaskSignatureError, match="cannot be called with 2 results"):
+        p.add(Task("two", pair, ("a", "b")))
+
+
 def test_signatures_that_fit() -> None:
     p = Pipeline("p")
     p.task("a")(lambda: 1)

@@ -20,6 +20,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import collector
 from .backends.factory import Backends
 from .errors import PipelineDefinitionError, PipelineError, did_you_mean
 from .execute import RunObserver, RunStorage, execute
@@ -132,7 +133,8 @@ class RunEngine:
         version = pipeline.version
         if cached is not None and cached[0] == version:
             return cached[1]
-        plan = make_plan(pipeline, self.settings.fault_tolerance, self.settings.caching)
+        with collector.paused():  # a planned task a task, all kept
+            plan = make_plan(pipeline, self.settings.fault_tolerance, self.settings.caching)
         self._plans[pipeline] = (version, plan)
         return plan
 

@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from . import collector
 from .backends import Backend
 from .collect import collect, log_result, started_record
 from .errors import RunCancelled
@@ -142,18 +143,19 @@ def execute(
     fetched: set[str] = set()  # tasks whose outcomes came back with their values
     try:
         for round_ in range(2):
-            graph, keys = lower(
-                steps,
-                plan.pipeline,
-                run_id,
-                cache=storage.cache,
-                runs=storage.runs,
-                save_results=storage.save_results,
-                known=outcomes,
-                measures=measures,
-                pools=pools,
-                guard_inputs=inputs is not None and inputs.guard,
-            )
+            with collector.paused():  # builds objects that all live through the run
+                graph, keys = lower(
+                    steps,
+                    plan.pipeline,
+                    run_id,
+                    cache=storage.cache,
+                    runs=storage.runs,
+                    save_results=storage.save_results,
+                    known=outcomes,
+                    measures=measures,
+                    pools=pools,
+                    guard_inputs=inputs is not None and inputs.guard,
+                )
             restrictions = {
                 keys[s.name]: s.task.spec.resource_requirements
                 for s in steps
@@ -193,10 +195,11 @@ def execute(
                 unselected=unselected,
                 inputs=inputs,
             )
-        result = collect(
-            plan, run_id, outcomes, steps, started=started, finished=time.time(),
-            fetched=fetched, resumed_from=resumed_from, inputs=inputs, backend=used,
-        )  # fmt: skip
+        with collector.paused():  # one record a task, all kept
+            result = collect(
+                plan, run_id, outcomes, steps, started=started, finished=time.time(),
+                fetched=fetched, resumed_from=resumed_from, inputs=inputs, backend=used,
+            )  # fmt: skip
         if instruments is not None:
             result = instruments.finish(result)
     except BaseException as exc:

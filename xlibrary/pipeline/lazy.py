@@ -70,6 +70,7 @@ from typing import Any
 
 from dask.base import is_dask_collection
 
+from .keys import run_of, task_of
 from .stored import PendingWrite, kind_of
 
 __all__ = [
@@ -162,8 +163,8 @@ def hold(value: Any, writes: Sequence[PendingWrite] = ()) -> tuple[Any, Held]:
     from distributed import get_client
 
     client = get_client()
-    prefix = f"{key[0]}-"
-    scattered = _scattered(client, value, f"{key[0]}-{key[1]}-")  # a key of this run only
+    prefix = f"{task_of(key)}-"
+    scattered = _scattered(client, value, f"{task_of(key)}-{run_of(key)}-")  # this run's
     if scattered is not None:  # a from_pandas frame: its partitions are here already
         persisted, keys, together = [scattered[0]], {0: scattered[1]}, 0
     else:
@@ -182,7 +183,7 @@ def hold(value: Any, writes: Sequence[PendingWrite] = ()) -> tuple[Any, Held]:
         write_keys.append(more_keys[0])
     _until_known(client, [k for keys_of in (keys[0], *write_keys) for k in keys_of])
     with _held_lock:  # the persisted collections hold their futures
-        _held.setdefault(str(key[1]), []).extend(held)
+        _held.setdefault(str(run_of(key)), []).extend(held)
     held_writes = tuple(
         PendingWrite(commit=write.commit, keys=tuple(keys_of))
         for write, keys_of in zip(writes, write_keys, strict=True)

@@ -6,7 +6,8 @@ Guarantees:
   never ``dask.delayed``, whose chains cost the square of their depth to build).
 * Each pipeline task is one Dask task keyed ``(task_name, run_id)``: Dask's dashboard, task
   stream and progress bars group by the first element, so they show the task names, and two
-  runs never share a key.
+  runs never share a key. A large run keys its tasks ``(group, run_id, task_name)``, the
+  tasks of one kind under one prefix (see :mod:`~xlibrary.pipeline.keys`).
 * A task that runs becomes a :class:`~xlibrary.pipeline.wrapper.TaskWrapper`; one whose result
   is in the cache or saved by an earlier run becomes a loader; one whose outcome is already in
   hand becomes data; a pruned task, or one the run's selection left out, is left out.
@@ -26,6 +27,7 @@ from dask.task_spec import Task as DaskTask
 
 from .compose import OutputOf
 from .inputs import InputGuard
+from .keys import Key, grouped, task_key
 from .loaders import CacheLoader, DatasetLoader, SavedLoader
 from .outcome import Outcome
 from .outputs import CheckedOutputs, OutputPicker
@@ -36,8 +38,6 @@ from .store import Cache, RunStore
 from .wrapper import Measures, TaskStorage, TaskWrapper
 
 __all__ = ["Key", "lower"]
-
-Key = tuple[str, str]
 
 
 def lower(
@@ -64,6 +64,7 @@ def lower(
     """
     tracking = measures.tracking() if measures is not None else None
     run_action, prune, unselected = Action.RUN, Action.PRUNE, Action.UNSELECTED
+    by_group = grouped(len(steps))
     keys: dict[str, Key] = {}
     refs: dict[str, TaskRef] = {}  # one reference per key, shared by the tasks that need it
     graph: dict[Key, Any] = {}
@@ -72,7 +73,7 @@ def lower(
         if action is prune or action is unselected:  # nothing that runs needs it
             continue
         name = step.name
-        key = keys[name] = (name, run_id)
+        key = keys[name] = task_key(name, run_id, by_group=by_group)
         refs[name] = TaskRef(key)
         planned = step.task
         if action is run_action:

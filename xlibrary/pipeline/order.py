@@ -56,8 +56,33 @@ def topological_order(pipeline: Pipeline) -> tuple[Task, ...]:
                     f"{pipeline.name!r}{did_you_mean(dep, declared)} "
                     f"(tasks: {', '.join(declared)})"
                 )
-    sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
+    waiting = {spec.name: len(spec.depends_on) for spec in declared.values()}
+    dependents: dict[str, list[str]] = {}
     for spec in declared.values():
+        for dep in spec.depends_on:
+            dependents.setdefault(dep, []).append(spec.name)
+    position = {name: i for i, name in enumerate(declared)}
+    ready = [name for name, count in waiting.items() if not count]  # in declaration order
+    order: list[Task] = []
+    while ready:  # generation by generation (graphlib's order, at a fraction of its cost)
+        order.extend(declared[name] for name in ready)
+        following = []
+        for name in ready:
+            for dependent in dependents.get(name, ()):
+                waiting[dependent] -= 1
+                if not waiting[dependent]:
+                    following.append(dependent)
+        following.sort(key=position.__getitem__)
+        ready = following
+    if len(order) < len(declared):
+        _raise_cycle(pipeline)
+    return tuple(order)
+
+
+def _raise_cycle(pipeline: Pipeline) -> None:
+    """Raise the DependencyCycleError that graphlib finds in ``pipeline``."""
+    sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
+    for spec in pipeline.declared.values():
         sorter.add(spec.name, *spec.depends_on)
     try:
         sorter.prepare()
@@ -68,10 +93,4 @@ def topological_order(pipeline: Pipeline) -> tuple[Task, ...]:
             f"(each task depends on the one before it); remove one of these dependencies",
             cycle,
         ) from None
-    position = {name: i for i, name in enumerate(declared)}
-    order: list[Task] = []
-    while sorter.is_active():
-        ready = sorted(sorter.get_ready(), key=position.__getitem__)
-        order.extend(declared[name] for name in ready)
-        sorter.done(*ready)
-    return tuple(order)
+    raise AssertionError(f"pipeline {pipeline.name!r}: tasks left unordered, with no cycle")

@@ -26,6 +26,7 @@ import cloudpickle
 from dask.sizeof import sizeof
 
 from .errors import SerializationError, TaskError
+from .keys import task_of
 from .states import TaskStatus
 
 if TYPE_CHECKING:
@@ -194,8 +195,9 @@ def _holder_of(outcome: Outcome) -> tuple[str, str]:
         for worker in list(getattr(worker_class, "_instances", ())):
             data = getattr(worker.data, "fast", worker.data)  # in memory, never from disk
             for key, value in list(data.items()):
-                if value is outcome and type(key) is tuple:
-                    return str(key[0]), str(worker.address)
+                task = task_of(key)
+                if value is outcome and task is not None:
+                    return task, str(worker.address)
     except Exception:  # a worker closing under us: the name is only for the message
         pass
     return "", ""

@@ -28,6 +28,7 @@ from typing import Any
 from dask.base import tokenize
 
 from .errors import ConfigError, did_you_mean
+from .signatures import keyword_only
 
 __all__ = [
     "REQUIRED",
@@ -48,15 +49,7 @@ _SHOWN_CHARS = 60
 
 def parameters_of(func: Callable[..., Any]) -> dict[str, Any]:
     """The keyword-only parameters of ``func`` and their defaults (``REQUIRED``: none)."""
-    try:
-        signature = inspect.signature(func)
-    except (TypeError, ValueError):  # some builtins have no signature: no parameters
-        return {}
-    return {
-        name: parameter.default
-        for name, parameter in signature.parameters.items()
-        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
-    }
+    return keyword_only(func)  # read once per function (signatures.py)
 
 
 def check_params(params: object, where: str) -> dict[str, Any]:

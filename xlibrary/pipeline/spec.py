@@ -10,7 +10,6 @@ task runs.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
 import os
 import threading
@@ -21,6 +20,7 @@ from typing import Any, Literal, TypedDict
 
 from .datasets import Dataset
 from .errors import DatasetError, PipelineDefinitionError, TaskSignatureError, did_you_mean
+from .signatures import bind_problem, signature_of, summary_of
 from .store.names import name_problem
 
 __all__ = [
@@ -195,8 +195,7 @@ class Task:
             _check_resources(self.name, self.resource_requirements)
             object.__setattr__(self, "resource_requirements", dict(self.resource_requirements))
         if self.description is None:
-            doc = inspect.getdoc(self.func) if inspect.isfunction(self.func) else None
-            object.__setattr__(self, "description", doc.splitlines()[0] if doc else None)
+            object.__setattr__(self, "description", summary_of(self.func))
         _check_signature(self.name, self.func, depends_on)
         _check_shape(self)
         if self.cache not in (None, False) and not isinstance(self.cache, CachePolicy):
@@ -220,6 +219,12 @@ def _is_number(value: object) -> bool:
 
 
 def _normalize_depends_on(name: str, depends_on: Any) -> tuple[str, ...]:
+    if (  # the common case, checked fast
+        type(depends_on) is tuple
+        and all(type(dep) is str for dep in depends_on)
+        and len(set(depends_on)) == len(depends_on)
+    ):
+        return depends_on
     if isinstance(depends_on, str):
         depends_on = (depends_on,)
     if not isinstance(depends_on, Iterable):
@@ -247,8 +252,9 @@ def _check_shape(task: Task) -> None:
     """The fields of pipeline shape: tags, pool, outputs, namespace (normalised in place)."""
     name = task.name
     tags: Any = task.tags
-    tags = frozenset((tags,) if isinstance(tags, str) else _strings(name, "tags", tags))
-    object.__setattr__(task, "tags", tags)
+    if type(tags) is not frozenset or not all(type(tag) is str and tag.strip() for tag in tags):
+        tags = frozenset((tags,) if isinstance(tags, str) else _strings(name, "tags", tags))
+        object.__setattr__(task, "tags", tags)
     if task.pool is not None and (not isinstance(task.pool, str) or not task.pool.strip()):
         raise PipelineDefinitionError(
             f"task {name!r}: pool must be the name of a pool of the config's pools, such as "
@@ -373,26 +379,16 @@ def _check_output(task: Task) -> str:
 
 
 def _check_signature(name: str, func: Callable[..., Any], depends_on: tuple[str, ...]) -> None:
-    try:
-        signature = inspect.signature(func)
-    except (TypeError, ValueError):  # some builtins have no signature; nothing to check
-        return
-    keywords = {
-        name: None
-        for name, parameter in signature.parameters.items()
-        if parameter.kind is inspect.Parameter.KEYWORD_ONLY  # pipeline parameters
-    }
-    try:
-        signature.bind(*depends_on, **keywords)
-    except TypeError as exc:
+    problem = bind_problem(func, len(depends_on))  # read once per function (signatures.py)
+    if problem is not None:
         func_name = getattr(func, "__qualname__", repr(func))
         count = len(depends_on)
         results = "no results" if not count else f"{count} result{'s' if count > 1 else ''}"
         raise TaskSignatureError(
-            f"task {name!r}: {func_name}{signature} cannot be called with {results} from "
-            f"depends_on={list(depends_on)} ({exc}); give the function one positional "
+            f"task {name!r}: {func_name}{signature_of(func)} cannot be called with {results} "
+            f"from depends_on={list(depends_on)} ({problem}); give the function one positional "
             f"parameter per dependency, in depends_on order"
-        ) from None
+        )
 
 
 def set_task_options(func: Callable[..., Any], **options: Any) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any, Protocol
 
 from .errors import RunCancelled
+from .keys import name_in
 
 __all__ = ["Listener", "RunWatch", "dask_callbacks"]
 
@@ -99,9 +100,9 @@ def dask_callbacks(watch: RunWatch) -> tuple[Any, ...]:
     started, done = watch.started, watch.done  # called twice a task: kept lean
 
     def pretask(key: Any, dsk: Any, state: Any) -> None:
-        started(key[0])  # a run's keys are (task name, run id)
+        started(name_in(key))  # a run's keys name their task (keys.py)
 
     def posttask(key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
-        done(key[0], result)
+        done(name_in(key), result)
 
     return (None, None, pretask, posttask, None)

@@ -34,6 +34,7 @@ import cloudpickle
 
 from ..errors import ClusterError, RunCancelled
 from ..extensions import cluster_kinds
+from ..keys import name_in, run_of
 from ..lower import Key
 from ..outcome import Outcome, register_with_distributed
 from ..settings import Settings
@@ -250,7 +251,7 @@ class DistributedBackend:
         fetch = names if wanted is None else [name for name in names if name in wanted]
         fetched = set(fetch)
         rest = [name for name in names if name not in fetched]
-        run_id = next(iter(keys.values()))[1]
+        run_id = run_of(next(iter(keys.values()))) or ""
         if rest:
             self._ensure_reporting(client)
             self._reports[run_id] = {}
@@ -285,7 +286,7 @@ class DistributedBackend:
                             _wait(distributed, futures, progress)
                         else:
                             for future in distributed.as_completed(futures):
-                                progress.done(str(future.key[0]))
+                                progress.done(name_in(future.key))
                                 if progress.cancelled:
                                     raise RunCancelled("the run was cancelled")
                     except CancelledError:
@@ -438,12 +439,15 @@ def _processing(client: Any, run_id: str) -> list[str]:
     """The tasks of run ``run_id`` processing on a worker now, asked of the scheduler."""
 
     def on_scheduler(dask_scheduler: Any, run_id: str) -> list[str]:
+        # keys.py's reading of a key, spelt out: the scheduler may not have xlibrary
         return sorted(
             {
-                ts.key[0]
+                key[2] if len(key) == 3 else key[0]
                 for ws in dask_scheduler.workers.values()
                 for ts in ws.processing
-                if type(ts.key) is tuple and len(ts.key) == 2 and ts.key[1] == run_id
+                if type(key := ts.key) is tuple
+                and (len(key) == 2 or (len(key) == 3 and type(key[2]) is str))
+                and key[1] == run_id
             }
         )
 

@@ -16,6 +16,7 @@ from typing import Any
 import dask.local
 import dask.threaded
 
+from ..keys import name_in
 from ..lower import Key
 from ..outcome import Outcome
 from ..settings import Settings
@@ -108,7 +109,7 @@ def run_locally(
 
         def keep(key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
             if key not in fetched and type(result) is Outcome:
-                seen[key[0]] = result.without_value()
+                seen[name_in(key)] = result.without_value()
 
         callbacks.append((None, None, None, keep, None))
     if progress is not None:
@@ -119,7 +120,7 @@ def run_locally(
             if errored:
                 for key, value in (state.get("cache") or {}).items():
                     if type(value) is Outcome:
-                        watch.finished[key[0]] = value.without_value()
+                        watch.finished[name_in(key)] = value.without_value()
                 watch.finished.update(seen)
                 abandon_held(watch.finished.values())  # never settled: nothing to commit
 

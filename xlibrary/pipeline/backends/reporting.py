@@ -14,6 +14,7 @@ from typing import Any
 import cloudpickle
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from ..keys import run_of, task_of
 from ..outcome import Outcome
 
 __all__ = ["OUTCOMES_TOPIC", "OutcomeReporter"]
@@ -29,10 +30,13 @@ class OutcomeReporter(WorkerPlugin):
         self.worker = worker
 
     def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
-        if finish != "memory" or start != "executing" or type(key) is not tuple or len(key) != 2:
+        if finish != "memory" or start != "executing":
+            return
+        task, run = task_of(key), run_of(key)
+        if task is None or run is None:
             return
         value = self.worker.data.get(key)
         if type(value) is not Outcome:
             return
         meta = cloudpickle.dumps(value.without_value())
-        self.worker.log_event(OUTCOMES_TOPIC, {"run": key[1], "task": key[0], "meta": meta})
+        self.worker.log_event(OUTCOMES_TOPIC, {"run": run, "task": task, "meta": meta})

@@ -44,6 +44,8 @@ _RUN_ID = re.compile(r"[0-9]{8}T[0-9]{6}\.[0-9]{6}-[0-9a-f]{8}")
 MAX_NAME_CHARACTERS = 200
 MAX_SLUG_BYTES = 240
 """A name's percent-encoded form, plus ``.entry``, stays under the usual 255-byte file name."""
+_PLAIN = re.compile(r"[A-Za-z0-9_.~-]+")
+"""Names of these characters only, which ``quote(name, safe="")`` leaves as they are."""
 
 
 def new_run_id() -> str:
@@ -71,6 +73,8 @@ def check_run_id(run_id: object) -> str:
 
 def name_problem(name: str, *, pipeline: bool) -> str | None:
     """Why ``name`` cannot name a pipeline (or a task), or ``None`` when it can."""
+    if len(name) <= MAX_NAME_CHARACTERS and _PLAIN.fullmatch(name) and name not in (".", ".."):
+        return None  # the common case, checked fast: percent-encoding leaves it as it is
     if name in (".", ".."):
         return "'.' and '..' mean directories to a file system; choose another name"
     if pipeline and ("/" in name or "\\" in name):

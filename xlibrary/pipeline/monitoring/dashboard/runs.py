@@ -16,6 +16,7 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...keys import element_of, run_of, task_of
 from .events import one_line
 
 __all__ = ["KEEP", "PLUGIN_NAME", "WORDS", "RunBook", "RunRow", "TaskRow", "book_of"]
@@ -243,14 +244,16 @@ class RunBook:
 
     # -- the scheduler's transitions -----------------------------------------------------
     def on_transition(self, key: Any, start: str, finish: str, facts: dict[str, Any]) -> None:
-        """A transition of a key of a run: ``(task, run_id)``, or ``(task, run_id, i)`` for
-        element ``i`` of a mapped task. Called for every key the scheduler moves: cheap."""
-        if type(key) is not tuple or not 2 <= len(key) <= 3:
+        """A transition of a key of a run (see :mod:`~xlibrary.pipeline.keys`): ``(task,
+        run_id)``, ``(group, run_id, task)``, or ``(task, run_id, i)`` for element ``i`` of a
+        mapped task. Called for every key the scheduler moves: cheap."""
+        name, run_id = task_of(key), run_of(key)
+        if name is None or run_id is None:
             return
-        run = self.runs.get(key[1])
-        if run is None or run.final or not isinstance(key[0], str):
+        run = self.runs.get(run_id)
+        if run is None or run.final:
             return
-        row = run.task(key[0])
+        row = run.task(name)
         word = _FROM_DASK.get(finish)
         compute = None
         if start == "processing" and finish in ("memory", "erred"):
@@ -261,8 +264,9 @@ class RunBook:
             row.worker = worker if isinstance(worker, str) else row.worker
             if finish == "erred" and row.error is None:
                 row.error = _error_of(facts.get("exception_text"))
-        if len(key) == 3:
-            self._element(row, key[2], word, compute)
+        index = element_of(key)
+        if index is not None:
+            self._element(row, index, word, compute)
         elif not row.reported:  # the worker's report knows better (retries, waits included)
             if word is not None:
                 row.state = word
