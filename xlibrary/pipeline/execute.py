@@ -25,11 +25,12 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from .backends import Backend
 from .collect import collect, log_result, started_record
 from .errors import RunCancelled
+from .expand import held_back, needed
 from .inputs import RunInputs
 from .lower import lower
 from .outcome import Outcome
@@ -141,9 +142,14 @@ def execute(
     computed = set(targets or plan.sinks) if compute_final else set()
     fetched: set[str] = set()  # tasks whose outcomes came back with their values
     try:
-        for round_ in range(2):
+        threads = _threads(backend) if parallel else 1
+        rerun = False  # the one round of reruns of stale results has been
+        while True:
+            held = held_back(steps, outcomes)  # mapped tasks wait for their inputs' lengths
+            need = needed(steps, held) if held else set()
+            fetch = None if wanted is None else wanted | need
             graph, keys = lower(
-                steps,
+                tuple(step for step in steps if step.name not in held) if held else steps,
                 plan.pipeline,
                 run_id,
                 cache=storage.cache,
@@ -153,32 +159,35 @@ def execute(
                 measures=measures,
                 pools=pools,
                 guard_inputs=inputs is not None and inputs.guard,
+                threads=threads,
             )
-            restrictions = {
-                keys[s.name]: s.task.spec.resource_requirements
-                for s in steps
-                if s.action is Action.RUN and s.task.spec.resource_requirements
-            }
             got = backend.run(
                 graph,
                 keys,
                 parallel=parallel,
                 progress=watch,
-                wanted=wanted,
-                restrictions=restrictions,
-                compute=computed,
+                wanted=fetch,
+                restrictions=_restrictions(steps, graph, keys),
+                compute=computed - held,
             )
             outcomes.update(got)
-            fetched.update(got if wanted is None else wanted & set(got))
+            fetched.update(got if fetch is None else fetch & set(got))
             stale = {name for name, outcome in outcomes.items() if outcome.status == STALE}
-            if not stale or round_:
+            redo: set[str] = set()
+            if stale and not rerun:
+                rerun = True
+                logger.info("rerunning %s: their stored results could not be used", sorted(stale))
+                redo = stale | {
+                    name
+                    for name, outcome in outcomes.items()
+                    if outcome.status == TaskStatus.SKIPPED and outcome.cause in stale
+                }
+                restore = {k: v for k, v in (restore or {}).items() if k not in stale}
+                force = set(force) | stale
+            elif not held:
                 break
-            logger.info("rerunning %s: their stored results could not be used", sorted(stale))
-            redo = stale | {
-                name
-                for name, outcome in outcomes.items()
-                if outcome.status == TaskStatus.SKIPPED and outcome.cause in stale
-            }
+            if watch is not None and watch.cancelled:
+                raise RunCancelled("the run was cancelled")
             for name in redo:
                 del outcomes[name]
             # a task known without its value (keep_results final) cannot feed one that reruns
@@ -187,15 +196,16 @@ def execute(
                 plan,
                 cache=storage.cache,
                 known={name: o.token for name, o in usable.items()},
-                restore={k: v for k, v in (restore or {}).items() if k not in stale},
-                force=set(force) | stale,
+                restore=restore,
+                force=force,
                 targets=targets,
                 unselected=unselected,
                 inputs=inputs,
             )
+        kept = fetched if wanted is None else fetched & wanted
         result = collect(
             plan, run_id, outcomes, steps, started=started, finished=time.time(),
-            fetched=fetched, resumed_from=resumed_from, inputs=inputs, backend=used,
+            fetched=kept, resumed_from=resumed_from, inputs=inputs, backend=used,
         )  # fmt: skip
         if instruments is not None:
             result = instruments.finish(result)
@@ -215,6 +225,30 @@ def execute(
     log_result(result, _where(backend, used))
     _tell(observers, result)
     return result
+
+
+def _threads(backend: Backend) -> int:
+    """How many tasks the backend runs at once (``batch_size="auto"`` sizes batches by it)."""
+    threads = getattr(backend, "threads", None)
+    try:
+        return max(1, int(threads())) if callable(threads) else 1
+    except Exception:  # a cluster that cannot say: one batch per element group is still right
+        return 1
+
+
+def _restrictions(
+    steps: tuple[Step, ...], graph: Mapping[Any, Any], keys: Mapping[str, Any]
+) -> dict[Any, Mapping[str, float]]:
+    """The Dask resources of the tasks that ask for them: each key of theirs in ``graph``
+    (a mapped task's element keys too)."""
+    asks = {
+        s.name: s.task.spec.resource_requirements
+        for s in steps
+        if s.action is Action.RUN and s.task.spec.resource_requirements and s.name in keys
+    }
+    if not asks:
+        return {}
+    return {key: asks[key[0]] for key in graph if key[0] in asks}
 
 
 def _where(backend: Backend, used: str) -> str:

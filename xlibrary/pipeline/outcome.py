@@ -101,6 +101,8 @@ class Outcome:
     """Peak resident memory (bytes) of the process while the task ran (monitored runs)."""
     worker: str | None = None
     """Where the task ran: a Dask worker's address, or ``local``."""
+    elements: dict[str, int] | None = None
+    """For a mapped task: how many of its elements succeeded and failed."""
     held: Held | None = None
     """For a Dask collection: what the run settles at its end (its partitions held on the
     cluster, its writes to the store); see :mod:`~.lazy`."""

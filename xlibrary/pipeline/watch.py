@@ -99,9 +99,15 @@ def dask_callbacks(watch: RunWatch) -> tuple[Any, ...]:
     started, done = watch.started, watch.done  # called twice a task: kept lean
 
     def pretask(key: Any, dsk: Any, state: Any) -> None:
-        started(key[0])  # a run's keys are (task name, run id)
+        # a run's keys are (task name, run id); a mapped task's elements (task, run id, i):
+        # the first element starts the task, the others only check for a cancel
+        if len(key) == 2 or key[2] == 0:
+            started(key[0])
+        elif watch.cancelled:
+            raise RunCancelled(f"the run was cancelled while task {key[0]!r} ran")
 
     def posttask(key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
-        done(key[0], result)
+        if len(key) == 2:  # an element is not a task: its task is done when gathered
+            done(key[0], result)
 
     return (None, None, pretask, posttask, None)

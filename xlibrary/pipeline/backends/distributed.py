@@ -191,6 +191,10 @@ class DistributedBackend:
                 '(pip install "xlibrary[pipeline]") or use the image built from deploy/'
             )
 
+    def threads(self) -> int:
+        """How many tasks the cluster's workers run at once now."""
+        return sum(self.client.nthreads().values())
+
     def offered(self, settings: Settings) -> tuple[list[dict[str, float]], str] | None:
         """What each worker offers to task resource requests, and the cluster's name for
         messages: the layout of a cluster we start, else the workers' declarations now
@@ -432,7 +436,8 @@ def _close_within(closable: Any, what: str) -> None:
 
 
 def _processing(client: Any, run_id: str) -> list[str]:
-    """The tasks of run ``run_id`` processing on a worker now, asked of the scheduler."""
+    """The tasks of run ``run_id`` processing on a worker now (a mapped task while one of
+    its elements, keyed ``(task, run_id, i)``, is), asked of the scheduler."""
 
     def on_scheduler(dask_scheduler: Any, run_id: str) -> list[str]:
         return sorted(
@@ -440,7 +445,7 @@ def _processing(client: Any, run_id: str) -> list[str]:
                 ts.key[0]
                 for ws in dask_scheduler.workers.values()
                 for ts in ws.processing
-                if type(ts.key) is tuple and len(ts.key) == 2 and ts.key[1] == run_id
+                if type(ts.key) is tuple and 2 <= len(ts.key) <= 3 and ts.key[1] == run_id
             }
         )
 

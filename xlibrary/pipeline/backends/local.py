@@ -60,6 +60,10 @@ class LocalBackend:
     def start(self) -> None:
         self.pool  # noqa: B018 - starts the pool
 
+    def threads(self) -> int:
+        """How many tasks run at once."""
+        return self.num_workers
+
     def run(
         self,
         graph: Mapping[Key, Any],
