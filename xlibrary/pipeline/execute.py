@@ -183,7 +183,7 @@ def execute(
                     if outcome.status == TaskStatus.SKIPPED and outcome.cause in stale
                 }
                 restore = {k: v for k, v in (restore or {}).items() if k not in stale}
-                force = set(force) | stale
+                force = frozenset(force) | stale
             elif not held:
                 break
             if watch is not None and watch.cancelled:
