@@ -161,13 +161,15 @@ def execute(
                 guard_inputs=inputs is not None and inputs.guard,
                 threads=threads,
             )
+            # what earlier rounds brought back is data in this one: ask only for the rest
+            ran = {n: k for n, k in keys.items() if n not in outcomes} if outcomes else keys
             got = backend.run(
                 graph,
-                keys,
+                ran,
                 parallel=parallel,
                 progress=watch,
                 wanted=fetch,
-                restrictions=_restrictions(steps, graph, keys),
+                restrictions=_restrictions(steps, graph, ran),
                 compute=computed - held,
             )
             outcomes.update(got)
