@@ -4,8 +4,9 @@ A mapped task (``map_over=``) is lowered, once its input's length is known, to o
 :class:`ElementRunner` per element or batch, keyed ``(task, run_id, i)``, and one
 :class:`MapGather` keyed ``(task, run_id)`` that assembles the list (:mod:`~.expand`).
 
-* An element runner gets the task's upstream outcomes whole, takes its elements of the mapped
-  input by position and calls the function once per element, with the task's retry policy,
+* An element runner holds its elements (taken from the mapped input by position when the task
+  was lowered), gets the task's other upstream outcomes whole, and calls the function once
+  per element, with the task's retry policy,
   timeout and pool applied to each call (the task wrapper's own policy loop). It never
   raises: it returns an :class:`Elements` holding the values and, by index, the failures.
   Its value is not an :class:`~.outcome.Outcome`, so nothing that reads a run's outcomes
@@ -23,16 +24,18 @@ These classes are imported by workers, so workers need xlibrary installed.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .mapping import elements_of
+import cloudpickle
+
 from .outcome import Failure, Outcome
 from .states import DONE, TaskStatus
 from .wrapper import TaskWrapper
 
-__all__ = ["ElementRunner", "Elements", "MapGather"]
+__all__ = ["ElementRunner", "Elements", "MapGather", "SharedPolicy"]
 
 logger = logging.getLogger("xlibrary.pipeline.elements")
 
@@ -47,46 +50,69 @@ class Elements:
     started: float = 0.0
 
 
-class ElementRunner:
-    """Runs elements ``start`` to ``stop`` (excluded) of a mapped task, one call each.
+class SharedPolicy:
+    """What all the element tasks of one mapped task share: a task wrapper holding the
+    function, retry, timeout and pool (and nothing else), pickled once when first sent."""
 
-    ``policy`` is a task wrapper holding the function, retry, timeout and pool (and nothing
-    else): its policy loop is applied per element. It is shared by all the element tasks of
-    the task, so a graph pickles the user's code once.
+    __slots__ = ("payload", "wrapper")
+
+    def __init__(self, wrapper: TaskWrapper, payload: bytes | None = None) -> None:
+        self.wrapper = wrapper
+        self.payload = payload
+
+    def pickled(self) -> bytes:
+        if self.payload is None:
+            self.payload = cloudpickle.dumps(self.wrapper)
+        return self.payload
+
+
+class ElementRunner:
+    """Runs elements ``start`` to ``start + len(items)`` of a mapped task, one call each.
+
+    ``items`` are those elements, taken from the mapped input on the client when the task was
+    lowered, so an element task depends only on the task's other dependencies (and Dask
+    places it on any worker, as a task without inputs). The ``shared`` policy's loop (retry,
+    timeout, pool) is applied per element; it travels as one payload that each process loads
+    once (:func:`_runner_from`).
     """
 
-    __slots__ = ("policy", "position", "start", "stop")
+    __slots__ = ("items", "position", "shared", "start")
 
-    def __init__(self, policy: TaskWrapper, position: int, start: int, stop: int) -> None:
-        self.policy = policy
+    def __init__(self, shared: SharedPolicy, position: int, start: int, items: list[Any]) -> None:
+        self.shared = shared
         self.position = position
         self.start = start
-        self.stop = stop
+        self.items = items
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_runner_from, (self.shared.pickled(), self.position, self.start, self.items))
 
     def __repr__(self) -> str:
-        return f"ElementRunner({self.policy.name!r}, {self.start}:{self.stop})"
+        return f"ElementRunner({self.shared.wrapper.name!r}, {self.start}+{len(self.items)})"
 
     def __dask_tokenize__(self) -> tuple[str, str, int, int]:
-        return ("xlibrary.ElementRunner", self.policy.name, self.start, id(self.policy))
+        return ("xlibrary.ElementRunner", self.shared.wrapper.name, self.start, id(self))
 
     def __call__(self, *upstream: Outcome) -> Elements | None:
         for outcome in upstream:
             if outcome.status not in DONE:
                 return None  # the gather skips the task
-        policy, position = self.policy, self.position
+        policy, position = self.shared.wrapper, self.position
         args = [outcome.value for outcome in upstream]
-        items = elements_of(policy.name, "", args[position])  # checked when lowered
+        args.insert(position, None)
         plain = policy.retry is None and policy.timeout is None and policy.pool is None
         func = policy.func
         started = time.time()
         done = Elements(values=[], started=started)
         values, failures = done.values, done.failures
-        for index in range(self.start, self.stop):
-            args[position] = items[index]
+        for index, item in enumerate(self.items, self.start):
+            args[position] = item
             if plain:
                 try:
                     values.append(func(*args))
-                except Exception as exc:  # a BaseException (Ctrl-C, exit) goes on up
+                except BaseException as exc:  # as the task wrapper: sys.exit() fails it
+                    if isinstance(exc, KeyboardInterrupt) and _in_main_thread():
+                        raise  # the user's Ctrl-C in a sequential run
                     values.append(None)
                     failures[index] = Failure.from_exception(policy.name, exc)
                 continue
@@ -96,6 +122,26 @@ class ElementRunner:
             if outcome.status != TaskStatus.SUCCEEDED and outcome.failure is not None:
                 failures[index] = outcome.failure
         return done
+
+
+_loaded: dict[bytes, SharedPolicy] = {}
+"""The element policies this process loaded, by payload: a task's elements share one."""
+_LOADED_MAX = 64
+
+
+def _runner_from(payload: bytes, position: int, start: int, items: list[Any]) -> ElementRunner:
+    """A pickled ElementRunner, its policy loaded once per process (see its __reduce__)."""
+    shared = _loaded.get(payload)
+    if shared is None:
+        shared = SharedPolicy(cloudpickle.loads(payload), payload)  # code loads as it can
+        if len(_loaded) >= _LOADED_MAX:
+            _loaded.clear()
+        _loaded[payload] = shared
+    return ElementRunner(shared, position, start, items)
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
 
 
 class MapGather:

@@ -9,9 +9,11 @@ How a run with mapped tasks goes (``map_over=``, see :mod:`~.mapping`):
    known: it is lowered (:func:`expand`) to one element task per element, or per batch of
    elements, keyed ``(task, run_id, i)`` with ``i`` the element's (or the batch's) index,
    and one gather task keyed ``(task, run_id)`` that holds the assembled list, as the key of
-   any task. Dask groups its dashboard by a key's first element, so the elements show as one
-   progress bar under the task's name, and the run's own machinery (outcomes, reports,
-   progress) reads only the 2-tuple keys.
+   any task. Each element task holds its elements (taken by position on the client) and
+   depends only on the task's other dependencies, so Dask spreads them over the workers as
+   it would tasks without inputs. Dask groups its dashboard by a key's first element, so the
+   elements show as one progress bar under the task's name; the run's own machinery
+   (outcomes, reports, progress) reads only the 2-tuple keys.
 3. Rounds go on until nothing is held back: one per level of mapped tasks, whatever their
    sizes. No task ever computes from inside a worker (a nested compute or ``worker_client``
    deadlocks 1-thread workers): every round is submitted from the client.
@@ -28,7 +30,7 @@ from typing import Any
 from dask.task_spec import Task as DaskTask
 from dask.task_spec import TaskRef
 
-from .elements import ElementRunner, MapGather
+from .elements import ElementRunner, MapGather, SharedPolicy
 from .mapping import auto_batch_size, elements_of
 from .outcome import Failure, Outcome
 from .plan import Action, Step
@@ -88,7 +90,8 @@ def expand(
         graph[key] = DaskTask(key, gather, *upstream)
         return []
     try:
-        count = len(elements_of(name, map_over, mapped.value))
+        items = elements_of(name, map_over, mapped.value)
+        count = len(items)
     except Exception as exc:  # MapInputError; or a len() that raised
         failed = Outcome(status=TaskStatus.FAILED, failure=Failure.from_exception(name, exc))
         graph[key] = DaskTask(key, _Failed(failed))
@@ -101,12 +104,15 @@ def expand(
         name=name, func=wrapper.func, retry=wrapper.retry, timeout=wrapper.timeout,
         pool=wrapper.pool,
     )  # fmt: skip
+    shared = SharedPolicy(policy)
     position = spec.depends_on.index(map_over)
+    others = [ref for dep, ref in zip(spec.depends_on, upstream, strict=True) if dep != map_over]
     element_keys: list[Any] = []
     for index, start in enumerate(range(0, count, step_size)):
         element_key = (name, run_id, index)
-        runner = ElementRunner(policy, position, start, min(start + step_size, count))
-        graph[element_key] = DaskTask(element_key, runner, *upstream)
+        part = [items[i] for i in range(start, min(start + step_size, count))]
+        runner = ElementRunner(shared, position, start, part)
+        graph[element_key] = DaskTask(element_key, runner, *others)
         element_keys.append(element_key)
     graph[key] = DaskTask(key, gather, *upstream, *[TaskRef(k) for k in element_keys])
     return element_keys
