@@ -1,6 +1,7 @@
 """Mapped tasks (``map_over=``) against raw Dask, on the same work, in one process run.
 
     python benchmarks/bench_map.py [--repeat N] [--quick] [--no-cluster]
+                                   [--threads-elements N] [--cluster-elements N]
 
 Every element sleeps 1 ms. Cases, each alternating yardstick and engine after a warm-up, with
 the medians and their ratio (engine / yardstick) printed:
@@ -122,8 +123,11 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per side (median)")
     parser.add_argument("--quick", action="store_true", help="fewer elements, a smoke test")
     parser.add_argument("--no-cluster", action="store_true", help="skip the LocalCluster cases")
+    parser.add_argument("--threads-elements", type=int, help="elements of the threads case")
+    parser.add_argument("--cluster-elements", type=int, help="elements of the cluster cases")
     args = parser.parse_args()
     threads_n, cluster_n = (2_000, 500) if args.quick else (100_000, 10_000)
+    threads_n, cluster_n = args.threads_elements or threads_n, args.cluster_elements or cluster_n
     rows = thread_cases(args.repeat, threads_n)
     if not args.no_cluster:
         rows += cluster_cases(args.repeat, cluster_n)
