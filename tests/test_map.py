@@ -31,6 +31,8 @@ from xlibrary.pipeline import (
     TaskStatus,
     TaskTimeoutError,
 )
+from xlibrary.pipeline.backends import LocalBackend
+from xlibrary.pipeline.execute import execute
 from xlibrary.pipeline.pipeline import task as builder_task
 from xlibrary.pipeline.present import text_table
 
@@ -376,3 +378,79 @@ def test_auto_batches_on_processes_use_fewer_keys(cluster: str) -> None:
     assert result.final_result == list(range(100))
     batches = [k for k in keys if len(k) == 3 and k[1] == result.run_id]
     assert len(batches) == math.ceil(100 / math.ceil(100 / (2 * 4)))  # 2 threads, 4 each
+
+
+# -- with the rest of the engine --------------------------------------------------------------
+def _recovering(where: str) -> Pipeline:
+    p = Pipeline("recovering")
+    p.task("files")(lambda: list(range(6)))
+    p.task("where")(lambda: where)
+    p.task("score", depends_on=["files", "where"], map_over="files")(flaky)
+    p.task("total", depends_on=["score"])(sum)
+    return p
+
+
+@pytest.mark.parametrize("how", ["retry_failed_task", "resume"])
+def test_a_failed_mapped_task_reruns_whole(tmp_path: Path, how: str) -> None:
+    where = str(tmp_path / "calls")
+    os.makedirs(where)
+    config = {"save_intermediate_results": True, "store": {"url": str(tmp_path / "store")}}
+    with PipelineManager(config) as pm:
+        p = _recovering(where)
+        failed = pm.execute_pipeline(p)
+        assert failed.states["score"] == "failed" and failed.states["total"] == "skipped"
+        if how == "resume":
+            again = pm.resume(p)
+        else:
+            again = pm.retry_failed_task(pipeline=p, task_name="score")
+    assert again.success, again.error
+    assert again.final_result == sum(x + 100 for x in range(6))
+    assert again.tasks["files"].source is not None  # restored, not rerun
+    assert [calls(where, x) for x in range(6)] == [2, 2, 2, 2, 2, 2]
+
+
+def test_selection_sequential_runs_and_kept_results(tmp_path: Path) -> None:
+    p = _scoring()
+    with PipelineManager() as pm:
+        sequential = pm.execute_pipeline(p, parallel=False)
+        selected = pm.execute_pipeline(p, targets=["score"])
+    assert sequential.final_result == sum(x * 3 for x in range(12))
+    assert selected.final_result == [x * 3 for x in range(12)]
+    assert "total" not in selected.results
+    with PipelineManager({"keep_results": "final"}) as pm:
+        final = pm.execute_pipeline(p)
+    assert final.final_result == sum(x * 3 for x in range(12))
+    assert set(final.results) == {"total"}
+    assert final.tasks["score"].elements == {"succeeded": 12, "failed": 0}
+
+
+def test_two_levels_of_mapped_tasks_and_progress(tmp_path: Path) -> None:
+    p = Pipeline("levels")
+    p.task("n")(lambda: 4)
+    p.task("ranges", depends_on=["n"])(lambda n: [list(range(i)) for i in range(n)])
+    p.task("lengths", depends_on=["ranges"], map_over="ranges")(len)
+    p.task("squares", depends_on=["lengths"], map_over="lengths", batch_size=3)(lambda x: x * x)
+    done: list[str] = []
+
+    class Listener:
+        def started(self, task: str) -> None:
+            pass
+
+        def done(self, task: str) -> None:
+            done.append(task)
+
+        def close(self) -> None:
+            pass
+
+    with PipelineManager({"monitoring_enabled": True}) as pm:
+        result = pm.execute_pipeline(p)
+        plan = pm.plan(p)
+    assert result.final_result == [0, 1, 4, 9]
+    assert result.tasks["squares"].elements == {"succeeded": 4, "failed": 0}
+    backend = LocalBackend(2)
+    try:
+        watched = execute(plan, backend, listeners=[Listener()])
+    finally:
+        backend.close()
+    assert watched.final_result == [0, 1, 4, 9]
+    assert sorted(done) == ["lengths", "n", "ranges", "squares"]  # one each, no elements
