@@ -43,6 +43,9 @@ __all__ = ["expand", "held_back", "needed"]
 def held_back(steps: Iterable[Step], known: Mapping[str, Outcome]) -> set[str]:
     """The tasks that cannot be lowered yet: mapped tasks that run and whose mapped input's
     outcome is not in ``known``, and everything downstream of them."""
+    steps = tuple(steps)
+    if all(step.task.spec.map_over is None for step in steps):  # most runs: nothing to hold
+        return set()
     held: set[str] = set()
     for step in steps:  # topological
         spec = step.task.spec
