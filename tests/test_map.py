@@ -120,6 +120,14 @@ def pm(request: pytest.FixtureRequest) -> Iterator[PipelineManager]:
             yield manager
 
 
+@pytest.fixture(params=["threads", "processes"])
+def on(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The config of a manager on threads, or on the scheduler and worker processes."""
+    if request.param == "threads":
+        return {}
+    return {"scheduler_address": request.getfixturevalue("cluster")}
+
+
 def _scoring(*, total: bool = True, **options: Any) -> Pipeline:
     p = Pipeline("scoring")
     p.task("files")(numbers)
@@ -153,14 +161,15 @@ def test_any_sequence_is_mapped_by_position(made: Any) -> None:
         assert pm.execute_pipeline(p).final_result == [0, 2, 4, 6, 8]
 
 
-def test_an_empty_sequence_gives_an_empty_list() -> None:
+def test_an_empty_sequence_gives_an_empty_list(on: dict[str, Any]) -> None:
     p = Pipeline("empty")
     p.task("files")(list)
     p.task("score", depends_on=["files"], map_over="files")(lambda x: 1 / 0)
     p.task("count", depends_on=["score"])(len)
-    with PipelineManager() as pm:
+    with PipelineManager(on) as pm:
         result = pm.execute_pipeline(p)
-    assert result.success and result.results["score"] == [] and result.final_result == 0
+    assert result.success and result.final_result == 0
+    assert result.results.get("score", []) == []  # kept on threads, not on a cluster
     assert result.tasks["score"].elements == {"succeeded": 0, "failed": 0}
 
 
@@ -169,13 +178,13 @@ def test_an_empty_sequence_gives_an_empty_list() -> None:
     [("abc", "str"), ({"a": 1}, "dict"), ({1, 2}, "set"), (5, "int"), (b"xy", "bytes")],
 )
 def test_a_non_sequence_fails_the_task_naming_it_the_dependency_and_the_fix(
-    value: Any, kind: str
+    value: Any, kind: str, on: dict[str, Any]
 ) -> None:
     p = Pipeline("bad-input")
     p.task("files")(lambda: value)
     p.task("score", depends_on=["files"], map_over="files")(lambda x: x)
     p.task("after", depends_on=["score"])(len)
-    with PipelineManager() as pm:
+    with PipelineManager(on) as pm:
         result = pm.execute_pipeline(p)
     assert result.states == {"files": "succeeded", "score": "failed", "after": "skipped"}
     error = result.tasks["score"].error
@@ -282,13 +291,13 @@ def test_retries_apply_per_element(pm: PipelineManager, tmp_path: Path) -> None:
     assert result.tasks["score"].attempts == 2
 
 
-def test_timeouts_apply_per_element() -> None:
+def test_timeouts_apply_per_element(on: dict[str, Any]) -> None:
     p = Pipeline("timing")
     p.task("files")(lambda: list(range(5)))
     p.task("score", depends_on=["files"], map_over="files", timeout=0.5, on_error="skip")(
         slow_at_two
     )
-    with PipelineManager() as pm:
+    with PipelineManager(on) as pm:
         started = time.monotonic()
         result = pm.execute_pipeline(p)
     assert time.monotonic() - started < 2.5
@@ -306,7 +315,7 @@ def test_batch_sizes_give_the_same_results(pm: PipelineManager) -> None:
 
 
 # -- caching, records, display ----------------------------------------------------------------
-def test_a_mapped_task_is_cached_whole(tmp_path: Path) -> None:
+def test_a_mapped_task_is_cached_whole(tmp_path: Path, on: dict[str, Any]) -> None:
     where = str(tmp_path / "calls")
     os.makedirs(where)
     p = Pipeline("cached-map")
@@ -314,11 +323,11 @@ def test_a_mapped_task_is_cached_whole(tmp_path: Path) -> None:
     p.task("where")(lambda: where)
     p.task("score", depends_on=["files", "where"], map_over="files",
            cache=CachePolicy(key="scores-v1"))(flaky)  # fmt: skip
-    with PipelineManager({"store": {"url": str(tmp_path / "store")}}) as pm:
+    with PipelineManager({**on, "store": {"url": str(tmp_path / "store")}}) as pm:
         first = pm.execute_pipeline(p)
         second = pm.execute_pipeline(p)
     assert first.states["score"] == TaskStatus.FAILED  # element 3 failed its first call
-    with PipelineManager({"store": {"url": str(tmp_path / "store")}}) as pm:
+    with PipelineManager({**on, "store": {"url": str(tmp_path / "store")}}) as pm:
         third = pm.execute_pipeline(p)
         fourth = pm.execute_pipeline(p)
     assert second.states["score"] == TaskStatus.SUCCEEDED
@@ -327,8 +336,8 @@ def test_a_mapped_task_is_cached_whole(tmp_path: Path) -> None:
     assert [calls(where, x) for x in range(6)] == [2, 2, 2, 2, 2, 2]
 
 
-def test_counts_in_the_record_and_one_row_in_the_table(tmp_path: Path) -> None:
-    with PipelineManager({"store": {"url": str(tmp_path / "store")}}) as pm:
+def test_counts_in_the_record_and_one_row_in_the_table(tmp_path: Path, on: dict[str, Any]) -> None:
+    with PipelineManager({**on, "store": {"url": str(tmp_path / "store")}}) as pm:
         result = pm.execute_pipeline(_failing("skip"))
         stored = pm.store.read_record("failing", result.run_id)
     assert stored.tasks["score"].elements == {"succeeded": 9, "failed": 1}
@@ -344,6 +353,9 @@ def test_counts_in_the_record_and_one_row_in_the_table(tmp_path: Path) -> None:
     from xlibrary.pipeline.present import elements_words
 
     assert elements_words(big.elements) == "9,998 succeeded, 2 failed"
+    from xlibrary.pipeline.cli._store import _task_row
+
+    assert "elements: 9,998 succeeded, 2 failed" in _task_row("m", big)[-1]
     assert "9 succeeded, 1 failed" in result._repr_html_()  # type: ignore[attr-defined]
 
 
