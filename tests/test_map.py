@@ -466,3 +466,24 @@ def test_two_levels_of_mapped_tasks_and_progress(tmp_path: Path) -> None:
         backend.close()
     assert watched.final_result == [0, 1, 4, 9]
     assert sorted(done) == ["lengths", "n", "ranges", "squares"]  # one each, no elements
+
+
+def type_name(x: Any) -> str:
+    return type(x).__name__
+
+
+def test_mapping_a_task_changes_its_derived_cache_key(tmp_path: Path) -> None:
+    def declared(**options: Any) -> Pipeline:
+        p = Pipeline("keyed")
+        p.task("files", cache=False)(lambda: [1, 2])
+        p.task("kinds", depends_on=["files"], cache=CachePolicy(), **options)(type_name)
+        return p
+
+    with PipelineManager({"store": {"url": str(tmp_path / "store")}}) as pm:
+        assert pm.execute_pipeline(declared()).final_result == "list"
+        assert pm.execute_pipeline(declared()).states["kinds"] == TaskStatus.CACHED
+        mapped = pm.execute_pipeline(declared(map_over="files"))
+        assert mapped.states["kinds"] == TaskStatus.SUCCEEDED
+        assert mapped.final_result == ["int", "int"]
+        again = pm.execute_pipeline(declared(map_over="files"))
+    assert again.states["kinds"] == TaskStatus.CACHED and again.final_result == ["int", "int"]

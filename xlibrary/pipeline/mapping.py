@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from .errors import MapInputError, PipelineDefinitionError
 
-__all__ = ["ON_ERROR", "Indexable", "auto_batch_size", "check_map", "elements_of"]
+__all__ = ["ON_ERROR", "Indexable", "auto_batch_size", "check_map", "elements_of", "map_mark"]
 
 ON_ERROR = ("fail", "skip")
 
@@ -79,6 +79,14 @@ def check_map(task: _MapSpec) -> None:
             f'task {name!r}: on_error must be "fail" (one failing element fails the task) '
             f'or "skip" (its slot holds the exception), got {task.on_error!r}'
         )
+
+
+def map_mark(task: _MapSpec) -> str:
+    """What mapping adds to a task's code fingerprint (so to its derived cache keys): mapped
+    or not, over which input, and whether failed elements are kept; ``""`` unmapped."""
+    if task.map_over is None:
+        return ""
+    return f"|map_over={task.map_over}|on_error={task.on_error or 'fail'}"
 
 
 class _ByPosition:
