@@ -83,19 +83,29 @@ def calls(where: str | Path, x: int) -> int:
 
 
 class Keys(SchedulerPlugin):
-    """A scheduler plugin keeping the keys of the tasks the scheduler was given."""
+    """A scheduler plugin keeping the keys of the tasks the scheduler was given, and each
+    time a key's result arrived in memory."""
 
     name = "test-map-keys"
 
     def __init__(self) -> None:
         self.keys: set[Any] = set()
+        self.stored: list[Any] = []
 
     def update_graph(self, scheduler: Any, *, keys: Any = (), tasks: Any = (), **_: Any) -> None:
         self.keys.update(tasks or ())
 
+    def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
+        if finish == "memory":
+            self.stored.append(key)
+
 
 def seen_keys(dask_scheduler: Any) -> list[Any]:
     return sorted(dask_scheduler.plugins[Keys.name].keys, key=repr)
+
+
+def stored_keys(dask_scheduler: Any) -> list[Any]:
+    return list(dask_scheduler.plugins[Keys.name].stored)
 
 
 # -- backends ---------------------------------------------------------------------------------
@@ -369,6 +379,7 @@ def test_elements_are_keys_of_their_own_on_several_worker_processes(cluster: str
         pm.client.register_plugin(Keys())
         result = pm.execute_pipeline(p)
         keys = pm.client.run_on_scheduler(seen_keys)
+        stored = pm.client.run_on_scheduler(stored_keys)
     assert result.success, result.error
     assert [x for x, _ in result.final_result] == list(range(24))
     pids = {pid for _, pid in result.final_result}
@@ -377,6 +388,49 @@ def test_elements_are_keys_of_their_own_on_several_worker_processes(cluster: str
     elements = [k for k in keys if k[0] == "pids" and len(k) == 3 and k[1] == run_id]
     assert sorted(k[2] for k in elements) == list(range(24))
     assert ("pids", run_id) in keys and ("files", run_id) in keys
+    # each result is made once: the second round refers to the first one's on the cluster
+    assert stored.count(("files", run_id)) == stored.count(("pids", run_id)) == 1
+
+
+class Recording:
+    """A backend that passes each round on to a real one, keeping the graphs it was given."""
+
+    def __init__(self, backend: Any) -> None:
+        self.backend, self.name, self.graphs = backend, backend.name, []
+
+    def run(self, graph: Any, keys: Any, **options: Any) -> Any:
+        self.graphs.append(set(graph))  # the keys only: the graph holds the round's futures
+        return self.backend.run(graph, keys, **options)
+
+    def __getattr__(self, name: str) -> Any:  # held, release_held, threads, ...
+        return getattr(self.backend, name)
+
+
+def test_other_inputs_stay_on_the_cluster_between_rounds(cluster: str) -> None:
+    from distributed import Client
+
+    from xlibrary.pipeline.backends.distributed import DistributedBackend
+
+    with Client(cluster, set_as_default=False) as client:
+        backend = Recording(DistributedBackend(client=client))
+        with PipelineManager() as pm:
+            plan = pm.plan(_scoring())
+        result = execute(plan, backend, keep_results="final")
+        deadline, left = time.monotonic() + 10, [None]
+        while left and time.monotonic() < deadline:  # the client releases in its own time
+            time.sleep(0.1)
+            left = client.run_on_scheduler(
+                lambda dask_scheduler, run: [k for k in dask_scheduler.tasks if run in k],
+                run=result.run_id,
+            )
+    assert result.final_result == sum(x * 3 for x in range(12))
+    first, second = backend.graphs
+    run_id = result.run_id
+    assert {("files", run_id), ("model", run_id)} <= set(first)
+    # the second round refers to them on the cluster: neither is sent again
+    assert ("files", run_id) not in second and ("model", run_id) not in second
+    assert ("score", run_id, 11) in second and ("total", run_id) in second
+    assert not left  # what was held for the second round is released at the end
 
 
 def test_auto_batches_on_processes_use_fewer_keys(cluster: str) -> None:

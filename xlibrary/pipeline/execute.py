@@ -30,7 +30,7 @@ from typing import Any, Protocol
 from .backends import Backend
 from .collect import collect, log_result, started_record
 from .errors import RunCancelled
-from .expand import held_back, needed
+from .expand import held_back, needed, this_round
 from .inputs import RunInputs
 from .lower import lower
 from .outcome import Outcome
@@ -141,15 +141,16 @@ def execute(
     wanted = set(targets or plan.sinks) if keep_results == "final" else None
     computed = set(targets or plan.sinks) if compute_final else set()
     fetched: set[str] = set()  # tasks whose outcomes came back with their values
+    remote: dict[str, Any] = {}  # futures of results held on the cluster for a later round
     try:
         threads = _threads(backend) if parallel else 1
         rerun = False  # the one round of reruns of stale results has been
         while True:
             held = held_back(steps, outcomes)  # mapped tasks wait for their inputs' lengths
-            need = needed(steps, held) if held else set()
-            fetch = None if wanted is None else wanted | need
+            mapped_inputs, hold = needed(steps, held) if held else (set(), set())
+            fetch = None if wanted is None else wanted | mapped_inputs
             graph, keys = lower(
-                tuple(step for step in steps if step.name not in held) if held else steps,
+                this_round(steps, held) if held or outcomes else steps,
                 plan.pipeline,
                 run_id,
                 cache=storage.cache,
@@ -160,6 +161,7 @@ def execute(
                 pools=pools,
                 guard_inputs=inputs is not None and inputs.guard,
                 threads=threads,
+                remote=remote,
             )
             # what earlier rounds brought back is data in this one: ask only for the rest
             ran = {n: k for n, k in keys.items() if n not in outcomes} if outcomes else keys
@@ -171,9 +173,13 @@ def execute(
                 wanted=fetch,
                 restrictions=_restrictions(steps, graph, ran),
                 compute=computed - held,
+                **({"hold": hold | mapped_inputs} if held else {}),  # the next round reads
             )
+            if held and callable(getattr(backend, "held", None)):  # on the cluster
+                remote.update(backend.held(run_id))  # type: ignore[attr-defined]
             outcomes.update(got)
-            fetched.update(got if fetch is None else fetch & set(got))
+            came = set(got)  # with values: what was fetched, and what was held here (threads)
+            fetched.update(came if fetch is None else fetch & came | (hold & came) - set(remote))
             stale = {name for name, outcome in outcomes.items() if outcome.status == STALE}
             redo: set[str] = set()
             if stale and not rerun:
@@ -192,8 +198,15 @@ def execute(
                 raise RunCancelled("the run was cancelled")
             for name in redo:
                 del outcomes[name]
-            # a task known without its value (keep_results final) cannot feed one that reruns
-            usable = {n: o for n, o in outcomes.items() if n in fetched or o.status not in DONE}
+            # a task known without its value (keep_results final) cannot feed one that reruns;
+            # the tasks of the next round of a map read only what this one kept for them
+            usable = outcomes
+            if redo:
+                usable = {
+                    n: o
+                    for n, o in outcomes.items()
+                    if n in fetched or n in remote or o.status not in DONE
+                }
             steps = prepare_run(
                 plan,
                 cache=storage.cache,
@@ -224,6 +237,8 @@ def execute(
     finally:
         if watch is not None:
             watch.close()
+        if remote:
+            backend.release_held(run_id)  # type: ignore[attr-defined]
     log_result(result, _where(backend, used))
     _tell(observers, result)
     return result

@@ -3,8 +3,11 @@
 How a run with mapped tasks goes (``map_over=``, see :mod:`~.mapping`):
 
 1. A mapped task that runs waits for its mapped input: it, and every task downstream of it,
-   is held back from the round's graph (:func:`held_back`). The round computes the rest,
-   bringing back the outcomes the held-back tasks need (:func:`needed`), as any round does.
+   is held back from the round's graph (:func:`held_back`). The round computes the rest.
+   What the held-back tasks read (:func:`needed`) is kept for the next round: the mapped
+   inputs' values come to the client (their elements go out with the element tasks); on a
+   cluster every result they read also stays held there, as a future, and the next round
+   refers to it by key, so nothing is sent back.
 2. The next round knows those outcomes (``KNOWN`` steps), so the mapped task's length is
    known: it is lowered (:func:`expand`) to one element task per element, or per batch of
    elements, keyed ``(task, run_id, i)`` with ``i`` the element's (or the batch's) index,
@@ -37,7 +40,7 @@ from .plan import Action, Step
 from .states import DONE, TaskStatus
 from .wrapper import TaskWrapper
 
-__all__ = ["expand", "held_back", "needed"]
+__all__ = ["expand", "held_back", "needed", "this_round"]
 
 
 def held_back(steps: Iterable[Step], known: Mapping[str, Outcome]) -> set[str]:
@@ -56,15 +59,29 @@ def held_back(steps: Iterable[Step], known: Mapping[str, Outcome]) -> set[str]:
     return held
 
 
-def needed(steps: Iterable[Step], held: set[str]) -> set[str]:
-    """The tasks outside ``held`` whose outcomes (with values) the held-back tasks need."""
-    return {
-        dep
-        for step in steps
-        if step.name in held
-        for dep in step.task.spec.depends_on
-        if dep not in held
+def needed(steps: Iterable[Step], held: set[str]) -> tuple[set[str], set[str]]:
+    """What the held-back tasks need of the tasks outside ``held``: the mapped inputs (their
+    values, on the client: their elements go out with the element tasks), and the others
+    (kept where the next round can use them: on a cluster, held there)."""
+    inputs: set[str] = set()
+    others: set[str] = set()
+    for step in steps:
+        if step.name in held:
+            spec = step.task.spec
+            if spec.map_over is not None and spec.map_over not in held:
+                inputs.add(spec.map_over)
+            others.update(dep for dep in spec.depends_on if dep not in held)
+    return inputs, others - inputs
+
+
+def this_round(steps: Iterable[Step], held: set[str]) -> tuple[Step, ...]:
+    """The steps of a round: those not ``held`` back, less the tasks known from earlier
+    rounds that none of them reads (their results are not sent again)."""
+    live = [step for step in steps if step.name not in held]
+    read = {
+        dep for step in live if step.action is not Action.KNOWN for dep in step.task.spec.depends_on
     }
+    return tuple(s for s in live if s.action is not Action.KNOWN or s.name in read)
 
 
 def expand(

@@ -57,6 +57,7 @@ def lower(
     pools: Mapping[str, Pool] | None = None,
     guard_inputs: bool = False,
     threads: int = 1,
+    remote: Mapping[str, Any] | None = None,
 ) -> tuple[dict[Key, Any], dict[str, Key]]:
     """The Dask graph of one run, and each task's key by task name (pruned tasks left out).
 
@@ -67,6 +68,7 @@ def lower(
     parameters is called with them as keywords; with ``guard_inputs`` each task warns when it
     changes a value it was given (``debug_mode``). A mapped task's input must be KNOWN;
     ``threads`` (the backend's worker threads) sizes its ``batch_size="auto"`` batches.
+    A KNOWN task in ``remote`` is referred to by its future there (held on the cluster).
     """
     tracking = measures.tracking() if measures is not None else None
     run_action, prune, unselected = Action.RUN, Action.PRUNE, Action.UNSELECTED
@@ -141,6 +143,8 @@ def lower(
             assert runs is not None and step.restore_run is not None
             loader = SavedLoader(name, runs, pipeline, step.restore_run, step.token)
             graph[key] = DaskTask(key, loader)
+        elif remote is not None and name in remote:  # KNOWN, its result on the cluster
+            refs[name] = remote[name]  # a distributed Future is a TaskRef to its key
         else:  # KNOWN
             assert known is not None
             graph[key] = DataNode(key, known[name])

@@ -94,6 +94,7 @@ class DistributedBackend:
         self._cluster: Cluster | None = None
         self._checked_workers = client is None and address is None  # our own cluster
         self._reports: dict[str, dict[str, bytes]] = {}
+        self._held: dict[str, dict[str, Any]] = {}
         self._progress: dict[str, RunWatch] = {}
         self._reporting = False
         self._lock = threading.Lock()
@@ -240,11 +241,13 @@ class DistributedBackend:
         wanted: Collection[str] | None = None,
         restrictions: Mapping[Key, Mapping[str, float]] | None = None,
         compute: Collection[str] = (),
+        hold: Collection[str] = (),
     ) -> dict[str, Outcome]:
         names = list(keys)
         if not parallel:
             from .local import run_locally
 
+            wanted = None if wanted is None else {*wanted, *hold}  # a later round reads them
             return run_locally(graph, keys, None, progress=progress, wanted=wanted, compute=compute)
         distributed = import_distributed()
         register_with_distributed()  # outcomes whose values cannot travel fail their tasks
@@ -253,6 +256,8 @@ class DistributedBackend:
         fetched = set(fetch)
         rest = [name for name in names if name not in fetched]
         run_id = next(iter(keys.values()))[1]
+        holding = [name for name in hold if name in keys]  # stay on the cluster for a later round
+        asked = fetch + [name for name in holding if name not in fetched]
         if rest:
             self._ensure_reporting(client)
             self._reports[run_id] = {}
@@ -262,7 +267,7 @@ class DistributedBackend:
             progress.probe = lambda: _processing(client, run_id)
         watch: NoWorkersWatch | None = None
         try:
-            wanted_keys = [keys[n] for n in fetch]
+            wanted_keys = [keys[n] for n in asked]
             try:
                 futures = client.get(
                     with_restrictions(graph, restrictions), wanted_keys, sync=False
@@ -274,6 +279,10 @@ class DistributedBackend:
                 futures = client.get(
                     with_restrictions(sendable, restrictions), wanted_keys, sync=False
                 )
+            if holding:
+                by_name = dict(zip(asked, futures, strict=True))
+                self._held.setdefault(run_id, {}).update({n: by_name[n] for n in holding})
+                futures = futures[: len(fetch)]
             if self._no_workers_timeout is not None:
                 watch = NoWorkersWatch(
                     client, futures, self._no_workers_timeout, self._workers.count
@@ -298,6 +307,7 @@ class DistributedBackend:
             except BaseException as exc:
                 if progress is not None:  # what had finished, for the run's record
                     progress.finished.update(self._finished(client, run_id, fetch, futures))
+                self.release_held(run_id)
                 with contextlib.suppress(Exception):  # a closed client: the error says why
                     client.cancel(futures)  # interrupted: leave nothing going on the cluster
                 threading.Thread(  # nor what its tasks persisted (a dead cluster: no wait)
@@ -335,6 +345,14 @@ class DistributedBackend:
             self._progress.pop(run_id, None)
             if progress is not None:
                 progress.probe = None
+
+    def held(self, run_id: str) -> dict[str, Any]:
+        """The futures of the results of run ``run_id`` held for its later rounds, by task."""
+        return dict(self._held.get(run_id, {}))
+
+    def release_held(self, run_id: str) -> None:
+        """Let the cluster forget the results held for run ``run_id`` (it has ended)."""
+        self._held.pop(run_id, None)
 
     def _finished(
         self, client: Client, run_id: str, fetch: list[str], futures: list[Any]

@@ -74,8 +74,11 @@ class LocalBackend:
         wanted: Collection[str] | None = None,
         restrictions: Mapping[Key, Mapping[str, float]] | None = None,
         compute: Collection[str] = (),
+        hold: Collection[str] = (),
     ) -> dict[str, Outcome]:
         pool = self.pool if parallel else None
+        if hold and wanted is not None:  # a later round takes them from here
+            wanted = {*wanted, *hold}
         return run_locally(graph, keys, pool, progress=progress, wanted=wanted, compute=compute)
 
     def close(self) -> None:
