@@ -91,9 +91,14 @@ class Keys(SchedulerPlugin):
     def __init__(self) -> None:
         self.keys: set[Any] = set()
         self.stored: list[Any] = []
+        self.restricted: dict[Any, dict[str, float]] = {}
 
     def update_graph(self, scheduler: Any, *, keys: Any = (), tasks: Any = (), **_: Any) -> None:
         self.keys.update(tasks or ())
+        for key in tasks or ():
+            state = scheduler.tasks.get(key)
+            if state is not None and state.resource_restrictions:
+                self.restricted[key] = dict(state.resource_restrictions)
 
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
         if finish == "memory":
@@ -102,6 +107,10 @@ class Keys(SchedulerPlugin):
 
 def seen_keys(dask_scheduler: Any) -> list[Any]:
     return sorted(dask_scheduler.plugins[Keys.name].keys, key=repr)
+
+
+def restricted_keys(dask_scheduler: Any) -> dict[Any, dict[str, float]]:
+    return dict(dask_scheduler.plugins[Keys.name].restricted)
 
 
 def stored_keys(dask_scheduler: Any) -> list[Any]:
@@ -541,3 +550,27 @@ def test_mapping_a_task_changes_its_derived_cache_key(tmp_path: Path) -> None:
         assert mapped.final_result == ["int", "int"]
         again = pm.execute_pipeline(declared(map_over="files"))
     assert again.states["kinds"] == TaskStatus.CACHED and again.final_result == ["int", "int"]
+
+
+def test_elements_carry_the_tasks_resource_requests() -> None:
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(n_workers=1, processes=False, resources={"gpu": 1}, dashboard_address=":0")
+        as cluster,
+        Client(cluster, set_as_default=False) as client,
+        PipelineManager(client=client) as pm,
+    ):  # fmt: skip
+        p = Pipeline("asking")
+        p.task("files")(lambda: list(range(5)))
+        p.task("model")(lambda: 10)
+        p.task("score", depends_on=["files", "model"], map_over="files",
+               resource_requirements={"gpu": 1})(lambda x, m: x + m)  # fmt: skip
+        p.task("total", depends_on=["score", "model"])(lambda s, m: sum(s) - m)
+        client.register_plugin(Keys())
+        result = pm.execute_pipeline(p)
+        asked = client.run_on_scheduler(restricted_keys)
+    assert result.final_result == 50
+    run_id = result.run_id
+    assert asked == {**{("score", run_id, i): {"gpu": 1} for i in range(5)},
+                     ("score", run_id): {"gpu": 1}}  # fmt: skip
