@@ -143,7 +143,7 @@ def collect(
                 params=_params_of(inputs, name),
                 elements=outcome.elements,
             )
-            _warn_skipped(name, outcome.elements)
+            _warn_skipped(name, outcome.elements, outcome.skipped)
         elif status == TaskStatus.FAILED and outcome.failure is not None:
             failure = outcome.failure
             tasks[name] = TaskRecord(
@@ -286,12 +286,13 @@ def log_result(result: PipelineResult, where: str | None = None) -> None:
         logger.warning("%s; on %s", redact_urls_in(str(result.error)), redact_urls_in(where))
 
 
-def _warn_skipped(name: str, elements: Mapping[str, int] | None) -> None:
+def _warn_skipped(name: str, elements: Mapping[str, int] | None, indexes: tuple[int, ...]) -> None:
     """Say so when a mapped task went on past failed elements (``on_error="skip"``)."""
     if elements and elements.get("failed"):
         failed, total = elements["failed"], sum(elements.values())
+        shown = ", ".join(str(i) for i in indexes) + (" ..." if failed > len(indexes) else "")
         logger.warning(
-            "task %r: %d of %d elements failed and were skipped (on_error='skip'); their "
-            "slots in its result hold the exceptions",
-            name, failed, total,
+            "task %r: %d of %d elements failed and were skipped (on_error='skip'): element "
+            "%s; their slots in its result hold the exceptions",
+            name, failed, total, shown,
         )  # fmt: skip

@@ -124,6 +124,9 @@ class ElementRunner:
         return done
 
 
+_NAMED = 10
+"""How many indexes of skipped elements a warning names."""
+
 _loaded: dict[bytes, SharedPolicy] = {}
 """The element policies this process loaded, by payload: a task's elements share one."""
 _LOADED_MAX = 64
@@ -211,6 +214,7 @@ class MapGather:
         outcome.attempts = max(outcome.attempts, attempts)
         outcome.started = min(outcome.started or started, started)
         outcome.elements = counts
+        outcome.skipped = tuple(sorted(failures)[:_NAMED])
         return outcome
 
 
