@@ -262,6 +262,31 @@ def test_a_mapped_task_is_one_row_with_counts(dashboard) -> None:
     assert row["elements"] == {"succeeded": 38, "failed": 2}
 
 
+def fails_at_three(x: int) -> int:
+    if x == 3:
+        raise ValueError("bad element 3")
+    return x
+
+
+def test_a_mapped_pipeline_task_is_one_row_with_its_element_counts(dashboard) -> None:
+    from xlibrary.pipeline import Pipeline
+
+    pm, base = dashboard
+    p = Pipeline("mapped_for_real")
+    p.task("items")(lambda: list(range(10)))
+    p.task("checked", depends_on=["items"], map_over="items", on_error="skip")(fails_at_three)
+    result = pm.execute_pipeline(p)
+    assert result.success, result.error
+    deadline = time.time() + 10
+    row: dict[str, Any] = {}
+    while time.time() < deadline and row.get("elements") != {"succeeded": 9, "failed": 1}:
+        time.sleep(0.1)
+        runs = runs_of(base, "mapped_for_real")
+        row = runs[0]["tasks"]["checked"] if runs else {}
+    assert list(runs_of(base, "mapped_for_real")[0]["tasks"]) == ["items", "checked"]
+    assert row["elements"] == {"succeeded": 9, "failed": 1} and row["state"] == "succeeded"
+
+
 def test_the_page_is_a_bokeh_document_in_dasks_navigation(dashboard) -> None:
     _, base = dashboard
     page = get(f"{base}/pipelines")

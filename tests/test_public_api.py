@@ -24,6 +24,7 @@ def test_exported_names() -> None:
             "ErrorDetails",
             "ExtractionError",
             "InvalidRunIdError",
+            "MapInputError",
             "MissingExtraError",
             "MonitoringDashboard",
             "PerformanceReport",

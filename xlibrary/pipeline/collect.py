@@ -141,7 +141,9 @@ def collect(
                 peak_memory=outcome.peak_memory,
                 worker=outcome.worker,
                 params=_params_of(inputs, name),
+                elements=outcome.elements,
             )
+            _warn_skipped(name, outcome.elements, outcome.skipped)
         elif status == TaskStatus.FAILED and outcome.failure is not None:
             failure = outcome.failure
             tasks[name] = TaskRecord(
@@ -158,6 +160,7 @@ def collect(
                 peak_memory=outcome.peak_memory,
                 worker=outcome.worker,
                 params=_params_of(inputs, name),
+                elements=outcome.elements,
             )
             if first_failure is None:
                 first_failure = (name, outcome)
@@ -281,3 +284,15 @@ def log_result(result: PipelineResult, where: str | None = None) -> None:
         )
     else:
         logger.warning("%s; on %s", redact_urls_in(str(result.error)), redact_urls_in(where))
+
+
+def _warn_skipped(name: str, elements: Mapping[str, int] | None, indexes: tuple[int, ...]) -> None:
+    """Say so when a mapped task went on past failed elements (``on_error="skip"``)."""
+    if elements and elements.get("failed"):
+        failed, total = elements["failed"], sum(elements.values())
+        shown = ", ".join(str(i) for i in indexes) + (" ..." if failed > len(indexes) else "")
+        logger.warning(
+            "task %r: %d of %d elements failed and were skipped (on_error='skip'): element "
+            "%s; their slots in its result hold the exceptions",
+            name, failed, total, shown,
+        )  # fmt: skip

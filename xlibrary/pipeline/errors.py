@@ -23,6 +23,7 @@
     ├── BadEntry                                 a stored entry is corrupt, foreign or tampered with
     ├── SerializationError (TypeError)           a task's result cannot be serialized
     ├── TaskOutputError (TypeError)              a result does not fit the task's named outputs
+    ├── MapInputError (TypeError)                a mapped task's input is not a sequence
     ├── InvalidRunIdError (ValueError)           a run id not of the form the engine makes
     ├── StorePathError (ValueError)              a path or name the store cannot hold in its root
     ├── DatasetError                             a dataset cannot be declared, loaded or saved
@@ -52,6 +53,7 @@ __all__ = [
     "EmptyPipelineError",
     "ExtractionError",
     "InvalidRunIdError",
+    "MapInputError",
     "MissingExtraError",
     "PipelineDefinitionError",
     "PipelineError",
@@ -219,6 +221,11 @@ class SerializationError(PipelineError, TypeError):
 class TaskOutputError(PipelineError, TypeError):
     """A task declared with ``outputs=[...]`` returned something that does not fit them: not a
     tuple, list or mapping, the wrong number of values, or a mapping without one of them."""
+
+
+class MapInputError(PipelineError, TypeError):
+    """The dependency a task maps over (``map_over=``) gave something that is not a sequence
+    of elements (a string, a mapping, a set, a generator, a lazy Dask collection)."""
 
 
 class InvalidRunIdError(PipelineError, ValueError):

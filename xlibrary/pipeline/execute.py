@@ -25,13 +25,15 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from . import collector
 from .backends import Backend
 from .collect import collect, log_result, started_record
 from .errors import RunCancelled
+from .expand import held_back, needed, this_round
 from .inputs import RunInputs
+from .keys import task_of
 from .lower import lower
 from .outcome import Outcome
 from .plan import Action, Plan, Step, prepare_run
@@ -141,11 +143,17 @@ def execute(
     wanted = set(targets or plan.sinks) if keep_results == "final" else None
     computed = set(targets or plan.sinks) if compute_final else set()
     fetched: set[str] = set()  # tasks whose outcomes came back with their values
+    remote: dict[str, Any] = {}  # futures of results held on the cluster for a later round
     try:
-        for round_ in range(2):
+        threads = _threads(backend) if parallel else 1
+        rerun = False  # the one round of reruns of stale results has been
+        while True:
+            held = held_back(steps, outcomes)  # mapped tasks wait for their inputs' lengths
+            mapped_inputs, hold = needed(steps, held) if held else (set(), set())
+            fetch = None if wanted is None else wanted | mapped_inputs
             with collector.paused():  # builds objects that all live through the run
                 graph, keys = lower(
-                    steps,
+                    this_round(steps, held) if held or outcomes else steps,
                     plan.pipeline,
                     run_id,
                     cache=storage.cache,
@@ -155,50 +163,68 @@ def execute(
                     measures=measures,
                     pools=pools,
                     guard_inputs=inputs is not None and inputs.guard,
+                    threads=threads,
+                    remote=remote,
                 )
-            restrictions = {
-                keys[s.name]: s.task.spec.resource_requirements
-                for s in steps
-                if s.action is Action.RUN and s.task.spec.resource_requirements
-            }
+            # what earlier rounds brought back is data in this one: ask only for the rest
+            ran = {n: k for n, k in keys.items() if n not in outcomes} if outcomes else keys
             got = backend.run(
                 graph,
-                keys,
+                ran,
                 parallel=parallel,
                 progress=watch,
-                wanted=wanted,
-                restrictions=restrictions,
-                compute=computed,
+                wanted=fetch,
+                restrictions=_restrictions(steps, graph, ran),
+                compute=computed - held,
+                **({"hold": hold | mapped_inputs} if held else {}),  # the next round reads
             )
+            if held and callable(getattr(backend, "held", None)):  # on the cluster
+                remote.update(backend.held(run_id))  # type: ignore[attr-defined]
             outcomes.update(got)
-            fetched.update(got if wanted is None else wanted & set(got))
+            came = set(got)  # with values: what was fetched, and what was held here (threads)
+            fetched.update(came if fetch is None else fetch & came | (hold & came) - set(remote))
             stale = {name for name, outcome in outcomes.items() if outcome.status == STALE}
-            if not stale or round_:
+            redo: set[str] = set()
+            if stale and not rerun:
+                rerun = True
+                logger.info("rerunning %s: their stored results could not be used", sorted(stale))
+                redo = stale | {
+                    name
+                    for name, outcome in outcomes.items()
+                    if outcome.status == TaskStatus.SKIPPED and outcome.cause in stale
+                }
+                restore = {k: v for k, v in (restore or {}).items() if k not in stale}
+                force = frozenset(force) | stale
+            elif not held:
                 break
-            logger.info("rerunning %s: their stored results could not be used", sorted(stale))
-            redo = stale | {
-                name
-                for name, outcome in outcomes.items()
-                if outcome.status == TaskStatus.SKIPPED and outcome.cause in stale
-            }
+            if watch is not None and watch.cancelled:
+                raise RunCancelled("the run was cancelled")
             for name in redo:
                 del outcomes[name]
-            # a task known without its value (keep_results final) cannot feed one that reruns
-            usable = {n: o for n, o in outcomes.items() if n in fetched or o.status not in DONE}
+            # a task known without its value (keep_results final) cannot feed one that reruns;
+            # the tasks of the next round of a map read only what this one kept for them
+            usable = outcomes
+            if redo:
+                usable = {
+                    n: o
+                    for n, o in outcomes.items()
+                    if n in fetched or n in remote or o.status not in DONE
+                }
             steps = prepare_run(
                 plan,
                 cache=storage.cache,
                 known={name: o.token for name, o in usable.items()},
-                restore={k: v for k, v in (restore or {}).items() if k not in stale},
-                force=set(force) | stale,
+                restore=restore,
+                force=force,
                 targets=targets,
                 unselected=unselected,
                 inputs=inputs,
             )
+        kept = fetched if wanted is None else fetched & wanted
         with collector.paused():  # one record a task, all kept
             result = collect(
                 plan, run_id, outcomes, steps, started=started, finished=time.time(),
-                fetched=fetched, resumed_from=resumed_from, inputs=inputs, backend=used,
+                fetched=kept, resumed_from=resumed_from, inputs=inputs, backend=used,
             )  # fmt: skip
         if instruments is not None:
             result = instruments.finish(result)
@@ -215,9 +241,35 @@ def execute(
     finally:
         if watch is not None:
             watch.close()
+        if remote:
+            backend.release_held(run_id)  # type: ignore[attr-defined]
     log_result(result, _where(backend, used))
     _tell(observers, result)
     return result
+
+
+def _threads(backend: Backend) -> int:
+    """How many tasks the backend runs at once (``batch_size="auto"`` sizes batches by it)."""
+    threads = getattr(backend, "threads", None)
+    try:
+        return max(1, int(threads())) if callable(threads) else 1
+    except Exception:  # a cluster that cannot say: one batch per element group is still right
+        return 1
+
+
+def _restrictions(
+    steps: tuple[Step, ...], graph: Mapping[Any, Any], keys: Mapping[str, Any]
+) -> dict[Any, Mapping[str, float]]:
+    """The Dask resources of the tasks that ask for them: each key of theirs in ``graph``
+    (a mapped task's element keys too)."""
+    asks = {
+        s.name: s.task.spec.resource_requirements
+        for s in steps
+        if s.action is Action.RUN and s.task.spec.resource_requirements and s.name in keys
+    }
+    if not asks:
+        return {}
+    return {key: asks[name] for key in graph if (name := task_of(key)) in asks}
 
 
 def _where(backend: Backend, used: str) -> str:

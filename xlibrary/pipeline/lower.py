@@ -14,6 +14,9 @@ Guarantees:
 * An output task becomes an :class:`~xlibrary.pipeline.outputs.OutputPicker` of its task's
   outcome; a task with named outputs has its result checked against them; a task with a pool
   takes a place in it (``pools``, by pool name) around each attempt.
+* A mapped task (``map_over=``) whose input is known becomes element tasks keyed
+  ``(task_name, run_id, i)`` and a gather task keyed ``(task_name, run_id)``
+  (:mod:`~.expand`, which also says how the rounds of such a run go).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from dask.task_spec import DataNode, TaskRef
 from dask.task_spec import Task as DaskTask
 
 from .compose import OutputOf
+from .expand import expand
 from .inputs import InputGuard
 from .keys import Key, grouped, task_key
 from .loaders import CacheLoader, DatasetLoader, SavedLoader
@@ -52,6 +56,8 @@ def lower(
     measures: Measures | None = None,
     pools: Mapping[str, Pool] | None = None,
     guard_inputs: bool = False,
+    threads: int = 1,
+    remote: Mapping[str, Any] | None = None,
 ) -> tuple[dict[Key, Any], dict[str, Key]]:
     """The Dask graph of one run, and each task's key by task name (pruned tasks left out).
 
@@ -60,7 +66,9 @@ def lower(
     ``measures`` is what monitored tasks measure (tasks tracked by a decorator measure all);
     ``pools`` are the concurrency pools of tasks declared with ``pool=``. A task with
     parameters is called with them as keywords; with ``guard_inputs`` each task warns when it
-    changes a value it was given (``debug_mode``).
+    changes a value it was given (``debug_mode``). A mapped task's input must be KNOWN;
+    ``threads`` (the backend's worker threads) sizes its ``batch_size="auto"`` batches.
+    A KNOWN task in ``remote`` is referred to by its future there (held on the cluster).
     """
     tracking = measures.tracking() if measures is not None else None
     run_action, prune, unselected = Action.RUN, Action.PRUNE, Action.UNSELECTED
@@ -118,6 +126,9 @@ def lower(
                 measures=measure,
                 pool=None if spec.pool is None or pools is None else pools[spec.pool],
             )
+            if spec.map_over is not None:
+                expand(graph, step, wrapper, refs, known or {}, run_id, threads=threads)
+                continue
             graph[key] = DaskTask(key, wrapper, *[refs[dep] for dep in spec.depends_on])
         elif action is Action.LOAD:
             assert cache is not None and step.cache_key is not None
@@ -133,6 +144,8 @@ def lower(
             assert runs is not None and step.restore_run is not None
             loader = SavedLoader(name, runs, pipeline, step.restore_run, step.token)
             graph[key] = DaskTask(key, loader)
+        elif remote is not None and name in remote:  # KNOWN, its result on the cluster
+            refs[name] = remote[name]  # a distributed Future is a TaskRef to its key
         else:  # KNOWN
             assert known is not None
             graph[key] = DataNode(key, known[name])

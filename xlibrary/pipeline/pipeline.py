@@ -127,10 +127,12 @@ class Pipeline(PipelineData):
 
         ``name`` defaults to the function's name; ``@pipeline.task`` also works bare. The
         keywords (``timeout``, ``resource_requirements``, ``tags``, ``pool``, ``outputs``,
-        ``save_to``, ``versioned``, ``cache``) are :class:`~xlibrary.pipeline.spec.TaskOptions`:
-        fields of the task's spec. ``save_to`` writes the result to that fsspec URL after the
-        task succeeds (``versioned=True``: each run's copy under its run id); ``cache=False``
-        never caches the task, ``cache=True`` caches it under a derived key (as
+        ``save_to``, ``versioned``, ``cache``, ``map_over``, ``batch_size``, ``on_error``) are
+        :class:`~xlibrary.pipeline.spec.TaskOptions`: fields of the task's spec. ``map_over``
+        calls the function once per element of that dependency's result (:mod:`~.mapping`).
+        ``save_to`` writes the result to that fsspec URL after the task succeeds
+        (``versioned=True``: each run's copy under its run id); ``cache=False`` never caches
+        the task, ``cache=True`` caches it under a derived key (as
         ``@pm.cache_result``). The function's keyword-only parameters are pipeline parameters
         (:mod:`~.params`).
         """

@@ -40,6 +40,7 @@ from .inputs import (
     invisible,
     saved_output,
 )
+from .mapping import map_mark
 from .order import topological_order
 from .params import parameters_of
 from .pipeline import Pipeline
@@ -180,7 +181,7 @@ def make_plan(
                 rule = CacheRule(
                     key=policy.key if policy else None,
                     ttl=policy.ttl if policy and policy.ttl is not None else caching.ttl,
-                    code=code_fingerprint(spec.func),
+                    code=code_fingerprint(spec.func) + map_mark(spec),
                 )
         output = output_of(spec, catalog)
         planned.append(

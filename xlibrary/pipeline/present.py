@@ -154,6 +154,20 @@ def format_duration(seconds: float | None) -> str:
     return f"{minutes:.0f} min {rest:02.0f} s"
 
 
+def elements_words(elements: Mapping[str, int] | None) -> str:
+    """A mapped task's element counts: ``9,998 succeeded, 2 failed`` (``""`` unmapped)."""
+    if not elements:
+        return ""
+    succeeded, failed = elements.get("succeeded", 0), elements.get("failed", 0)
+    return f"{succeeded:,} succeeded" + (f", {failed:,} failed" if failed else "")
+
+
+def _status_text(run: TaskRecord) -> str:
+    """A task's status in words, with its element counts when it is mapped."""
+    counts = elements_words(run.elements)
+    return f"{status_words(run.status)} ({counts})" if counts else status_words(run.status)
+
+
 def _note(run: TaskRecord, results: Mapping[str, Any]) -> str | None:
     """Words standing for a task that has no result to preview, or ``None`` when it has."""
     if run.status is TaskStatus.FAILED:
@@ -216,7 +230,7 @@ def _task_row_html(run: TaskRecord, results: Mapping[str, Any]) -> str:
     return (
         f"<tr><td><code>{html.escape(run.name)}</code></td>"
         f'<td><span style="background: {fill}; color: {line}; padding: 0 0.4em">'
-        f"{status_words(run.status)}</span></td>"
+        f"{html.escape(_status_text(run))}</span></td>"
         f"<td>{format_duration(run.duration)}</td><td>{run.attempts}</td>"
         f'<td style="text-align: left">{preview}</td></tr>'
     )
@@ -236,7 +250,7 @@ def text_table(result: PipelineResult) -> str:
         note = _note(run, result.results)
         text = preview_text(result.results[run.name]) if note is None else _one_line(note, 80)
         duration = format_duration(run.duration)
-        rows.append((run.name, status_words(run.status), duration, str(run.attempts), text))
+        rows.append((run.name, _status_text(run), duration, str(run.attempts), text))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = ["  ".join([*(row[i].ljust(widths[i]) for i in range(4)), row[4]]) for row in rows]
     return "\n".join([headline, *lines])

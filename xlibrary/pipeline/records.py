@@ -73,6 +73,8 @@ class TaskRecord:
     """Where it ran, when monitored: a Dask worker's address, or ``local``."""
     params: Mapping[str, Any] | None = None
     """The parameter values it was called with (its keyword-only parameters)."""
+    elements: Mapping[str, int] | None = None
+    """For a mapped task: how many of its elements ``succeeded`` and ``failed``."""
 
     @property
     def duration(self) -> float | None:
@@ -98,7 +100,7 @@ class TaskRecord:
         for name in _OPTIONAL_TASK_FIELDS:
             value = getattr(self, name)
             if value:
-                data[name] = dict(value) if name == "metrics" else value
+                data[name] = dict(value) if name in ("metrics", "elements") else value
         if self.params:
             data["params"] = _plain(self.params)
         if self.status is TaskStatus.FAILED:
@@ -114,6 +116,7 @@ class TaskRecord:
         error = data.get("error") or {}
         metrics = data.get("metrics")
         params = data.get("params")
+        elements = data.get("elements")  # absent from records older than mapped tasks
         return cls(
             name=name,
             status=_task_status(data.get("status")),
@@ -132,6 +135,11 @@ class TaskRecord:
             peak_memory=data.get("peak_memory"),
             worker=data.get("worker"),
             params=dict(params) if isinstance(params, Mapping) and params else None,
+            elements=(
+                {str(k): int(v) for k, v in elements.items()}
+                if isinstance(elements, Mapping)
+                else None
+            ),
         )
 
 
@@ -149,6 +157,7 @@ def _plain(values: Mapping[str, Any]) -> dict[str, Any]:
 
 _OPTIONAL_TASK_FIELDS = (
     "saved", "source", "token", "skipped_because", "reason", "metrics", "peak_memory", "worker",
+    "elements",
 )  # fmt: skip
 
 

@@ -20,6 +20,7 @@ from typing import Any, Literal, TypedDict
 
 from .datasets import Dataset
 from .errors import DatasetError, PipelineDefinitionError, TaskSignatureError, did_you_mean
+from .mapping import check_map
 from .signatures import bind_problem, signature_of, summary_of
 from .store.names import name_problem
 
@@ -59,6 +60,9 @@ class TaskOptions(TypedDict, total=False):
     save_to: str | Mapping[str, str] | None
     versioned: bool
     cache: CachePolicy | bool | None
+    map_over: str | None
+    batch_size: int | Literal["auto"] | None
+    on_error: Literal["fail", "skip"] | None
 
 
 @dataclass(frozen=True)
@@ -151,7 +155,9 @@ class Task:
     Keyword-only parameters of ``func`` are pipeline parameters (see :mod:`~.params`).
     ``save_to`` is an fsspec URL the result is written to after the task succeeds (format
     from the extension; a local path is made absolute here); ``versioned`` keeps each run's
-    copy under its run id.
+    copy under its run id. ``map_over`` names the dependency whose elements the task is
+    called with, one call each (``batch_size``: several calls per Dask task; ``on_error``:
+    ``"fail"`` or ``"skip"`` a failing element); see :mod:`~.mapping`.
     """
 
     name: str
@@ -169,6 +175,9 @@ class Task:
     namespace: str | None = None
     save_to: str | Mapping[str, str] | None = None
     versioned: bool = False
+    map_over: str | None = None
+    batch_size: int | str | None = None
+    on_error: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -198,6 +207,7 @@ class Task:
             object.__setattr__(self, "description", summary_of(self.func))
         _check_signature(self.name, self.func, depends_on)
         _check_shape(self)
+        check_map(self)
         if self.cache not in (None, False) and not isinstance(self.cache, CachePolicy):
             raise PipelineDefinitionError(
                 f"task {self.name!r}: cache must be False (never cached) or a CachePolicy, "

@@ -13,7 +13,6 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any, Protocol
 
 from .errors import RunCancelled
-from .keys import name_in
 
 __all__ = ["Listener", "RunWatch", "dask_callbacks"]
 
@@ -100,9 +99,23 @@ def dask_callbacks(watch: RunWatch) -> tuple[Any, ...]:
     started, done = watch.started, watch.done  # called twice a task: kept lean
 
     def pretask(key: Any, dsk: Any, state: Any) -> None:
-        started(name_in(key))  # a run's keys name their task (keys.py)
+        # a run's keys are (task name, run id), or (group, run id, task name) in a large run;
+        # a mapped task's elements (task, run id, i): the first element starts the task, the
+        # others only check for a cancel (keys.py)
+        if len(key) == 2:
+            started(key[0])
+        elif type(third := key[2]) is str:
+            started(third)
+        elif third == 0:
+            started(key[0])
+        elif watch.cancelled:
+            raise RunCancelled(f"the run was cancelled while task {key[0]!r} ran")
 
     def posttask(key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
-        done(name_in(key), result)
+        if len(key) == 2:
+            done(key[0], result)
+        elif type(key[2]) is str:
+            done(key[2], result)
+        # an element is not a task: its task is done when gathered
 
     return (None, None, pretask, posttask, None)

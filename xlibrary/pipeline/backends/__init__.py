@@ -51,12 +51,16 @@ class Backend(Protocol):
         wanted: Collection[str] | None = None,
         restrictions: Mapping[Key, Mapping[str, float]] | None = None,
         compute: Collection[str] = (),
+        hold: Collection[str] = (),
     ) -> dict[str, Outcome]:
         """Compute ``graph`` and return the outcome of each key in ``keys`` by task name,
         telling ``progress`` as tasks start and finish. Only the tasks in ``wanted`` (default:
         all) return their values; the others return how they went. ``restrictions`` are the
         Dask resources tasks ask for (clusters honour them). The tasks in ``compute`` whose
-        values are Dask collections return them computed (see :mod:`.settle`)."""
+        values are Dask collections return them computed (see :mod:`.settle`). The results
+        of the tasks in ``hold`` are kept for a later round of the run (mapped tasks, see
+        :mod:`..expand`): returned here (threads), or held on the cluster, where
+        ``held(run_id)`` gives their futures until ``release_held(run_id)``."""
         ...
 
     def close(self) -> None:

@@ -14,6 +14,7 @@ dashboard on ``dashboard_address``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from typing import TYPE_CHECKING, Any, Protocol
@@ -34,6 +35,7 @@ __all__ = [
     "LOCALHOST",
     "ClusterKind",
     "LocalClusterKind",
+    "close_unconnected",
     "distributed_options",
     "import_distributed",
     "local_cluster",
@@ -166,3 +168,30 @@ def distributed_options(settings: Settings, client: Client | None) -> dict[str, 
     else:
         options["cluster_factory"] = lambda: start_cluster(settings)
     return options
+
+
+def close_unconnected(exc: BaseException, client_type: type[Client]) -> None:
+    """Close the Client whose constructor raised ``exc``.
+
+    A Client that fails to connect keeps its IO-loop thread running until it is garbage
+    collected, which the traceback of the error we raise delays for as long as someone holds
+    the error; a later Client in the same process could then fail to start its own loop
+    ("assert loop is not None" in distributed's LoopRunner). The half-made Client is the
+    ``self`` of a frame of the traceback: close it at once.
+    """
+    tb = exc.__traceback__
+    while tb is not None:
+        candidate = tb.tb_frame.f_locals.get("self")
+        if isinstance(candidate, client_type):
+            try:
+                candidate.close(timeout=5)
+            except Exception as close_exc:  # already half-closed: nothing more to release
+                logger.debug("closing a Client that failed to connect: %s", close_exc)
+            # a Client that failed to start is "closed" already, and close() then leaves
+            # its IO-loop thread running: stop that too (distributed's own LoopRunner)
+            runner = getattr(candidate, "_loop_runner", None)
+            with contextlib.suppress(Exception):
+                if runner is not None:
+                    runner.stop()
+            return
+        tb = tb.tb_next

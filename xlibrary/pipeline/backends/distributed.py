@@ -40,7 +40,7 @@ from ..outcome import Outcome, register_with_distributed
 from ..settings import Settings
 from ..stored import abandon_held
 from ..watch import RunWatch
-from .clusters import distributed_options, import_distributed
+from .clusters import close_unconnected, distributed_options, import_distributed
 from .noworkers import NoWorkersWatch, WorkerCount
 from .reporting import OUTCOMES_TOPIC, OutcomeReporter
 from .settle import release_run, settle_on_cluster
@@ -96,6 +96,7 @@ class DistributedBackend:
         self._cluster: Cluster | None = None
         self._checked_workers = client is None and address is None  # our own cluster
         self._reports: dict[str, dict[str, bytes]] = {}
+        self._held: dict[str, dict[str, Any]] = {}
         self._progress: dict[str, RunWatch] = {}
         self._reporting = False
         self._lock = threading.Lock()
@@ -152,7 +153,7 @@ class DistributedBackend:
                     security=self._security,
                 )
             except Exception as exc:  # OSError, TimeoutError; TypeError for TLS without keys
-                _close_unconnected(exc, distributed.Client)
+                close_unconnected(exc, distributed.Client)
                 raise ClusterError(
                     f"cannot reach the Dask scheduler at {self._address!r} within "
                     f"{CONNECT_TIMEOUT}: {exc}; check the address (tls:// when it uses TLS, "
@@ -193,6 +194,10 @@ class DistributedBackend:
                 "so they cannot run pipeline tasks; install it where the workers run "
                 '(pip install "xlibrary[pipeline]") or use the image built from deploy/'
             )
+
+    def threads(self) -> int:
+        """How many tasks the cluster's workers run at once now."""
+        return sum(self.client.nthreads().values())
 
     def offered(self, settings: Settings) -> tuple[list[dict[str, float]], str] | None:
         """What each worker offers to task resource requests, and the cluster's name for
@@ -239,11 +244,13 @@ class DistributedBackend:
         wanted: Collection[str] | None = None,
         restrictions: Mapping[Key, Mapping[str, float]] | None = None,
         compute: Collection[str] = (),
+        hold: Collection[str] = (),
     ) -> dict[str, Outcome]:
         names = list(keys)
         if not parallel:
             from .local import run_locally
 
+            wanted = None if wanted is None else {*wanted, *hold}  # a later round reads them
             return run_locally(graph, keys, None, progress=progress, wanted=wanted, compute=compute)
         distributed = import_distributed()
         register_with_distributed()  # outcomes whose values cannot travel fail their tasks
@@ -252,6 +259,8 @@ class DistributedBackend:
         fetched = set(fetch)
         rest = [name for name in names if name not in fetched]
         run_id = run_of(next(iter(keys.values()))) or ""
+        holding = [name for name in hold if name in keys]  # stay on the cluster for a later round
+        asked = fetch + [name for name in holding if name not in fetched]
         if rest:
             self._ensure_reporting(client)
             self._reports[run_id] = {}
@@ -261,7 +270,7 @@ class DistributedBackend:
             progress.probe = lambda: _processing(client, run_id)
         watch: NoWorkersWatch | None = None
         try:
-            wanted_keys = [keys[n] for n in fetch]
+            wanted_keys = [keys[n] for n in asked]
             try:
                 futures = client.get(
                     with_restrictions(graph, restrictions), wanted_keys, sync=False
@@ -273,6 +282,10 @@ class DistributedBackend:
                 futures = client.get(
                     with_restrictions(sendable, restrictions), wanted_keys, sync=False
                 )
+            if holding:
+                by_name = dict(zip(asked, futures, strict=True))
+                self._held.setdefault(run_id, {}).update({n: by_name[n] for n in holding})
+                futures = futures[: len(fetch)]
             if self._no_workers_timeout is not None:
                 watch = NoWorkersWatch(
                     client, futures, self._no_workers_timeout, self._workers.count
@@ -298,6 +311,7 @@ class DistributedBackend:
                 if progress is not None:  # what had finished, for the run's record
                     progress.finished.update(self._finished(client, run_id, fetch, futures))
                     abandon_held(progress.finished.values())  # never settled: not committed
+                self.release_held(run_id)
                 with contextlib.suppress(Exception):  # a closed client: the error says why
                     client.cancel(futures)  # interrupted: leave nothing going on the cluster
                 threading.Thread(  # nor what its tasks persisted (a dead cluster: no wait)
@@ -335,6 +349,14 @@ class DistributedBackend:
             self._progress.pop(run_id, None)
             if progress is not None:
                 progress.probe = None
+
+    def held(self, run_id: str) -> dict[str, Any]:
+        """The futures of the results of run ``run_id`` held for its later rounds, by task."""
+        return dict(self._held.get(run_id, {}))
+
+    def release_held(self, run_id: str) -> None:
+        """Let the cluster forget the results held for run ``run_id`` (it has ended)."""
+        self._held.pop(run_id, None)
 
     def _finished(
         self, client: Client, run_id: str, fetch: list[str], futures: list[Any]
@@ -436,18 +458,17 @@ def _close_within(closable: Any, what: str) -> None:
 
 
 def _processing(client: Any, run_id: str) -> list[str]:
-    """The tasks of run ``run_id`` processing on a worker now, asked of the scheduler."""
+    """The tasks of run ``run_id`` processing on a worker now (a mapped task while one of
+    its elements, keyed ``(task, run_id, i)``, is), asked of the scheduler."""
 
     def on_scheduler(dask_scheduler: Any, run_id: str) -> list[str]:
         # keys.py's reading of a key, spelt out: the scheduler may not have xlibrary
         return sorted(
             {
-                key[2] if len(key) == 3 else key[0]
+                key[2] if len(key) == 3 and type(key[2]) is str else key[0]
                 for ws in dask_scheduler.workers.values()
                 for ts in ws.processing
-                if type(key := ts.key) is tuple
-                and (len(key) == 2 or (len(key) == 3 and type(key[2]) is str))
-                and key[1] == run_id
+                if type(key := ts.key) is tuple and 2 <= len(key) <= 3 and key[1] == run_id
             }
         )
 
@@ -466,30 +487,3 @@ def _wait(distributed: Any, futures: list[Any], watch: RunWatch) -> None:
         except TimeoutError:
             if watch.cancelled:
                 raise RunCancelled("the run was cancelled") from None
-
-
-def _close_unconnected(exc: BaseException, client_type: type[Client]) -> None:
-    """Close the Client whose constructor raised ``exc``.
-
-    A Client that fails to connect keeps its IO-loop thread running until it is garbage
-    collected, which the traceback of the error we raise delays for as long as someone holds
-    the error; a later Client in the same process could then fail to start its own loop
-    ("assert loop is not None" in distributed's LoopRunner). The half-made Client is the
-    ``self`` of a frame of the traceback: close it at once.
-    """
-    tb = exc.__traceback__
-    while tb is not None:
-        candidate = tb.tb_frame.f_locals.get("self")
-        if isinstance(candidate, client_type):
-            try:
-                candidate.close(timeout=5)
-            except Exception as close_exc:  # already half-closed: nothing more to release
-                logger.debug("closing a Client that failed to connect: %s", close_exc)
-            # a Client that failed to start is "closed" already, and close() then leaves
-            # its IO-loop thread running: stop that too (distributed's own LoopRunner)
-            runner = getattr(candidate, "_loop_runner", None)
-            with contextlib.suppress(Exception):
-                if runner is not None:
-                    runner.stop()
-            return
-        tb = tb.tb_next

@@ -62,6 +62,10 @@ class LocalBackend:
     def start(self) -> None:
         self.pool  # noqa: B018 - starts the pool
 
+    def threads(self) -> int:
+        """How many tasks run at once."""
+        return self.num_workers
+
     def run(
         self,
         graph: Mapping[Key, Any],
@@ -72,8 +76,11 @@ class LocalBackend:
         wanted: Collection[str] | None = None,
         restrictions: Mapping[Key, Mapping[str, float]] | None = None,
         compute: Collection[str] = (),
+        hold: Collection[str] = (),
     ) -> dict[str, Outcome]:
         pool = self.pool if parallel else None
+        if hold and wanted is not None:  # a later round takes them from here
+            wanted = {*wanted, *hold}
         return run_locally(graph, keys, pool, progress=progress, wanted=wanted, compute=compute)
 
     def close(self) -> None:

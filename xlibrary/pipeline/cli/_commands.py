@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..manager import PipelineManager
-from ..present import params_text, status_words
+from ..present import elements_words, params_text, status_words
 from ..redact import redact_url
 from ..result import PipelineResult
 from ..settings import load_settings
@@ -238,6 +238,8 @@ def _report(result: PipelineResult) -> None:
         duration = f"{run.duration:.3f}s" if run.duration is not None else "-"
         extra = f"  (after {run.skipped_because!r} failed)" if run.skipped_because else ""
         attempts = f"  {run.attempts} attempts" if run.attempts > 1 else ""
+        if run.elements:
+            extra += f"  ({elements_words(run.elements)})"
         print(f"  {name:<{width}}  {status_words(run.status):<9}  {duration:>8}{attempts}{extra}")
     if result.success:
         print("final result:")

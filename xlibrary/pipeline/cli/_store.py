@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 
 from ..errors import did_you_mean
-from ..present import params_text
+from ..present import elements_words, params_text
 from ..records import RunRecord, TaskRecord
 from ..redact import redact_url
 from ..store.cache import Cache
@@ -87,6 +87,8 @@ def _task_row(name: str, task: TaskRecord | None) -> tuple[str, ...]:
         details.append(f"{task.error_type}: {task.error_message}")
     if task.params:
         details.append(f"params: {params_text(task.params)}")
+    if task.elements:
+        details.append(f"elements: {elements_words(task.elements)}")
     return (
         f"  {name}",
         str(task.status),

@@ -36,7 +36,7 @@ def started_event(record: RunRecord) -> dict[str, Any]:
 
 def finished_event(record: RunRecord) -> dict[str, Any]:
     """The event of a run that ended: its status, and each task's status, duration and
-    (failed) error or (skipped) the failed task it waited for."""
+    (failed) error or (skipped) the failed task it waited for, or (mapped) its counts."""
     tasks: dict[str, dict[str, Any]] = {}
     for name, run in record.tasks.items():
         entry: dict[str, Any] = {"status": str(run.status), "duration": run.duration}
@@ -47,6 +47,8 @@ def finished_event(record: RunRecord) -> dict[str, Any]:
             }
         if run.skipped_because:
             entry["skipped_because"] = run.skipped_because
+        if run.elements:  # a mapped task: its elements' counts
+            entry["elements"] = dict(run.elements)
         tasks[name] = entry
     error = record.error
     return {

@@ -240,6 +240,10 @@ class RunBook:
             row.error = {"type": one_line(failure.type_name), "message": one_line(failure.message)}
         if status == "skipped" and isinstance(getattr(outcome, "cause", None), str):
             row.skipped_because = outcome.cause
+        elements = getattr(outcome, "elements", None)  # a mapped task, gathered
+        if isinstance(elements, dict):
+            row.counts = Counter({k: v for k, v in elements.items() if k in WORDS and v})
+            row.elements = None
         self.version += 1
 
     # -- the scheduler's transitions -----------------------------------------------------
