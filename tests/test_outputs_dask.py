@@ -143,7 +143,7 @@ def test_an_array_saved_to_its_output(tmp_path: Path, fmt: str) -> None:
 
     out = str(tmp_path / f"grid.{fmt}")
     p = Pipeline(f"array_out_{fmt}")
-    p.task("grid", save_to=out)(lambda: da.arange(100, chunks=25).reshape(10, 10))
+    p.task("grid", save_to=out)(lambda: da.arange(100).reshape(10, 10).rechunk(5))
     with PipelineManager() as pm:
         result = pm.execute_pipeline(p)
     assert result.states == {"grid": "succeeded"}, result.error
