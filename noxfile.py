@@ -84,4 +84,6 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_store.py")
     session.run("python", "benchmarks/bench_datasets.py")
     session.run("python", "benchmarks/bench_scale.py")
+    session.run("python", "benchmarks/bench_map.py")
+    session.run("python", "benchmarks/bench_collections.py")
     session.run("python", "benchmarks/bench_stream.py", "--kafka")
