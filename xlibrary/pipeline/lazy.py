@@ -10,11 +10,10 @@ inside a worker task: no nested ``compute()``, which can deadlock a worker of on
   (:func:`hold`): the task ends as soon as the scheduler has the graph (it never waits for
   the partitions), and the next task receives a collection of futures whose partitions are
   in worker memory. A plain ``from_pandas`` frame is not even sent as a graph: its
-  partitions (slices of a frame already in that worker's memory) are scattered from there
-  straight to the workers (:func:`_scattered`; 0.67x hand-written Dask's time in
-  ``bench_collections``, whose client ships the frame through the scheduler). Never through
-  the client, never from task to task. The keys carry the task's name
-  (``load-frompandas-...``), so the dashboard shows them under it.
+  partitions (slices of a frame already in that worker's memory) are scattered there
+  (:func:`_scattered`), never through the scheduler, the client, or from task to task.
+  The keys carry the task's name (``load-...-frompandas-...``), so the dashboard shows them
+  under it.
 * **Any other collection** (a ``read_parquet`` and what is built on it, or on persisted
   partitions) is handed on as it is: its graph is small. On threads every collection is.
 * **At the end** the client settles the run (:mod:`.backends.settle`): it waits for the
@@ -192,10 +191,12 @@ def hold(value: Any, writes: Sequence[PendingWrite] = ()) -> tuple[Any, Held]:
 
 
 def _scattered(client: Any, value: Any, prefix: str) -> tuple[Any, list[Hashable]] | None:
-    """A ``from_pandas`` frame (nothing else) scattered from this worker straight to the
-    workers (spread over them all: given no workers, a worker's scatter keeps everything
-    itself), partition by partition, keyed ``<prefix>frompandas-...``: its data is in this
-    process already, so it need not travel through the scheduler inside a graph. The
+    """A ``from_pandas`` frame (nothing else) scattered from this worker, partition by
+    partition, keyed ``<prefix>frompandas-...``: its data is in this process already, so it
+    need not travel through the scheduler inside a graph. A worker's scatter keeps the
+    partitions where they are (the scheduler moves them as the tasks using them are spread:
+    1.06x hand-written Dask in ``bench_collections``; spread over the workers at once, 1.12-
+    1.15x). The
     partitions are slices of the frame, cut here with Dask's synchronous scheduler (no
     cluster involved: nothing to deadlock). ``None`` for any other collection."""
     if not is_expr_backed(value):
@@ -210,8 +211,7 @@ def _scattered(client: Any, value: Any, prefix: str) -> tuple[Any, list[Hashable
     parts = get_sync(dict(optimized.__dask_graph__()), keys)
     names = {key[0]: prefix + key[0] for key in keys if not key[0].startswith(prefix)}
     renamed = [_renamed(key, names) for key in keys]
-    workers = list(client.scheduler_info(n_workers=-1)["workers"])
-    futures = client.scatter(dict(zip(renamed, parts, strict=True)), workers=workers, direct=True)
+    futures = client.scatter(dict(zip(renamed, parts, strict=True)), direct=True)
     rebuild, args = optimized.__dask_postpersist__()
     return rebuild(futures, *args), renamed
 
