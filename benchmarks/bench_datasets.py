@@ -19,27 +19,15 @@ from __future__ import annotations
 import argparse
 import glob
 import os
-import statistics
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
+from bench_store import median_time  # one timing helper for the benchmarks
 
 from xlibrary.pipeline import Pipeline, PipelineManager
 from xlibrary.pipeline.datasets import Dataset
-
-
-def median_time(fn: Callable[[], Any], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def fingerprints(files: int, repeat: int, root: Path) -> None:

@@ -32,6 +32,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from bench_core import pipeline_fanout as fanout  # the same fan-out as bench_core's
+from bench_core import raw_fanout as fanout_graph
 from dask.task_spec import Task as DaskTask
 from dask.task_spec import TaskRef
 
@@ -86,38 +88,6 @@ def pipeline(n: int) -> Pipeline:
         p.add(Task(f"sum_{g}", total, tuple(f"block_{g}_{i}" for i in range(per))))
     p.add(Task("total", add, tuple(f"sum_{g}" for g in range(groups))))
     return p
-
-
-def fanout_graph(n: int, token: str) -> tuple[dict[Any, DaskTask], Any]:
-    """The fan-out as a raw task-spec graph: one source, ``n`` tasks on it, their total."""
-    src = ("source", token)
-    graph: dict[Any, Any] = {src: DaskTask(src, source)}
-    leaves = []
-    for i in range(n):
-        key = (f"leaf_{i}", token)
-        graph[key] = DaskTask(key, inc, TaskRef(src))
-        leaves.append(TaskRef(key))
-    out = ("total", token)
-    graph[out] = DaskTask(out, add, *leaves)
-    return graph, out
-
-
-def fanout(n: int) -> Pipeline:
-    """The same fan-out, declared."""
-    p = Pipeline(f"fanout_{n}")
-    p.add(Task("source", source))
-    for i in range(n):
-        p.add(Task(f"leaf_{i}", inc, ("source",)))
-    p.add(Task("total", add, tuple(f"leaf_{i}" for i in range(n))))
-    return p
-
-
-def source() -> int:
-    return 1
-
-
-def inc(x: int) -> int:
-    return x + 1
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:

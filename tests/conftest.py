@@ -6,9 +6,11 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -64,9 +66,12 @@ def redis_url() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def manager_on(where: str, config: dict[str, object] | None = None) -> Iterator[object]:
+def manager_on(
+    where: str, config: dict[str, object] | None = None, *, threads: int = 1
+) -> Iterator[Any]:
     """A PipelineManager with ``config`` on threads (``where="threads"``), or on a real
-    LocalCluster of two worker processes (``"cluster"``), closed after."""
+    LocalCluster of two worker processes of ``threads`` threads each (``"cluster"``), closed
+    after."""
     from xlibrary.pipeline import PipelineManager
 
     if where == "threads":
@@ -77,7 +82,7 @@ def manager_on(where: str, config: dict[str, object] | None = None) -> Iterator[
 
     with (
         LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+            n_workers=2, threads_per_worker=threads, processes=True, dashboard_address=":0"
         ) as cluster,
         Client(cluster) as client,
         PipelineManager(config, client=client) as manager,
@@ -87,6 +92,18 @@ def manager_on(where: str, config: dict[str, object] | None = None) -> Iterator[
 
 WHERE = pytest.mark.parametrize("where", ["threads", "cluster"])
 """Run a test on threads and on a LocalCluster of worker processes (with :func:`manager_on`)."""
+
+
+class Calls:
+    """Counts calls by name, from any thread (tasks on the threaded backend)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, name: str) -> None:
+        with self._lock:
+            self.counts[name] = self.counts.get(name, 0) + 1
 
 
 def free_port() -> int:

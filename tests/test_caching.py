@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import Calls
 from xlibrary.pipeline import Pipeline, PipelineManager, TaskStatus, task
 
 
@@ -22,16 +23,6 @@ def store(tmp_path: Path) -> str:
 def pm(store: str) -> Iterator[PipelineManager]:
     with PipelineManager({"store": {"url": store}}) as manager:
         yield manager
-
-
-class Calls:
-    def __init__(self) -> None:
-        self.counts: dict[str, int] = {}
-        self._lock = threading.Lock()
-
-    def __call__(self, name: str) -> None:
-        with self._lock:
-            self.counts[name] = self.counts.get(name, 0) + 1
 
 
 def test_explicit_key_in_either_decorator_order(pm: PipelineManager) -> None:

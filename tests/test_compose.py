@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from distributed import Client, LocalCluster
 
 from tests.conftest import WHERE, manager_on
 from xlibrary.pipeline import (
@@ -18,16 +17,11 @@ from xlibrary.pipeline import (
 )
 
 
-@pytest.fixture(params=["threads", "local_cluster"])
+@pytest.fixture(params=["threads", "cluster"])
 def pm(request: pytest.FixtureRequest) -> Iterator[PipelineManager]:
     """A manager on threads, and one on a real LocalCluster (worker processes)."""
-    if request.param == "threads":
-        with PipelineManager() as manager:
-            yield manager
-        return
-    with LocalCluster(n_workers=2, threads_per_worker=2, dashboard_address=":0") as cluster:
-        with Client(cluster) as client, PipelineManager(client=client) as manager:
-            yield manager
+    with manager_on(request.param, threads=2) as manager:
+        yield manager
 
 
 def processing() -> Pipeline:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ import fsspec
 import pandas as pd
 import pytest
 
+from tests.conftest import Calls
 from xlibrary.pipeline import (
     ConfigError,
     Pipeline,
@@ -29,16 +29,6 @@ from xlibrary.pipeline.datasets import Catalog, Dataset
 from xlibrary.pipeline.errors import DatasetError
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-class Calls:
-    def __init__(self) -> None:
-        self.counts: dict[str, int] = {}
-        self._lock = threading.Lock()
-
-    def __call__(self, name: str) -> None:
-        with self._lock:
-            self.counts[name] = self.counts.get(name, 0) + 1
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from distributed import Client, LocalCluster
 
 from tests.conftest import WHERE, manager_on
 from xlibrary.pipeline import (
@@ -26,16 +25,11 @@ from xlibrary.pipeline.pictures import to_dot, to_svg
 OUTPUTS = ["X_train", "X_test", "y_train", "y_test"]
 
 
-@pytest.fixture(params=["threads", "local_cluster"])
+@pytest.fixture(params=["threads", "cluster"])
 def pm(request: pytest.FixtureRequest) -> Iterator[PipelineManager]:
     """A manager on threads, and one on a real LocalCluster (worker processes)."""
-    if request.param == "threads":
-        with PipelineManager() as manager:
-            yield manager
-        return
-    with LocalCluster(n_workers=2, threads_per_worker=2, dashboard_address=":0") as cluster:
-        with Client(cluster) as client, PipelineManager(client=client) as manager:
-            yield manager
+    with manager_on(request.param, threads=2) as manager:
+        yield manager
 
 
 def ml(returned: Any, name: str = "ml") -> Pipeline:

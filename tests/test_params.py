@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import Calls
 from xlibrary.pipeline import (
     CachePolicy,
     ConfigError,
@@ -32,16 +33,6 @@ def cached_pm(tmp_path: Path) -> Iterator[PipelineManager]:
     config = {"store": {"url": str(tmp_path / "store")}, "caching": {"cache_results": True}}
     with PipelineManager(config) as manager:
         yield manager
-
-
-class Calls:
-    def __init__(self) -> None:
-        self.counts: dict[str, int] = {}
-        self._lock = threading.Lock()
-
-    def __call__(self, name: str) -> None:
-        with self._lock:
-            self.counts[name] = self.counts.get(name, 0) + 1
 
 
 def _split(calls: Calls | None = None, params: dict[str, Any] | None = None) -> Pipeline:

@@ -16,7 +16,6 @@ from typing import Any
 
 import httpx
 import pytest
-from distributed import Client, LocalCluster
 from fastapi import FastAPI
 
 from tests.conftest import WHERE, manager_on
@@ -87,18 +86,13 @@ def calls(log: Path) -> list[str]:
     return sorted(log.read_text().split()) if log.exists() else []
 
 
-@pytest.fixture(params=["threads", "local_cluster"])
+@pytest.fixture(params=["threads", "cluster"])
 def pm(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PipelineManager]:
     """Managers that save their results in a store of the test's own: on threads, and on a
     real LocalCluster (worker processes)."""
     config = {"save_intermediate_results": True, "store": {"url": str(tmp_path / "store")}}
-    if request.param == "threads":
-        with PipelineManager(config) as manager:
-            yield manager
-        return
-    with LocalCluster(n_workers=2, threads_per_worker=2, dashboard_address=":0") as cluster:
-        with Client(cluster) as client, PipelineManager(config, client=client) as manager:
-            yield manager
+    with manager_on(request.param, config, threads=2) as manager:
+        yield manager
 
 
 def test_targets_run_only_what_they_need(pm: PipelineManager, tmp_path: Path) -> None:

@@ -45,6 +45,7 @@ from .selection import Selection
 from .states import DONE, STALE, RunState, TaskStatus
 from .store import Cache, RunStore
 from .store.names import new_run_id  # the run id grammar lives beside its check
+from .stored import abandon_held
 from .watch import Listener, RunWatch
 from .wrapper import Measures
 
@@ -230,6 +231,7 @@ def execute(
             result = instruments.finish(result)
     except BaseException as exc:
         finished = {**outcomes, **(watch.finished if watch is not None else {})}
+        abandon_held(finished.values())  # collections written for a run that never settled
         try:
             _stopped(
                 plan, run_id, steps, finished, started, resumed_from, observers, exc, inputs,

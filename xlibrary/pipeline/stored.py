@@ -76,8 +76,20 @@ class PendingWrite:
     lazy: Any = field(default=None, compare=False)
 
 
+class _Placed:
+    """What commits of a collection written at a :class:`StoredCollection` place share."""
+
+    place: StoredCollection
+
+    def abandon(self) -> None:
+        _remove(self.place)
+
+    def again(self, value: Any) -> Any:
+        return write_lazily(value, self.place)
+
+
 @dataclass(frozen=True, kw_only=True)
-class CacheCommit:
+class CacheCommit(_Placed):
     """Writes the cache entry naming a collection once the workers wrote it."""
 
     cache: Cache
@@ -97,15 +109,9 @@ class CacheCommit:
         )  # fmt: skip
         return None if header is None else header.entry_id
 
-    def abandon(self) -> None:
-        _remove(self.place)
-
-    def again(self, value: Any) -> Any:
-        return write_lazily(value, self.place)
-
 
 @dataclass(frozen=True, kw_only=True)
-class SavedCommit:
+class SavedCommit(_Placed):
     """Writes the saved result naming a collection once the workers wrote it."""
 
     runs: RunStore
@@ -118,12 +124,6 @@ class SavedCommit:
     def done(self) -> str | None:
         self.runs.save_result(self.pipeline, self.run_id, self.task, self.place)
         return None
-
-    def abandon(self) -> None:
-        _remove(self.place)
-
-    def again(self, value: Any) -> Any:
-        return write_lazily(value, self.place)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -39,8 +39,7 @@ from typing import Any
 
 import cloudpickle
 
-from .calls import call_in_pool as _call_in_pool
-from .calls import call_with_timeout as _call_with_timeout
+from .calls import call_in_pool, call_with_timeout
 from .datasets import Dataset
 from .errors import ClusterError, SerializationError, TaskOutputError
 from .fingerprint import UnhashableInput, derive_key, input_token
@@ -337,11 +336,11 @@ class TaskWrapper:
             attempt += 1
             try:
                 if self.pool is not None:
-                    value = _call_in_pool(self.func, args, self.timeout, self.name, self.pool)
+                    value = call_in_pool(self.func, args, self.timeout, self.name, self.pool)
                 elif self.timeout is None:
                     value = self.func(*args)
                 else:
-                    value = _call_with_timeout(self.func, args, self.timeout, self.name)
+                    value = call_with_timeout(self.func, args, self.timeout, self.name)
             except BaseException as exc:
                 if isinstance(exc, KeyboardInterrupt) and _is_ctrl_c():
                     raise

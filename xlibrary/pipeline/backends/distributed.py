@@ -38,7 +38,6 @@ from ..keys import name_in, run_of
 from ..lower import Key
 from ..outcome import Outcome, register_with_distributed
 from ..settings import Settings
-from ..stored import abandon_held
 from ..watch import RunWatch
 from .clusters import close_unconnected, distributed_options, import_distributed
 from .noworkers import NoWorkersWatch, WorkerCount
@@ -310,7 +309,6 @@ class DistributedBackend:
             except BaseException as exc:
                 if progress is not None:  # what had finished, for the run's record
                     progress.finished.update(self._finished(client, run_id, fetch, futures))
-                    abandon_held(progress.finished.values())  # never settled: not committed
                 self.release_held(run_id)
                 with contextlib.suppress(Exception):  # a closed client: the error says why
                     client.cancel(futures)  # interrupted: leave nothing going on the cluster

@@ -20,7 +20,6 @@ from ..keys import name_in
 from ..lower import Key
 from ..outcome import Outcome
 from ..settings import Settings
-from ..stored import abandon_held
 from ..watch import RunWatch, dask_callbacks
 from .settle import settle_here
 
@@ -129,7 +128,6 @@ def run_locally(
                     if type(value) is Outcome:
                         watch.finished[name_in(key)] = value.without_value()
                 watch.finished.update(seen)
-                abandon_held(watch.finished.values())  # never settled: nothing to commit
 
         callbacks.append((None, None, None, None, stopped))
     wanted_keys = [keys[name] for name in names]
